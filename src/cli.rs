@@ -1,0 +1,430 @@
+//! The command line: `serve`, `dev`, `check-config`, `send`, `healthcheck`.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Mode, Settings},
+    sources::{customerio, signature::sign_sha1, Source},
+    startup::{preflight, App},
+    telemetry,
+    triggers::{Action, TriggerTable},
+};
+
+const ABOUT: &str =
+    "Segment and Customer.io webhooks in, real-time Mavera personas and research briefs out.";
+
+const LONG_ABOUT: &str = "\
+Segment and Customer.io webhooks in, real-time Mavera personas and research briefs out.
+
+mavera-triggers receives Segment (POST /segment) and Customer.io reporting (POST /customerio) webhooks,
+checks their signatures, drops re-deliveries, and runs the matching triggers of a TOML trigger table:
+create a Mavera persona, or ask Mave for a research brief (Customer.io events can first be enriched with
+the customer's attributes). The answer to the sender never waits on Mavera.
+
+First steps:
+  mavera-triggers dev                          run locally: 127.0.0.1:8080, unsigned requests accepted,
+                                               Mavera requests printed instead of sent without a key
+  mavera-triggers send segment trial_started   fire a sample event at it (in another terminal)
+  mavera-triggers check-config                 validate the trigger table and print it
+
+Settings come from the environment (and a .env file): see .env.example for every variable.";
+
+#[derive(Debug, Parser)]
+#[command(name = "mavera-triggers", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run in production: every source with a trigger needs its signing secret, and Mavera needs a key.
+    /// Refuses to start (and says which variable to set) otherwise.
+    Serve(RunArgs),
+    /// Run for local development: binds 127.0.0.1, accepts unsigned requests for a source whose secret is
+    /// unset (with a loud warning), and without MAVERA_API_KEY prints each Mavera request instead of sending it.
+    Dev(RunArgs),
+    /// Validate a trigger table and print it (default: MAVERA_TRIGGERS_CONFIG or config/mavera-triggers.toml).
+    CheckConfig {
+        /// The file to check.
+        path: Option<PathBuf>,
+    },
+    /// Post a sample event to a running server, signed when the source's secret is set, and print the answer.
+    ///
+    /// Examples:
+    ///   mavera-triggers send segment trial_started
+    ///   mavera-triggers send segment ./my-event.json --url https://abc.ngrok.app/segment
+    ///   mavera-triggers send customerio unsubscribed
+    #[command(verbatim_doc_comment)]
+    Send(SendArgs),
+    /// Exit 0 when the local server answers GET /healthz (for Docker's HEALTHCHECK).
+    Healthcheck {
+        /// Default: http://127.0.0.1:$WEBHOOK_PORT/healthz
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Trigger table (overrides MAVERA_TRIGGERS_CONFIG).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Port (overrides WEBHOOK_PORT; 0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Interface to bind (overrides BIND_ADDR).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// `segment` or `customerio`.
+    pub source: Source,
+    /// A JSON file to send as it is, or a name: a Segment event (trial_started, plan_upgraded,
+    /// feature_milestone, churn_signal, or any name; identify/page/screen/group/alias send that type) or a
+    /// Customer.io metric (unsubscribed, bounced, spammed, sent, …).
+    pub event: String,
+    /// Where to post (default: http://127.0.0.1:$WEBHOOK_PORT/<source>).
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let mode = match cli.command {
+        Command::Serve(_) => Mode::Serve,
+        _ => Mode::Dev,
+    };
+    let settings = match Settings::from_env(mode) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Serve(args) | Command::Dev(args) => run_server(settings, args).await,
+        Command::CheckConfig { path } => check_config(&settings, path),
+        Command::Send(args) => send(&settings, args).await,
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.port));
+            match reqwest::get(&url).await {
+                Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+async fn run_server(mut settings: Settings, args: RunArgs) -> ExitCode {
+    telemetry::init(settings.log_json);
+    if let Some(p) = args.config {
+        settings.config_path = p;
+    }
+    if let Some(p) = args.port {
+        settings.port = p;
+    }
+    if let Some(b) = args.bind {
+        settings.bind_addr = b;
+    }
+    let table = match TriggerTable::load(&settings.config_path) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    settings.apply_file_limits(&table.limits, |k| std::env::var(k).ok());
+    let missing = preflight(&settings, &table);
+    match settings.mode {
+        Mode::Serve if !missing.is_empty() => {
+            for m in &missing {
+                tracing::error!("cannot start: {m}");
+            }
+            tracing::error!("`serve` needs every one of these; for local development without them run `mavera-triggers dev`");
+            return ExitCode::from(2);
+        }
+        Mode::Dev => {
+            for m in &missing {
+                tracing::warn!("DEV MODE: {m}");
+            }
+            if settings.mavera_dry_run() {
+                tracing::warn!("DRY RUN: no MAVERA_API_KEY — every Mavera request is printed here instead of sent");
+            }
+        }
+        Mode::Serve => {}
+    }
+    let app = match App::build(settings.clone(), table).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let table = app.state().table.load_full();
+    tracing::info!(
+        mode = ?settings.mode,
+        "listening on http://{}:{} — POST /segment, POST /customerio, GET /healthz",
+        settings.bind_addr,
+        app.port()
+    );
+    for t in table.triggers() {
+        tracing::info!(trigger = %t.name, source = %t.source, events = %t.events.join(","), action = t.action.kind(), "trigger loaded");
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    match app.run_until_stopped(shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("server error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn signal_shutdown(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: no new requests; workers finish the job they hold");
+    token.cancel();
+}
+
+fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCode {
+    let path = path.unwrap_or_else(|| settings.config_path.clone());
+    let table = match TriggerTable::load(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{}: {} trigger(s), all templates compile\n",
+        path.display(),
+        table.triggers().len()
+    );
+    println!(
+        "{:<20} {:<11} {:<32} {:<15} {:<22} when",
+        "TRIGGER", "SOURCE", "EVENTS", "ACTION", "ENRICH"
+    );
+    for t in table.triggers() {
+        let enrich = t.enrich.map(|_| "customerio_attributes").unwrap_or("-");
+        let action = match &t.action {
+            Action::CreatePersona { .. } => "create_persona",
+            Action::Research { .. } => "research",
+        };
+        println!(
+            "{:<20} {:<11} {:<32} {:<15} {:<22} {}",
+            t.name,
+            t.source,
+            t.events.join(","),
+            action,
+            enrich,
+            t.condition_source().unwrap_or("-")
+        );
+    }
+    let show = |secrets: &[crate::config::Secret]| {
+        if secrets.is_empty() {
+            "not set".to_string()
+        } else {
+            secrets
+                .iter()
+                .map(|s| s.fingerprint())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    println!("\nsettings (secrets as fingerprints):");
+    println!(
+        "  SEGMENT_SHARED_SECRET  {}",
+        show(&settings.segment_secrets)
+    );
+    println!(
+        "  CIO_WEBHOOK_SECRET     {}",
+        show(&settings.cio_webhook_secrets)
+    );
+    println!(
+        "  MAVERA_API_KEY         {}",
+        show(settings.mavera_api_key.as_slice())
+    );
+    println!(
+        "  CIO_APP_KEY            {}",
+        show(settings.cio_app_key.as_slice())
+    );
+    println!("  MAVERA_BASE_URL        {}", settings.mavera_base_url);
+    println!("  CIO_APP_BASE_URL       {}", settings.cio_app_base_url);
+    let serve = Settings {
+        mode: Mode::Serve,
+        ..settings.clone()
+    };
+    let missing = preflight(&serve, &table);
+    if missing.is_empty() {
+        println!("\n`serve` would start with these settings.");
+    } else {
+        println!("\n`serve` would refuse to start:");
+        for m in missing {
+            println!("  - {m}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// A sample Segment event: a track call with the properties the shipped triggers read, or another type.
+pub fn segment_sample(name: &str) -> Value {
+    let message_id = format!("send-{}", uuid::Uuid::new_v4());
+    let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let context = json!({ "library": { "name": "mavera-triggers send" }, "traits": { "email": "jane@acme.example" } });
+    let properties = match name {
+        "trial_started" => json!({ "plan": "pro", "source": "google_ads" }),
+        "plan_upgraded" => json!({ "previous_plan": "starter", "new_plan": "pro" }),
+        "feature_milestone" => json!({ "milestone": "100 reports", "feature_name": "Dashboards" }),
+        "churn_signal" => {
+            json!({ "ltv": 420, "signal_type": "downgrade_intent", "tenure_days": 97 })
+        }
+        _ => json!({}),
+    };
+    let mut event = match name {
+        "identify" => {
+            json!({ "type": "identify", "traits": { "plan": "pro", "email": "jane@acme.example" } })
+        }
+        "page" | "screen" => {
+            json!({ "type": name, "name": "Pricing", "properties": { "path": "/pricing" } })
+        }
+        "group" => json!({ "type": "group", "groupId": "acme", "traits": { "name": "Acme" } }),
+        "alias" => json!({ "type": "alias", "previousId": "anon-1" }),
+        _ => json!({ "type": "track", "event": name, "properties": properties }),
+    };
+    let obj = event.as_object_mut().expect("object");
+    obj.insert("messageId".into(), json!(message_id));
+    obj.insert("userId".into(), json!("usr_k8m2n"));
+    obj.insert("timestamp".into(), json!(timestamp));
+    obj.insert("context".into(), context);
+    event
+}
+
+/// A sample Customer.io reporting webhook for a metric, in the current envelope.
+pub fn customerio_sample(metric: &str) -> Value {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let object_type = match metric {
+        "subscribed" | "unsubscribed" | "cio_subscription_preferences_changed" => "customer",
+        _ => "email",
+    };
+    let mut data = json!({
+        "customer_id": "42",
+        "email_address": "jane@acme.example",
+        "identifiers": { "id": "42", "email": "jane@acme.example", "cio_id": "d9c106000001" }
+    });
+    if object_type == "email" {
+        let d = data.as_object_mut().expect("object");
+        d.insert("delivery_id".into(), json!("RPILAgABcRhIBqSp7kiPekGBIeVh"));
+        d.insert("action_id".into(), json!(36));
+        d.insert("campaign_id".into(), json!(6));
+        d.insert("recipient".into(), json!("jane@acme.example"));
+        d.insert(
+            "subject".into(),
+            json!("Did you get that thing I sent you?"),
+        );
+    }
+    json!({
+        "event_id": uuid::Uuid::new_v4().simple().to_string().to_uppercase()[..26].to_string(),
+        "object_type": object_type,
+        "metric": metric,
+        "timestamp": now,
+        "data": data,
+    })
+}
+
+async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
+    let body = if std::path::Path::new(&args.event).is_file() {
+        match std::fs::read(&args.event) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", args.event);
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        let sample = match args.source {
+            Source::Segment => segment_sample(&args.event),
+            Source::CustomerIo => customerio_sample(&args.event),
+        };
+        serde_json::to_vec(&sample).expect("JSON")
+    };
+    let url = args
+        .url
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}/{}", settings.port, args.source));
+    let mut headers: Vec<(&str, String)> = vec![("content-type", "application/json".into())];
+    let signed = match args.source {
+        Source::Segment => settings.segment_secrets.first().map(|secret| {
+            headers.push(("x-signature", sign_sha1(secret, &body)));
+            "X-Signature (HMAC-SHA1, SEGMENT_SHARED_SECRET)"
+        }),
+        Source::CustomerIo => settings.cio_webhook_secrets.first().map(|secret| {
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            headers.push((customerio::TIMESTAMP_HEADER, ts.to_string()));
+            headers.push((
+                customerio::SIGNATURE_HEADER,
+                customerio::sign(secret, ts, &body),
+            ));
+            "X-CIO-Signature v0 (HMAC-SHA256, CIO_WEBHOOK_SECRET)"
+        }),
+    };
+    let mut request = reqwest::Client::new().post(&url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    println!("→ POST {url}");
+    println!(
+        "  signed: {}",
+        signed.unwrap_or("no (the secret is not set; only `dev` accepts this)")
+    );
+    println!("{}", String::from_utf8_lossy(&body));
+    match request.body(body).send().await {
+        Ok(response) => {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            println!("← {status}\n{text}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach {url}: {}. Is the server running (`mavera-triggers dev`)?",
+                e.without_url()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

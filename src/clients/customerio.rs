@@ -1,0 +1,180 @@
+//! The Customer.io App API: `GET /customers/{id}/attributes`, cached, rate-limited, safely addressed.
+
+use std::{sync::Arc, time::Duration};
+
+use dashmap::DashMap;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use super::{retry_after, UpstreamError};
+use crate::{config::Secret, ratelimit::SlidingWindow};
+
+const SERVICE: &str = "Customer.io";
+
+/// Everything but RFC 3986's unreserved characters is escaped, so an id is always one path segment:
+/// `/`, `?`, `#`, `%` and spaces cannot change the URL's path or query.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A person's attributes, or why there are none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Map<String, Value>),
+    /// 404: the customer does not exist (deleted, or never identified).
+    NotFound,
+    /// The id cannot be sent as a path segment at all (`.` or `..`, which URL rules resolve away).
+    Unaddressable,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Lookup)>>>;
+
+#[derive(Clone)]
+pub struct CustomerIoClient {
+    http: reqwest::Client,
+    base_url: String,
+    key: Option<Secret>,
+    timeout: Duration,
+    ttl: Duration,
+    requests: Arc<SlidingWindow>,
+    /// One slot per person: concurrent look-ups of one person wait for the first (one request, not ten).
+    cache: Arc<DashMap<String, Slot>>,
+}
+
+/// The sample profile used in `dev` without `CIO_APP_KEY`, so a newcomer sees the whole pipeline run.
+pub fn dry_run_attributes() -> Map<String, Value> {
+    let v = json!({
+        "plan_type": "pro", "industry": "fintech", "usage_tier": "high", "mrr": "850",
+        "tenure_days": "342", "last_active_at": "2026-11-20", "email": "jane@acme.example",
+    });
+    v.as_object().cloned().unwrap_or_default()
+}
+
+impl CustomerIoClient {
+    pub fn new(
+        http: reqwest::Client,
+        base_url: &str,
+        key: Option<Secret>,
+        settings: &crate::config::Settings,
+    ) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            key,
+            timeout: settings.http_timeout,
+            ttl: settings.cio_cache_ttl,
+            requests: Arc::new(SlidingWindow::per_second(settings.cio_requests_per_second)),
+            cache: Arc::new(DashMap::new()),
+        }
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.key.is_none()
+    }
+
+    /// The path and query for a person: `/customers/{id}/attributes[?id_type=…]`.
+    pub fn path_for(id: &str, id_type: &str) -> Option<String> {
+        if id == "." || id == ".." || id.is_empty() {
+            return None;
+        }
+        let segment = utf8_percent_encode(id, SEGMENT);
+        Some(match id_type {
+            "id" => format!("/customers/{segment}/attributes"),
+            other => format!("/customers/{segment}/attributes?id_type={other}"),
+        })
+    }
+
+    /// A person's attributes, from the cache when a fresh answer is there.
+    pub async fn attributes(&self, id: &str, id_type: &str) -> Result<Lookup, UpstreamError> {
+        let Some(path) = Self::path_for(id, id_type) else {
+            return Ok(Lookup::Unaddressable);
+        };
+        if self.key.is_none() {
+            tracing::info!(
+                target: "mavera_triggers::dry_run",
+                "DRY RUN (no CIO_APP_KEY): would send GET {}{path}; using a sample pro-plan profile instead",
+                self.base_url
+            );
+            return Ok(Lookup::Found(dry_run_attributes()));
+        }
+        self.evict_expired();
+        let slot = self.cache.entry(path.clone()).or_default().clone();
+        let mut cached = slot.lock().await;
+        if let Some((at, lookup)) = cached.as_ref() {
+            if at.elapsed() < self.ttl {
+                return Ok(lookup.clone());
+            }
+        }
+        let lookup = self.fetch(&path).await?;
+        *cached = Some((Instant::now(), lookup.clone()));
+        Ok(lookup)
+    }
+
+    fn evict_expired(&self) {
+        // Keeps memory bounded by the people seen within one TTL.
+        if self.cache.len() > 10_000 {
+            let ttl = self.ttl;
+            self.cache.retain(|_, slot| match slot.try_lock() {
+                Ok(guard) => guard.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl),
+                Err(_) => true,
+            });
+        }
+    }
+
+    async fn fetch(&self, path: &str) -> Result<Lookup, UpstreamError> {
+        let key = self.key.as_ref().expect("checked by the caller");
+        self.requests.acquire().await;
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(key.expose())
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Lookup::NotFound);
+        }
+        if !status.is_success() {
+            let wait = retry_after(response.headers());
+            let text = response.text().await.unwrap_or_default();
+            return Err(UpstreamError::Status {
+                service: SERVICE,
+                status: status.as_u16(),
+                detail: text.chars().take(200).collect(),
+                retry_after: wait,
+            });
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
+        let attributes = body["customer"]["attributes"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Ok(Lookup::Found(attributes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_always_one_encoded_path_segment() {
+        assert_eq!(
+            CustomerIoClient::path_for("a/b?c#d/../e f%", "id").unwrap(),
+            "/customers/a%2Fb%3Fc%23d%2F..%2Fe%20f%25/attributes"
+        );
+        assert_eq!(
+            CustomerIoClient::path_for("jane+x@acme.co", "email").unwrap(),
+            "/customers/jane%2Bx%40acme.co/attributes?id_type=email"
+        );
+        assert_eq!(CustomerIoClient::path_for("..", "id"), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! HTTP clients for the remote APIs, all sharing one `reqwest::Client` built at start-up.
+
+pub mod customerio;
+pub mod mavera;
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// The one HTTP client: rustls, connection pooling, a connect timeout and our User-Agent. Per-request
+/// timeouts are set by each call (a Mave chat may take 90 s; an attribute look-up should not).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("mavera-triggers/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .expect("the TLS backend (rustls) is compiled in")
+}
+
+/// A failed call to a remote API, classified for the retry policy.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{service} answered {status}: {detail}")]
+    Status {
+        service: &'static str,
+        status: u16,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{service} did not answer in time")]
+    Timeout { service: &'static str },
+    #[error("cannot reach {service}: {detail}")]
+    Connect {
+        service: &'static str,
+        detail: String,
+    },
+    #[error("{service}'s answer could not be read: {detail}")]
+    Decode {
+        service: &'static str,
+        detail: String,
+    },
+}
+
+impl UpstreamError {
+    /// 408, 429, 5xx, timeouts and connection errors are worth another try; other 4xx are final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Status { status, .. } => {
+                crate::jobs::retry::is_retryable_status(*status)
+            }
+            UpstreamError::Timeout { .. } | UpstreamError::Connect { .. } => true,
+            UpstreamError::Decode { .. } => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpstreamError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_reqwest(service: &'static str, e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            UpstreamError::Timeout { service }
+        } else if e.is_decode() {
+            UpstreamError::Decode {
+                service,
+                detail: e.to_string(),
+            }
+        } else {
+            // Without the URL: a query string may carry an email address.
+            UpstreamError::Connect {
+                service,
+                detail: e.without_url().to_string(),
+            }
+        }
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}

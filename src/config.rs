@@ -1,0 +1,412 @@
+//! Settings from the environment (and `.env` when present), parsed and validated once at start-up.
+//!
+//! Every variable is listed, with its default, in `.env.example`. Secrets are held in [`Secret`], whose
+//! `Debug` and `Display` print a short fingerprint, never the value.
+
+use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
+
+use sha2::{Digest, Sha256};
+
+/// How the server was started: `serve` is strict, `dev` is forgiving and loud about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Production: every enabled source needs its secret, Mavera needs a key.
+    Serve,
+    /// The newcomer's mode: loopback only, unsigned requests accepted for sources without a secret,
+    /// and without `MAVERA_API_KEY` every Mavera request is printed instead of sent.
+    Dev,
+}
+
+/// A secret value (API key, signing secret). Never printed: `Debug` shows a fingerprint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for signing and `Authorization` headers only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `sha256:` and the first 8 hex digits of the value's SHA-256: enough to tell two secrets apart in
+    /// `check-config` output, useless to an attacker.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::digest(self.0.as_bytes());
+        format!("sha256:{}", &hex::encode(digest)[..8])
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.fingerprint())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.fingerprint())
+    }
+}
+
+/// Parses `new,old` into several secrets so that a secret can be rotated without downtime.
+pub fn secret_list(value: &str) -> Vec<Secret> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Secret::new)
+        .collect()
+}
+
+/// A setting that could not be read. The message names the variable and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}={value:?} is not valid: {fix}")]
+pub struct SettingsError {
+    pub var: &'static str,
+    pub value: String,
+    pub fix: String,
+}
+
+/// Everything the server reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    /// `BIND_ADDR`: the interface to listen on. `serve` defaults to 0.0.0.0, `dev` to 127.0.0.1.
+    pub bind_addr: IpAddr,
+    /// `WEBHOOK_PORT` (default 8080; 0 picks a free port).
+    pub port: u16,
+    /// `MAVERA_TRIGGERS_CONFIG` (default `config/mavera-triggers.toml`).
+    pub config_path: PathBuf,
+    /// `MAVERA_API_KEY`: without it `dev` runs dry and `serve` refuses to start.
+    pub mavera_api_key: Option<Secret>,
+    /// `MAVERA_BASE_URL` (default `https://app.mavera.io/api/v1`).
+    pub mavera_base_url: String,
+    /// `SEGMENT_SHARED_SECRET`: one or more comma-separated secrets (`new,old` while rotating).
+    pub segment_secrets: Vec<Secret>,
+    /// `CIO_WEBHOOK_SECRET`: the reporting-webhook signing key(s), comma-separated.
+    pub cio_webhook_secrets: Vec<Secret>,
+    /// `CIO_APP_KEY`: App API key for attribute look-ups.
+    pub cio_app_key: Option<Secret>,
+    /// `CIO_APP_BASE_URL`, else derived from `CIO_REGION` (`us` → api.customer.io, `eu` → api-eu.customer.io).
+    pub cio_app_base_url: String,
+    /// `CIO_TIMESTAMP_TOLERANCE_SECS` (default 300; 0 turns the replay check off).
+    pub cio_timestamp_tolerance: Duration,
+    /// `CIO_ATTRIBUTES_CACHE_TTL_SECS` (default 600).
+    pub cio_cache_ttl: Duration,
+    /// `CIO_REQUESTS_PER_SECOND` (default 10, Customer.io's documented App API limit).
+    pub cio_requests_per_second: u32,
+    /// `MAVERA_REQUESTS_PER_MINUTE` (default 60, the Starter plan).
+    pub mavera_requests_per_minute: u32,
+    /// `MAVERA_MAX_CONCURRENT_CHATS` (default 10, Mavera's cap on `/mave/chat`).
+    pub mavera_max_concurrent_chats: usize,
+    /// `MAVERA_TIMEOUT_SECS` (default 180: a Mave answer can take 30–90 s).
+    pub mavera_timeout: Duration,
+    /// `HTTP_TIMEOUT_SECS` for everything that is not a Mave chat (default 30).
+    pub http_timeout: Duration,
+    /// `DATABASE_URL`: reserved for the durable store.
+    pub database_url: Option<String>,
+    /// `MAX_BODY_BYTES` (default 1 MiB): larger webhook bodies get 413.
+    pub max_body_bytes: usize,
+    /// `DEDUPE_TTL_SECS` (default 86400: Segment keeps 24 h of messageIds).
+    pub dedupe_ttl: Duration,
+    /// `DEDUPE_CAPACITY` (default 1,000,000 ids): the oldest are forgotten first past it.
+    pub dedupe_capacity: usize,
+    /// `WORKERS` (default 16): jobs run at once.
+    pub workers: usize,
+    /// `RETRY_BASE_MS` (default 1000): first retry delay before jitter.
+    pub retry_base: Duration,
+    /// `RETRY_MAX_MS` (default 300000): the longest delay between two attempts.
+    pub retry_max: Duration,
+    /// `RETRY_MAX_ATTEMPTS` (default 10): then the job is dead-lettered.
+    pub retry_max_attempts: u32,
+    /// `LOG_FORMAT` (`pretty` default, or `json`).
+    pub log_json: bool,
+}
+
+pub const DEFAULT_MAVERA_BASE_URL: &str = "https://app.mavera.io/api/v1";
+pub const CIO_US_BASE_URL: &str = "https://api.customer.io/v1";
+pub const CIO_EU_BASE_URL: &str = "https://api-eu.customer.io/v1";
+
+impl Settings {
+    /// Settings with every default and no secrets: the starting point of tests.
+    pub fn defaults(mode: Mode) -> Self {
+        Self {
+            mode,
+            bind_addr: match mode {
+                Mode::Serve => IpAddr::from([0, 0, 0, 0]),
+                Mode::Dev => IpAddr::from([127, 0, 0, 1]),
+            },
+            port: 8080,
+            config_path: PathBuf::from("config/mavera-triggers.toml"),
+            mavera_api_key: None,
+            mavera_base_url: DEFAULT_MAVERA_BASE_URL.to_string(),
+            segment_secrets: Vec::new(),
+            cio_webhook_secrets: Vec::new(),
+            cio_app_key: None,
+            cio_app_base_url: CIO_US_BASE_URL.to_string(),
+            cio_timestamp_tolerance: Duration::from_secs(300),
+            cio_cache_ttl: Duration::from_secs(600),
+            cio_requests_per_second: 10,
+            mavera_requests_per_minute: 60,
+            mavera_max_concurrent_chats: 10,
+            mavera_timeout: Duration::from_secs(180),
+            http_timeout: Duration::from_secs(30),
+            database_url: None,
+            max_body_bytes: 1024 * 1024,
+            dedupe_ttl: Duration::from_secs(24 * 3600),
+            dedupe_capacity: 1_000_000,
+            workers: 16,
+            retry_base: Duration::from_millis(1000),
+            retry_max: Duration::from_millis(300_000),
+            retry_max_attempts: 10,
+            log_json: false,
+        }
+    }
+
+    /// Reads the process environment (after `.env`, which never overrides a variable already set).
+    pub fn from_env(mode: Mode) -> Result<Self, SettingsError> {
+        Self::from_lookup(mode, |k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can supply a map instead of the process environment.
+    pub fn from_lookup(
+        mode: Mode,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let get = |k: &str| {
+            lookup(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let mut s = Self::defaults(mode);
+        if let Some(v) = get("BIND_ADDR") {
+            s.bind_addr = v.parse().map_err(|_| SettingsError {
+                var: "BIND_ADDR",
+                value: v.clone(),
+                fix: "use an IP address such as 0.0.0.0 or 127.0.0.1".into(),
+            })?;
+        }
+        if let Some(v) = get("WEBHOOK_PORT") {
+            s.port = parse_num("WEBHOOK_PORT", &v, "a port number such as 8080")?;
+        }
+        if let Some(v) = get("MAVERA_TRIGGERS_CONFIG") {
+            s.config_path = PathBuf::from(v);
+        }
+        s.mavera_api_key = get("MAVERA_API_KEY").map(Secret::new);
+        if let Some(v) = get("MAVERA_BASE_URL") {
+            s.mavera_base_url = check_url("MAVERA_BASE_URL", &v)?;
+        }
+        s.segment_secrets = get("SEGMENT_SHARED_SECRET")
+            .map(|v| secret_list(&v))
+            .unwrap_or_default();
+        s.cio_webhook_secrets = get("CIO_WEBHOOK_SECRET")
+            .map(|v| secret_list(&v))
+            .unwrap_or_default();
+        s.cio_app_key = get("CIO_APP_KEY").map(Secret::new);
+        if let Some(region) = get("CIO_REGION") {
+            s.cio_app_base_url = match region.to_ascii_lowercase().as_str() {
+                "us" => CIO_US_BASE_URL.to_string(),
+                "eu" => CIO_EU_BASE_URL.to_string(),
+                _ => {
+                    return Err(SettingsError {
+                        var: "CIO_REGION",
+                        value: region,
+                        fix: "use `us` or `eu` (the region of your Customer.io workspace)".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("CIO_APP_BASE_URL") {
+            s.cio_app_base_url = check_url("CIO_APP_BASE_URL", &v)?;
+        }
+        let secs = |var: &'static str, default: Duration| -> Result<Duration, SettingsError> {
+            match get(var) {
+                Some(v) => Ok(Duration::from_secs(parse_num(
+                    var,
+                    &v,
+                    "a number of seconds",
+                )?)),
+                None => Ok(default),
+            }
+        };
+        let millis = |var: &'static str, default: Duration| -> Result<Duration, SettingsError> {
+            match get(var) {
+                Some(v) => Ok(Duration::from_millis(parse_num(
+                    var,
+                    &v,
+                    "a number of milliseconds",
+                )?)),
+                None => Ok(default),
+            }
+        };
+        s.cio_timestamp_tolerance =
+            secs("CIO_TIMESTAMP_TOLERANCE_SECS", s.cio_timestamp_tolerance)?;
+        s.cio_cache_ttl = secs("CIO_ATTRIBUTES_CACHE_TTL_SECS", s.cio_cache_ttl)?;
+        s.mavera_timeout = secs("MAVERA_TIMEOUT_SECS", s.mavera_timeout)?;
+        s.http_timeout = secs("HTTP_TIMEOUT_SECS", s.http_timeout)?;
+        s.dedupe_ttl = secs("DEDUPE_TTL_SECS", s.dedupe_ttl)?;
+        s.retry_base = millis("RETRY_BASE_MS", s.retry_base)?;
+        s.retry_max = millis("RETRY_MAX_MS", s.retry_max)?;
+        if let Some(v) = get("CIO_REQUESTS_PER_SECOND") {
+            s.cio_requests_per_second = positive("CIO_REQUESTS_PER_SECOND", &v)?;
+        }
+        if let Some(v) = get("MAVERA_REQUESTS_PER_MINUTE") {
+            s.mavera_requests_per_minute = positive("MAVERA_REQUESTS_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("MAVERA_MAX_CONCURRENT_CHATS") {
+            s.mavera_max_concurrent_chats =
+                positive::<u32>("MAVERA_MAX_CONCURRENT_CHATS", &v)? as usize;
+        }
+        if let Some(v) = get("MAX_BODY_BYTES") {
+            s.max_body_bytes = positive::<u32>("MAX_BODY_BYTES", &v)? as usize;
+        }
+        if let Some(v) = get("DEDUPE_CAPACITY") {
+            s.dedupe_capacity = positive::<u32>("DEDUPE_CAPACITY", &v)? as usize;
+        }
+        if let Some(v) = get("WORKERS") {
+            s.workers = positive::<u32>("WORKERS", &v)? as usize;
+        }
+        if let Some(v) = get("RETRY_MAX_ATTEMPTS") {
+            s.retry_max_attempts = positive("RETRY_MAX_ATTEMPTS", &v)?;
+        }
+        s.database_url = get("DATABASE_URL");
+        if let Some(v) = get("LOG_FORMAT") {
+            s.log_json = match v.as_str() {
+                "json" => true,
+                "pretty" | "text" => false,
+                _ => {
+                    return Err(SettingsError {
+                        var: "LOG_FORMAT",
+                        value: v,
+                        fix: "use `pretty` (default) or `json`".into(),
+                    })
+                }
+            };
+        }
+        Ok(s)
+    }
+
+    /// Takes the `[limits]` of the trigger file for each limit whose environment variable is unset.
+    pub fn apply_file_limits(
+        &mut self,
+        limits: &crate::triggers::config::LimitsSpec,
+        env: impl Fn(&str) -> Option<String>,
+    ) {
+        let unset = |k: &str| env(k).is_none_or(|v| v.trim().is_empty());
+        if let Some(n) = limits.mavera_requests_per_minute.filter(|n| *n > 0) {
+            if unset("MAVERA_REQUESTS_PER_MINUTE") {
+                self.mavera_requests_per_minute = n;
+            }
+        }
+        if let Some(n) = limits.mavera_max_concurrent_chats.filter(|n| *n > 0) {
+            if unset("MAVERA_MAX_CONCURRENT_CHATS") {
+                self.mavera_max_concurrent_chats = n as usize;
+            }
+        }
+        if let Some(n) = limits.cio_requests_per_second.filter(|n| *n > 0) {
+            if unset("CIO_REQUESTS_PER_SECOND") {
+                self.cio_requests_per_second = n;
+            }
+        }
+    }
+
+    /// True when Mavera requests are printed instead of sent (`dev` without `MAVERA_API_KEY`).
+    pub fn mavera_dry_run(&self) -> bool {
+        self.mode == Mode::Dev && self.mavera_api_key.is_none()
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(
+    var: &'static str,
+    value: &str,
+    what: &str,
+) -> Result<T, SettingsError> {
+    value.parse().map_err(|_| SettingsError {
+        var,
+        value: value.to_string(),
+        fix: format!("use {what}"),
+    })
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    var: &'static str,
+    value: &str,
+) -> Result<T, SettingsError> {
+    let n: T = parse_num(var, value, "a whole number above 0")?;
+    if n <= T::default() {
+        return Err(SettingsError {
+            var,
+            value: value.to_string(),
+            fix: "use a whole number above 0".into(),
+        });
+    }
+    Ok(n)
+}
+
+fn check_url(var: &'static str, value: &str) -> Result<String, SettingsError> {
+    match reqwest::Url::parse(value) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+            Ok(value.trim_end_matches('/').to_string())
+        }
+        _ => Err(SettingsError {
+            var,
+            value: value.to_string(),
+            fix: "use an absolute http(s) URL such as https://app.mavera.io/api/v1".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(Mode::Serve, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn a_secret_never_prints_its_value() {
+        let s = Secret::new("super-secret-value");
+        assert!(!format!("{s:?}").contains("super-secret-value"));
+        assert!(!format!("{s}").contains("super-secret-value"));
+        assert!(format!("{s:?}").contains("sha256:"));
+    }
+
+    #[test]
+    fn rotating_secrets_are_split_on_commas() {
+        let s = load(&[("SEGMENT_SHARED_SECRET", "new, old")]).unwrap();
+        assert_eq!(s.segment_secrets.len(), 2);
+        assert_eq!(s.segment_secrets[1].expose(), "old");
+    }
+
+    #[test]
+    fn the_eu_region_picks_the_eu_host_unless_a_base_url_is_set() {
+        let s = load(&[("CIO_REGION", "eu")]).unwrap();
+        assert_eq!(s.cio_app_base_url, CIO_EU_BASE_URL);
+        let s = load(&[
+            ("CIO_REGION", "eu"),
+            ("CIO_APP_BASE_URL", "http://x.test/v1/"),
+        ])
+        .unwrap();
+        assert_eq!(s.cio_app_base_url, "http://x.test/v1");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_fix() {
+        let err = load(&[("WEBHOOK_PORT", "eighty")]).unwrap_err().to_string();
+        assert!(err.contains("WEBHOOK_PORT"), "{err}");
+        assert!(err.contains("port number"), "{err}");
+        let err = load(&[("MAVERA_REQUESTS_PER_MINUTE", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("above 0"), "{err}");
+    }
+}

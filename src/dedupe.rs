@@ -1,0 +1,160 @@
+//! The memory of event ids already seen: bounded, expiring, safe under concurrent deliveries.
+//!
+//! Keys are `source:id` strings (one mechanism, one key space per source), stored as the first 128 bits of
+//! their SHA-256 so that an entry costs the same whatever the id's length. Entries expire after the window
+//! (Segment keeps 24 h of messageIds) and the oldest are forgotten first once the size cap is reached, so a
+//! flood of distinct ids keeps memory flat.
+
+use std::{collections::VecDeque, sync::Mutex, time::Duration};
+
+use dashmap::{mapref::entry::Entry, DashMap};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+pub struct DedupeMemory {
+    /// key hash → expiry, in milliseconds since `epoch`.
+    seen: DashMap<u128, u64>,
+    /// Insertion order, for expiry and for the size cap. May hold stale pairs of re-remembered keys.
+    order: Mutex<VecDeque<(u128, u64)>>,
+    ttl: Duration,
+    capacity: usize,
+    epoch: Instant,
+}
+
+fn key_hash(key: &str) -> u128 {
+    let digest = Sha256::digest(key.as_bytes());
+    u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+impl DedupeMemory {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            seen: DashMap::new(),
+            order: Mutex::new(VecDeque::new()),
+            ttl,
+            capacity: capacity.max(1),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Remembers `key`. True the first time (within the window); false for a re-delivery. Two concurrent
+    /// calls with the same key: exactly one gets true.
+    pub fn first_sighting(&self, key: &str) -> bool {
+        let hash = key_hash(key);
+        let now = self.now_ms();
+        let expiry = now + self.ttl.as_millis() as u64;
+        let first = match self.seen.entry(hash) {
+            Entry::Occupied(mut seen) => {
+                if *seen.get() > now {
+                    false
+                } else {
+                    seen.insert(expiry);
+                    true
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(expiry);
+                true
+            }
+        };
+        if first {
+            self.push_and_evict(hash, expiry, now);
+        }
+        first
+    }
+
+    /// Forgets `key`, so that a delivery we could not accept is not taken for a duplicate when it is re-sent.
+    pub fn forget(&self, key: &str) {
+        self.seen.remove(&key_hash(key));
+    }
+
+    /// Number of ids remembered now.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    fn push_and_evict(&self, hash: u128, expiry: u64, now: u64) {
+        let mut order = self.order.lock().expect("dedupe order lock");
+        order.push_back((hash, expiry));
+        while let Some(&(old, old_expiry)) = order.front() {
+            if old_expiry > now && order.len() <= self.capacity {
+                break;
+            }
+            order.pop_front();
+            // Only the entry that this queue slot describes: a key remembered again later keeps living.
+            self.seen.remove_if(&old, |_, e| *e == old_expiry);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_key_is_new_once_then_a_duplicate() {
+        let d = DedupeMemory::new(Duration::from_secs(60), 100);
+        assert!(d.first_sighting("segment:a"));
+        assert!(!d.first_sighting("segment:a"));
+        assert!(d.first_sighting("customerio:a"), "key spaces are separate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_is_new_again_after_the_window() {
+        let d = DedupeMemory::new(Duration::from_secs(60), 100);
+        assert!(d.first_sighting("k"));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(!d.first_sighting("k"));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(d.first_sighting("k"));
+        // Expired entries are dropped as new ones arrive.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(d.first_sighting("other"));
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn the_size_cap_forgets_the_oldest_first() {
+        let d = DedupeMemory::new(Duration::from_secs(3600), 1000);
+        for i in 0..10_000 {
+            assert!(d.first_sighting(&format!("k{i}")));
+        }
+        assert_eq!(d.len(), 1000);
+        assert!(!d.first_sighting("k9999"), "recent ids are remembered");
+        assert!(d.first_sighting("k0"), "the oldest were forgotten");
+    }
+
+    #[test]
+    fn forgetting_a_key_lets_its_redelivery_through() {
+        let d = DedupeMemory::new(Duration::from_secs(60), 10);
+        assert!(d.first_sighting("k"));
+        d.forget("k");
+        assert!(d.first_sighting("k"));
+    }
+
+    #[test]
+    fn concurrent_deliveries_of_one_id_race_to_one_winner() {
+        let d = Arc::new(DedupeMemory::new(Duration::from_secs(60), 10_000));
+        let winners: usize = (0..8)
+            .map(|_| {
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    (0..1000)
+                        .filter(|i| d.first_sighting(&format!("id{i}")))
+                        .count()
+                })
+            })
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(winners, 1000);
+    }
+}

@@ -1,0 +1,67 @@
+//! The one error type at the HTTP edge, and the answer each variant gives. Nothing internal reaches a caller.
+
+use axum::{
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+use crate::sources::RejectReason;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Rejected(#[from] RejectReason),
+    #[error("body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the body could not be read")]
+    UnreadableBody,
+    /// The store cannot take the event now: the sender should retry.
+    #[error("temporarily unavailable")]
+    Unavailable { retry_after_secs: u64 },
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Rejected(RejectReason::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
+            ApiError::Rejected(RejectReason::BadRequest(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Rejected(RejectReason::UnsupportedMediaType(_)) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short reason for logs and metrics labels.
+    pub fn reason(&self) -> String {
+        match self {
+            ApiError::Rejected(r) => r.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            // Which check failed helps an attacker, not a sender: one answer for all of them.
+            ApiError::Rejected(RejectReason::Unauthorized(_)) => {
+                "invalid or missing signature".to_string()
+            }
+            other => other.reason(),
+        };
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if let ApiError::Unavailable { retry_after_secs } = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                retry_after_secs.to_string().parse().expect("digits"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,161 @@
+//! Jobs: the work a matched trigger asks for, kept behind a small store interface and run by a worker pool.
+//!
+//! The handler only enqueues; workers claim due jobs, call Customer.io and Mavera, and record the outcome.
+//! A job keeps its progress between attempts (an enrichment that succeeded is not repeated when the
+//! Mavera call is retried).
+
+pub mod memory;
+pub mod retry;
+pub mod runner;
+pub mod worker;
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+
+use crate::sources::Source;
+
+pub type JobId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// Claimed by a worker.
+    Running,
+    /// Finished: the outcome says what happened (including "condition not met").
+    Done,
+    /// Given up: a final error, or too many attempts. Kept with its reason.
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+/// A job as the intake creates it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewJob {
+    pub trigger: String,
+    pub action: String,
+    pub source: Source,
+    pub event_id: String,
+    pub user_id: Option<String>,
+    /// The event's template context, as received.
+    pub context: Map<String, Value>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    #[serde(flatten)]
+    pub new: NewJob,
+    pub state: JobState,
+    pub attempts: u32,
+    pub created_ms: u64,
+    pub run_at_ms: u64,
+    /// Steps already done (e.g. `attributes` from the enrichment).
+    pub progress: Map<String, Value>,
+    pub last_error: Option<String>,
+    pub outcome: Option<Value>,
+}
+
+/// Jobs per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    pub pending: u64,
+    pub running: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+impl JobCounts {
+    /// No job is waiting or running.
+    pub fn settled(&self) -> bool {
+        self.pending == 0 && self.running == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the job store cannot write: {0}")]
+    Unavailable(String),
+    #[error("no job {0}")]
+    NotFound(JobId),
+}
+
+/// Where jobs live. The in-memory store is the first backend; durable ones implement the same calls.
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Adds jobs, all or none.
+    async fn enqueue(&self, jobs: Vec<NewJob>, now_ms: u64) -> Result<Vec<JobId>, StoreError>;
+    /// Takes the oldest due pending job, marks it running and counts the attempt.
+    async fn claim(&self, now_ms: u64) -> Result<Option<Job>, StoreError>;
+    /// Records steps done so far, so a retry does not repeat them.
+    async fn save_progress(
+        &self,
+        id: JobId,
+        progress: Map<String, Value>,
+    ) -> Result<(), StoreError>;
+    async fn finish(&self, id: JobId, outcome: Value) -> Result<(), StoreError>;
+    async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError>;
+    async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError>;
+    /// Puts a job that is not pending or running back in the queue, due now.
+    async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError>;
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// Newest first.
+    async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError>;
+    async fn counts(&self) -> Result<JobCounts, StoreError>;
+    /// When the next pending job is due, if any.
+    async fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
+}
+
+/// The queue as the rest of the server sees it: a store plus a bell for the workers.
+#[derive(Clone)]
+pub struct Jobs {
+    pub store: Arc<dyn JobStore>,
+    pub(crate) bell: Arc<Notify>,
+}
+
+impl Jobs {
+    pub fn new(store: Arc<dyn JobStore>) -> Self {
+        Self {
+            store,
+            bell: Arc::new(Notify::new()),
+        }
+    }
+
+    pub async fn submit(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, StoreError> {
+        let ids = self.store.enqueue(jobs, now_ms()).await?;
+        self.bell.notify_waiters();
+        Ok(ids)
+    }
+
+    pub async fn replay(&self, id: JobId) -> Result<(), StoreError> {
+        self.store.requeue(id, now_ms()).await?;
+        self.bell.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: what the store records.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}

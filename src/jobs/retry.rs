@@ -1,0 +1,71 @@
+//! When to try again, and how long to wait: a pure decision.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// 408, 429 and 5xx are worth another try; every other 4xx (400, 401, 402 credits exhausted, 403, 404) is final.
+pub fn is_retryable_status(status: u16) -> bool {
+    status == 408 || status == 429 || (500..=599).contains(&status)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: the server's `Retry-After` when it gave one, else exponential
+    /// backoff with full jitter (a random wait between 0 and `base · 2^(attempt-1)`, capped at `max`).
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(Duration::from_secs(3600));
+        }
+        let exp = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        let ceiling = self.base.saturating_mul(exp).min(self.max);
+        let millis = ceiling.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(0..=millis))
+    }
+
+    /// True when `attempts` tries have been made and no more are allowed.
+    pub fn exhausted(&self, attempts: u32) -> bool {
+        attempts >= self.max_attempts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_timeouts_rate_limits_and_server_errors_are_retried() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(is_retryable_status(s), "{s}");
+        }
+        for s in [400, 401, 402, 403, 404, 409, 422] {
+            assert!(!is_retryable_status(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_jittered_capped_and_yields_to_retry_after() {
+        let p = RetryPolicy {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            max_attempts: 5,
+        };
+        for attempt in 1..20 {
+            let d = p.delay(attempt, None);
+            assert!(d <= Duration::from_secs(2));
+            assert!(d <= Duration::from_millis(100 * 2u64.pow((attempt - 1).min(10))));
+        }
+        assert_eq!(
+            p.delay(3, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert!(!p.exhausted(4));
+        assert!(p.exhausted(5));
+    }
+}

@@ -1,0 +1,99 @@
+//! The worker pool: claims due jobs, runs them, records the outcome, retries with backoff, dead-letters.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    now_ms,
+    retry::RetryPolicy,
+    runner::{Runner, Step},
+    Job, Jobs,
+};
+
+/// Starts `count` workers. They stop taking jobs when `shutdown` is cancelled and finish the one they hold.
+pub fn spawn_pool(
+    count: usize,
+    jobs: Jobs,
+    runner: Runner,
+    policy: RetryPolicy,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    let mut set = tokio::task::JoinSet::new();
+    let runner = Arc::new(runner);
+    for worker in 0..count.max(1) {
+        let (jobs, runner, shutdown) = (jobs.clone(), runner.clone(), shutdown.clone());
+        set.spawn(async move { work(worker, jobs, runner, policy, shutdown).await });
+    }
+    set
+}
+
+async fn work(
+    worker: usize,
+    jobs: Jobs,
+    runner: Arc<Runner>,
+    policy: RetryPolicy,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let bell = jobs.bell.notified();
+        tokio::pin!(bell);
+        bell.as_mut().enable();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match jobs.store.claim(now_ms()).await {
+            Ok(Some(job)) => {
+                run_one(&jobs, &runner, &policy, job).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(worker, error = %e, "cannot claim jobs"),
+        }
+        let wait = match jobs.store.next_due_ms().await {
+            Ok(Some(due)) => {
+                Duration::from_millis(due.saturating_sub(now_ms())).min(Duration::from_secs(1))
+            }
+            _ => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = &mut bell => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn run_one(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
+    let span = tracing::info_span!("job", id = job.id, trigger = %job.new.trigger, source = %job.new.source, event_id = %job.new.event_id, attempt = job.attempts);
+    let _enter = span.enter();
+    let step = runner.run(&job, jobs.store.as_ref()).await;
+    let recorded = match step {
+        Step::Done(outcome) => {
+            tracing::debug!("job done");
+            jobs.store.finish(job.id, outcome).await
+        }
+        Step::Dead(reason) => {
+            tracing::error!(reason = %reason, "job dead-lettered: final error");
+            jobs.store.bury(job.id, reason).await
+        }
+        Step::Retry { error, .. } if policy.exhausted(job.attempts) => {
+            let reason = format!(
+                "gave up after {} attempts; last error: {error}",
+                job.attempts
+            );
+            tracing::error!(reason = %reason, "job dead-lettered");
+            jobs.store.bury(job.id, reason).await
+        }
+        Step::Retry { error, after } => {
+            let delay = policy.delay(job.attempts, after);
+            tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "attempt failed, will retry");
+            jobs.store
+                .retry_at(job.id, now_ms() + delay.as_millis() as u64, error)
+                .await
+        }
+    };
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "cannot record the job's outcome");
+    }
+}

@@ -1,0 +1,24 @@
+//! mavera-triggers: Segment and Customer.io webhooks in, Mavera personas and research briefs out.
+//!
+//! # Layout
+//! An event walks one way, and the modules follow it:
+//! route (`routes/`) → verify and parse (`sources/`) → dedupe (`dedupe`) → match triggers (`triggers/`)
+//! → enqueue (`intake`, `jobs/`) → worker (`jobs::worker`, `jobs::runner`) → remote APIs (`clients/`)
+//! → where the outcome goes (`sinks/`).
+//! `config` reads the environment, `startup` wires the app, `cli` is the command line.
+
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod dedupe;
+pub mod error;
+pub mod intake;
+pub mod jobs;
+pub mod ratelimit;
+pub mod routes;
+pub mod sinks;
+pub mod sources;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod triggers;

@@ -1,0 +1,90 @@
+//! Client-side request budgets: "at most N requests in any window of W", as a sliding log.
+//!
+//! Mavera counts requests per key in a sliding 60 s window (PROTOCOLS.md §4.5) and Customer.io allows 10 per
+//! second. A token bucket (GCRA, as in `governor`) lets a full burst through and then refills, so two bursts
+//! can land in one window and exceed the vendor's count; the log below never does, and still lets a quiet
+//! server spend its whole budget at once.
+
+use std::{collections::VecDeque, sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub struct SlidingWindow {
+    limit: usize,
+    window: Duration,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl SlidingWindow {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit: limit.max(1) as usize,
+            window,
+            sent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn per_minute(limit: u32) -> Self {
+        Self::new(limit, Duration::from_secs(60))
+    }
+
+    pub fn per_second(limit: u32) -> Self {
+        Self::new(limit, Duration::from_secs(1))
+    }
+
+    /// Takes a place in the window, or says how long until one frees up.
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut sent = self.sent.lock().expect("rate limiter lock");
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            sent.pop_front();
+        }
+        if sent.len() < self.limit {
+            sent.push_back(now);
+            Ok(())
+        } else {
+            let oldest = *sent.front().expect("full window has entries");
+            Err(self.window.saturating_sub(now.duration_since(oldest)))
+        }
+    }
+
+    /// Waits for a place in the window.
+    pub async fn acquire(&self) {
+        while let Err(wait) = self.try_acquire() {
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn no_window_ever_holds_more_than_the_limit() {
+        let limiter = SlidingWindow::per_minute(60);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            limiter.acquire().await;
+            times.push(start.elapsed());
+        }
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_secs(60))
+                .count();
+            assert!(
+                in_window <= 60,
+                "{in_window} requests in the minute after {t:?}"
+            );
+        }
+        // The first 60 go at once; the budget is spent at the limit's pace after that, not slower.
+        assert_eq!(times[59], Duration::ZERO);
+        assert!(times[199] <= Duration::from_secs(181), "{:?}", times[199]);
+    }
+}

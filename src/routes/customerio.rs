@@ -1,0 +1,85 @@
+//! `POST /customerio`: Customer.io reporting webhooks. Anything genuine gets a 2xx, fast: Customer.io holds
+//! back every later webhook for an hour after a 4xx.
+
+use std::{net::SocketAddr, sync::atomic::Ordering, time::SystemTime};
+
+use axum::{
+    extract::{rejection::BytesRejection, ConnectInfo, State},
+    http::HeaderMap,
+    Json,
+};
+use bytes::Bytes;
+
+use super::{body_bytes, hand_over, log_outcome, warn_unsigned};
+use crate::{
+    config::Mode,
+    error::ApiError,
+    intake::Summary,
+    sources::{
+        check_content_type,
+        customerio::{self, Parsed},
+        segment::Authenticity,
+        Source,
+    },
+    state::AppState,
+};
+
+pub async fn receive(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Summary>, ApiError> {
+    let result = handle(&state, &headers, body).await;
+    log_outcome(Source::CustomerIo, remote, &headers, &result);
+    if result.is_err() {
+        state
+            .intake
+            .counters
+            .rejected
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    result.map(Json)
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Summary, ApiError> {
+    let settings = &state.settings;
+    let body = body_bytes(body, settings.max_body_bytes)?;
+    let verified = customerio::verify(
+        headers,
+        &body,
+        &settings.cio_webhook_secrets,
+        settings.mode == Mode::Dev,
+        settings.cio_timestamp_tolerance,
+        SystemTime::now(),
+    )?;
+    if verified.authenticity == Authenticity::UnsignedDevMode {
+        warn_unsigned(Source::CustomerIo, "CIO_WEBHOOK_SECRET");
+    }
+    check_content_type(headers)?;
+    match customerio::parse(&verified)? {
+        Parsed::Event(event) => hand_over(state, Source::CustomerIo, vec![*event]).await,
+        Parsed::Unrecognised(why) => {
+            tracing::warn!(source = "customerio", reason = %why, "signed body is not an event we know: acknowledged and ignored");
+            state
+                .intake
+                .counters
+                .received
+                .fetch_add(1, Ordering::Relaxed);
+            state
+                .intake
+                .counters
+                .ignored
+                .fetch_add(1, Ordering::Relaxed);
+            Ok(Summary {
+                received: 1,
+                duplicates: 0,
+                triggered: 0,
+            })
+        }
+    }
+}

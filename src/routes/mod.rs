@@ -1,0 +1,79 @@
+//! HTTP routes: one file per endpoint group, and the bits they share.
+
+pub mod customerio;
+pub mod health;
+pub mod segment;
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{rejection::BytesRejection, DefaultBodyLimit},
+    http::{HeaderMap, StatusCode},
+    routing::{get, post},
+    Router,
+};
+use bytes::Bytes;
+
+use crate::{error::ApiError, intake::Summary, jobs::StoreError, sources::Source, state::AppState};
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    Router::new()
+        .route("/segment", post(segment::receive))
+        .route("/customerio", post(customerio::receive))
+        .route("/healthz", get(health::healthz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The raw body, or 413 past the limit.
+pub(crate) fn body_bytes(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::UnreadableBody
+        }
+    })
+}
+
+/// Hands events to the intake; a store that cannot take them is a 503 the sender will retry.
+pub(crate) async fn hand_over(
+    state: &AppState,
+    source: Source,
+    events: Vec<crate::sources::Event>,
+) -> Result<Summary, ApiError> {
+    state.intake.accept(source, events).await.map_err(|e: StoreError| {
+        tracing::error!(source = %source, error = %e, "cannot record events: answering 503 so the sender retries");
+        ApiError::Unavailable { retry_after_secs: 5 }
+    })
+}
+
+/// Logs a refused request with its source, reason and remote address (and the forwarding proxy's view).
+pub(crate) fn log_outcome(
+    source: Source,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    result: &Result<Summary, ApiError>,
+) {
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    match result {
+        Ok(s) => {
+            tracing::info!(source = %source, remote = %remote, received = s.received, duplicates = s.duplicates, triggered = s.triggered, "webhook accepted")
+        }
+        Err(e) => {
+            tracing::warn!(source = %source, remote = %remote, forwarded_for = forwarded, status = e.status().as_u16(), reason = %e.reason(), "webhook rejected")
+        }
+    }
+}
+
+/// The loud, per-request warning of `dev` mode.
+pub(crate) fn warn_unsigned(source: Source, variable: &str) {
+    tracing::warn!(source = %source, "UNSIGNED request accepted: dev mode and {variable} is not set — `serve` would answer 401");
+}

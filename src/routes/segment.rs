@@ -1,0 +1,54 @@
+//! `POST /segment`: Segment Webhooks destinations, one event or an Actions batch.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{rejection::BytesRejection, ConnectInfo, State},
+    http::HeaderMap,
+    Json,
+};
+use bytes::Bytes;
+
+use super::{body_bytes, hand_over, log_outcome, warn_unsigned};
+use crate::{
+    config::Mode,
+    error::ApiError,
+    intake::Summary,
+    sources::{check_content_type, segment, Source},
+    state::AppState,
+};
+
+pub async fn receive(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Summary>, ApiError> {
+    let result = handle(&state, &headers, body).await;
+    log_outcome(Source::Segment, remote, &headers, &result);
+    if result.is_err() {
+        state
+            .intake
+            .counters
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    result.map(Json)
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Summary, ApiError> {
+    let settings = &state.settings;
+    let body = body_bytes(body, settings.max_body_bytes)?;
+    let unsigned_ok = settings.mode == Mode::Dev;
+    let verified = segment::verify(headers, &body, &settings.segment_secrets, unsigned_ok)?;
+    if verified.authenticity == segment::Authenticity::UnsignedDevMode {
+        warn_unsigned(Source::Segment, "SEGMENT_SHARED_SECRET");
+    }
+    check_content_type(headers)?;
+    let events = segment::parse(&verified)?;
+    hand_over(state, Source::Segment, events).await
+}

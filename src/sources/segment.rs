@@ -1,0 +1,395 @@
+//! Segment Webhooks destinations (Classic and Actions): `X-Signature` HMAC-SHA1 and the Segment spec's events.
+//!
+//! Signature (PROTOCOLS.md §1.3): lowercase hex HMAC-SHA1 of the raw body. For an Actions batch (a JSON array)
+//! Segment signs only the raw bytes of the first element; a signature over the whole array is accepted too.
+//! Only the first element of a batch is covered by the signature: that is Segment's scheme, not ours to fix.
+
+use serde_json::{value::RawValue, Map, Value};
+
+use super::{
+    content_id, id_string,
+    signature::{read_hex_header, sha1_matches, HeaderSignature},
+    Event, RejectReason, Source,
+};
+use crate::config::Secret;
+
+/// The header Segment puts its signature in.
+pub const SIGNATURE_HEADER: &str = "x-signature";
+
+/// Whether a verified body carried a signature, or was let through unsigned by `dev` mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authenticity {
+    Signed,
+    UnsignedDevMode,
+}
+
+/// A body whose signature has been checked: only [`verify`] makes one.
+#[derive(Debug)]
+pub struct Verified<'a> {
+    elements: Vec<&'a RawValue>,
+    pub authenticity: Authenticity,
+}
+
+/// Checks the signature of a Segment request on its raw bytes, before anything is read from it.
+///
+/// `unsigned_ok` is `dev` mode with no secret set: the body is accepted without a signature.
+pub fn verify<'a>(
+    headers: &axum::http::HeaderMap,
+    body: &'a [u8],
+    secrets: &[Secret],
+    unsigned_ok: bool,
+) -> Result<Verified<'a>, RejectReason> {
+    let header = read_hex_header(headers, SIGNATURE_HEADER, 20);
+    let is_batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_batch {
+        let authenticity = check(&header, secrets, unsigned_ok, |d| {
+            sha1_matches(secrets, body, d)
+        })?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(RejectReason::BadRequest(
+                "empty body: send a Segment event as JSON".into(),
+            ));
+        }
+        let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+        return Ok(Verified {
+            elements: vec![raw],
+            authenticity,
+        });
+    }
+    // A batch has to be split before its first element can be checked: this reads the array's structure only.
+    let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(malformed)?;
+    let authenticity = check(&header, secrets, unsigned_ok, |d| {
+        elements
+            .first()
+            .is_some_and(|first| sha1_matches(secrets, first.get().as_bytes(), d))
+            || sha1_matches(secrets, body, d)
+    })?;
+    if elements.is_empty() {
+        return Err(RejectReason::BadRequest(
+            "empty batch: the array holds no events".into(),
+        ));
+    }
+    Ok(Verified {
+        elements,
+        authenticity,
+    })
+}
+
+fn check(
+    header: &HeaderSignature,
+    secrets: &[Secret],
+    unsigned_ok: bool,
+    matches: impl FnOnce(&[u8]) -> bool,
+) -> Result<Authenticity, RejectReason> {
+    if secrets.is_empty() {
+        return if unsigned_ok {
+            Ok(Authenticity::UnsignedDevMode)
+        } else {
+            Err(RejectReason::Unauthorized("no secret configured"))
+        };
+    }
+    match header {
+        HeaderSignature::Missing => Err(RejectReason::Unauthorized("missing X-Signature")),
+        HeaderSignature::Malformed => Err(RejectReason::Unauthorized("malformed X-Signature")),
+        HeaderSignature::Digest(d) if matches(d) => Ok(Authenticity::Signed),
+        HeaderSignature::Digest(_) => Err(RejectReason::Unauthorized("X-Signature mismatch")),
+    }
+}
+
+pub(crate) fn malformed(e: serde_json::Error) -> RejectReason {
+    RejectReason::BadRequest(format!("malformed JSON: {e}"))
+}
+
+/// Turns a verified body into events, in order. One bad element refuses the whole request (400): Segment
+/// would re-send the same batch, so accepting part of it would only hide the problem.
+pub fn parse(verified: &Verified<'_>) -> Result<Vec<Event>, RejectReason> {
+    let many = verified.elements.len() > 1;
+    verified
+        .elements
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let at = if many {
+                format!("batch element {i}: ")
+            } else {
+                String::new()
+            };
+            let value: Value = serde_json::from_str(raw.get()).map_err(malformed)?;
+            let Value::Object(obj) = value else {
+                return Err(RejectReason::BadRequest(format!(
+                    "{at}not a Segment event: expected a JSON object"
+                )));
+            };
+            to_event(obj, raw.get().as_bytes())
+                .map_err(|why| RejectReason::BadRequest(format!("{at}{why}")))
+        })
+        .collect()
+}
+
+/// The string at `key`, `None` when absent or null, an error naming the field when it has another type.
+fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("`{key}` must be a string")),
+    }
+}
+
+fn opt_obj<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(format!("`{key}` must be an object")),
+    }
+}
+
+fn opt_id(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Number(_)) => {
+            Ok(id_string(obj.get(key)))
+        }
+        Some(_) => Err(format!("`{key}` must be a string")),
+    }
+}
+
+/// The Segment spec types. Anything else is still accepted (and matched by its `type`), never refused.
+pub const SPEC_TYPES: [&str; 7] = [
+    "track", "identify", "page", "screen", "group", "alias", "delete",
+];
+
+fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Result<Event, String> {
+    let event_name = opt_str(&obj, "event")?;
+    let kind = match (opt_str(&obj, "type")?, event_name) {
+        (Some(t), _) => t.to_string(),
+        // An Actions mapping may drop `type`; an `event` name still makes it a track call.
+        (None, Some(_)) => "track".to_string(),
+        (None, None) => return Err("not a Segment event: it has neither `type` nor `event`".into()),
+    };
+    let name = match (kind.as_str(), event_name) {
+        (_, Some(e)) => e.to_string(),
+        ("track", None) => return Err("a track event needs an `event` name".into()),
+        (other, None) => other.to_string(),
+    };
+    let message_id = opt_str(&obj, "messageId")?.filter(|s| !s.is_empty());
+    let properties = opt_obj(&obj, "properties")?.cloned().unwrap_or_default();
+    let traits = opt_obj(&obj, "traits")?.cloned().unwrap_or_default();
+    let context = opt_obj(&obj, "context")?.cloned().unwrap_or_default();
+    let context_traits = match context.get("traits") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err("`context.traits` must be an object".into()),
+    };
+    // The classic Alias doc example spells these "User ID" / "Previous ID" (a doc bug); read both.
+    let user_id = match opt_id(&obj, "userId")? {
+        Some(id) => Some(id),
+        None => opt_id(&obj, "User ID")?,
+    };
+    let anonymous_id = opt_id(&obj, "anonymousId")?;
+    for key in ["timestamp", "receivedAt", "sentAt", "originalTimestamp"] {
+        opt_str(&obj, key)?;
+    }
+
+    // Like the seed: event properties, then traits (context.traits, then top-level traits) on top, so a
+    // template can say `{{ plan }}`; the named keys below always win over a property of the same name.
+    let mut traits_merged = context_traits;
+    traits_merged.extend(traits);
+    let mut ctx = properties.clone();
+    ctx.extend(traits_merged.clone());
+    let who = user_id.clone().or_else(|| anonymous_id.clone());
+    let reserved: [(&str, Value); 13] = [
+        ("provider", Value::from("segment")),
+        ("type", Value::from(kind.clone())),
+        ("event", Value::from(name.clone())),
+        (
+            "user_id",
+            Value::from(who.clone().unwrap_or_else(|| "unknown".into())),
+        ),
+        (
+            "anonymous_id",
+            anonymous_id.map(Value::from).unwrap_or(Value::Null),
+        ),
+        (
+            "message_id",
+            message_id.map(Value::from).unwrap_or(Value::Null),
+        ),
+        (
+            "timestamp",
+            obj.get("timestamp").cloned().unwrap_or(Value::Null),
+        ),
+        (
+            "received_at",
+            obj.get("receivedAt").cloned().unwrap_or(Value::Null),
+        ),
+        ("sent_at", obj.get("sentAt").cloned().unwrap_or(Value::Null)),
+        ("properties", Value::Object(properties)),
+        ("traits", Value::Object(traits_merged)),
+        ("context", Value::Object(context)),
+        ("payload", Value::Null),
+    ];
+    for (k, v) in reserved {
+        ctx.insert(k.to_string(), v);
+    }
+    let id = message_id
+        .map(str::to_string)
+        .unwrap_or_else(|| content_id(raw));
+    ctx.insert("payload".into(), Value::Object(obj));
+    Ok(Event {
+        source: Source::Segment,
+        id,
+        name,
+        kind,
+        user_id: who,
+        context: ctx,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::signature::sign_sha1;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn vectors() -> Value {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/signature-test-vectors.json"
+        ))
+        .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn headers(sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(SIGNATURE_HEADER, HeaderValue::from_str(sig).unwrap());
+        h
+    }
+
+    #[test]
+    fn the_shared_signature_vectors_verify() {
+        let v = vectors();
+        for name in [
+            "segment_actions_single",
+            "segment_actions_batch",
+            "segment_classic_track",
+        ] {
+            let vec = &v["vectors"][name];
+            let secret = Secret::new(vec["secret"].as_str().unwrap());
+            let body = vec["raw_body"].as_str().unwrap().as_bytes();
+            let expected = vec["expected"].as_str().unwrap();
+            assert_eq!(
+                sign_sha1(&secret, vec["signed_bytes"].as_str().unwrap().as_bytes()),
+                expected,
+                "{name}"
+            );
+            let verified = verify(&headers(expected), body, &[secret], false)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(verified.authenticity, Authenticity::Signed);
+        }
+    }
+
+    #[test]
+    fn a_wrong_missing_or_prefixed_signature_is_refused() {
+        let secret = Secret::new("abc123");
+        let body = br#"{"cool":true}"#;
+        let good = "5099cab379b3be52908387457007040cc934ef86";
+        for bad in [
+            "5099cab379b3be52908387457007040cc934ef87".to_string(),
+            format!("sha1={good}"),
+            good[..39].to_string(),
+            "not hex at all, not hex at all, not hex!".to_string(),
+        ] {
+            let err = verify(&headers(&bad), body, &[secret.clone()], false).unwrap_err();
+            assert!(matches!(err, RejectReason::Unauthorized(_)), "{bad}: {err}");
+        }
+        let err = verify(&HeaderMap::new(), body, &[secret.clone()], false).unwrap_err();
+        assert_eq!(err, RejectReason::Unauthorized("missing X-Signature"));
+        // A batch signed over any element but the first does not verify.
+        let batch = br#"[{"cool":false},{"cool":true}]"#;
+        assert!(verify(&headers(good), batch, &[secret], false).is_err());
+    }
+
+    #[test]
+    fn a_rotated_secret_still_verifies() {
+        let body = br#"{"cool":true}"#;
+        let secrets = [Secret::new("new-secret"), Secret::new("abc123")];
+        assert!(verify(
+            &headers("5099cab379b3be52908387457007040cc934ef86"),
+            body,
+            &secrets,
+            false
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn every_segment_sample_parses_into_an_event() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/segment");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let body = std::fs::read(&path).unwrap();
+            let verified = verify(&HeaderMap::new(), &body, &[], true).unwrap();
+            let events = parse(&verified).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            assert_eq!(events.len(), 1, "{path:?}");
+            let kind = &events[0].kind;
+            assert!(SPEC_TYPES.contains(&kind.as_str()), "{path:?}: {kind}");
+            seen += 1;
+        }
+        assert!(seen >= 14, "expected every Segment sample, saw {seen}");
+    }
+
+    #[test]
+    fn track_events_carry_their_name_traits_and_user() {
+        let body = br#"{"type":"track","event":"trial_started","messageId":"m1","anonymousId":"anon",
+            "properties":{"plan":"pro"},"context":{"traits":{"plan":"team","company":"Acme"}},"traits":{"seat":3}}"#;
+        let verified = verify(&HeaderMap::new(), body, &[], true).unwrap();
+        let e = parse(&verified).unwrap().remove(0);
+        assert_eq!(e.name, "trial_started");
+        assert_eq!(e.id, "m1");
+        assert_eq!(e.dedupe_key(), "segment:m1");
+        assert_eq!(e.user_id.as_deref(), Some("anon"));
+        assert_eq!(e.context["traits"]["company"], "Acme");
+        assert_eq!(e.context["traits"]["seat"], 3);
+        // Traits win over properties at the top level, as in the seed.
+        assert_eq!(e.context["plan"], "team");
+        assert_eq!(e.context["properties"]["plan"], "pro");
+    }
+
+    #[test]
+    fn an_event_without_message_id_gets_a_stable_content_key() {
+        let body = br#"{"type":"identify","userId":"u1"}"#;
+        let a = parse(&verify(&HeaderMap::new(), body, &[], true).unwrap()).unwrap();
+        let b = parse(&verify(&HeaderMap::new(), body, &[], true).unwrap()).unwrap();
+        assert!(a[0].id.starts_with("content:"));
+        assert_eq!(a[0].id, b[0].id);
+    }
+
+    #[test]
+    fn bodies_that_are_not_segment_events_get_a_reason() {
+        for (body, why) in [
+            (&b"{\"type\":\"track\""[..], "malformed JSON"),
+            (b"[]", "empty batch"),
+            (b"   ", "empty body"),
+            (b"42", "expected a JSON object"),
+            (br#"{"hello":"world"}"#, "neither `type` nor `event`"),
+            (br#"{"type":"track"}"#, "needs an `event` name"),
+            (
+                br#"{"type":"track","event":"x","properties":[1]}"#,
+                "`properties` must be an object",
+            ),
+            (br#"{"type":"track","event":5}"#, "`event` must be a string"),
+            (br#"[{"type":"page"},7]"#, "batch element 1"),
+        ] {
+            let err = verify(&HeaderMap::new(), body, &[], true)
+                .and_then(|v| parse(&v))
+                .unwrap_err();
+            let RejectReason::BadRequest(reason) = err else {
+                panic!("{body:?}: expected 400, got {err:?}")
+            };
+            assert!(reason.contains(why), "{reason} should mention {why}");
+        }
+    }
+}

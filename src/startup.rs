@@ -1,0 +1,133 @@
+//! Builds the app from settings and a trigger table: bound port, shared HTTP client, state, workers.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clients::{customerio::CustomerIoClient, http_client, mavera::MaveraClient},
+    config::Settings,
+    dedupe::DedupeMemory,
+    intake::{Counters, Intake},
+    jobs::{memory::MemoryStore, retry::RetryPolicy, runner::Runner, worker::spawn_pool, Jobs},
+    routes,
+    sources::Source,
+    state::{AppState, Inner},
+    triggers::TriggerTable,
+};
+
+/// What must be set before the server may start, given the mode and the trigger table. In `serve` each is a
+/// refusal; in `dev` a warning. Each line names the variable and where its value comes from.
+pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
+    let mut missing = Vec::new();
+    if table.uses_source(Source::Segment) && settings.segment_secrets.is_empty() {
+        missing.push("SEGMENT_SHARED_SECRET is not set, and a trigger listens to Segment: set it to the Shared Secret of your Segment Webhooks destination (destination Settings → Shared Secret)".to_string());
+    }
+    if table.uses_source(Source::CustomerIo) && settings.cio_webhook_secrets.is_empty() {
+        missing.push("CIO_WEBHOOK_SECRET is not set, and a trigger listens to Customer.io: set it to the signing key of your reporting webhook (Data & Integrations → Reporting Webhooks → your webhook)".to_string());
+    }
+    if settings.mavera_api_key.is_none() {
+        missing.push("MAVERA_API_KEY is not set: create a key in Mavera (Settings → Developer → API Keys; it starts with mvra_live_)".to_string());
+    }
+    if table.uses_enrichment() && settings.cio_app_key.is_none() {
+        missing.push("CIO_APP_KEY is not set, and a trigger looks customers up: create an App API key in Customer.io (Account Settings → API Credentials → App API Keys)".to_string());
+    }
+    missing
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    runner: Runner,
+    policy: RetryPolicy,
+}
+
+impl App {
+    /// Binds the port and wires everything; nothing runs until [`App::run_until_stopped`].
+    pub async fn build(settings: Settings, table: TriggerTable) -> anyhow::Result<Self> {
+        let addr = SocketAddr::new(settings.bind_addr, settings.port);
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {addr}: {e}. Fix: set WEBHOOK_PORT to a free port (or 0 for any)"
+            )
+        })?;
+        let http = http_client();
+        let mavera = MaveraClient::new(
+            http.clone(),
+            &settings.mavera_base_url,
+            settings.mavera_api_key.clone(),
+            &settings,
+        );
+        let cio = CustomerIoClient::new(
+            http,
+            &settings.cio_app_base_url,
+            settings.cio_app_key.clone(),
+            &settings,
+        );
+        let table = Arc::new(ArcSwap::from_pointee(table));
+        let jobs = Jobs::new(Arc::new(MemoryStore::new()));
+        let intake = Intake {
+            dedupe: DedupeMemory::new(settings.dedupe_ttl, settings.dedupe_capacity),
+            table: table.clone(),
+            jobs: jobs.clone(),
+            counters: Counters::default(),
+        };
+        let policy = RetryPolicy {
+            base: settings.retry_base,
+            max: settings.retry_max,
+            max_attempts: settings.retry_max_attempts,
+        };
+        let state = AppState(Arc::new(Inner {
+            settings,
+            intake,
+            jobs,
+            table: table.clone(),
+            started: Instant::now(),
+        }));
+        let runner = Runner { table, mavera, cio };
+        Ok(Self {
+            listener,
+            state,
+            runner,
+            policy,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops intake and lets workers finish what they hold.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let workers = spawn_pool(
+            self.state.settings.workers,
+            self.state.jobs.clone(),
+            self.runner,
+            self.policy,
+            shutdown.clone(),
+        );
+        let app =
+            routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(30), workers.join_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!("workers still busy after 30 s: stopping anyway");
+        }
+        served.map_err(Into::into)
+    }
+}

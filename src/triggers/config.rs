@@ -1,0 +1,92 @@
+//! The trigger table file as written by people: TOML, unknown keys rejected. See `config/mavera-triggers.toml`.
+
+use serde::Deserialize;
+
+use crate::sources::Source;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerFile {
+    /// Client-side limits for the remote APIs; environment variables override them.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// The triggers, tried in order; every trigger that matches an event runs.
+    #[serde(default)]
+    pub triggers: Vec<TriggerSpec>,
+}
+
+/// `[limits]`: the same knobs as `MAVERA_REQUESTS_PER_MINUTE`, `MAVERA_MAX_CONCURRENT_CHATS` and
+/// `CIO_REQUESTS_PER_SECOND`, for people who keep their settings in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub mavera_requests_per_minute: Option<u32>,
+    pub mavera_max_concurrent_chats: Option<u32>,
+    pub cio_requests_per_second: Option<u32>,
+}
+
+/// One `[[triggers]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// A unique name: it appears in logs, jobs and metrics.
+    pub name: String,
+    /// `segment` or `customerio`.
+    pub source: Source,
+    /// What to match: a Segment track event's name (or a type such as `identify`), a Customer.io metric.
+    /// `"*"` matches everything from the source.
+    pub events: Vec<String>,
+    /// Customer.io only: restrict to these object types (`customer`, `email`, `sms`…). Empty = any.
+    #[serde(default)]
+    pub object_types: Vec<String>,
+    /// A condition (a minijinja expression over the event) that must be true for the trigger to fire.
+    pub when: Option<String>,
+    /// `customerio_attributes`: look the person up in the Customer.io App API first; the answer is available
+    /// to `vars`, `when` and the action as `attributes`.
+    pub enrich: Option<Enrichment>,
+    /// Named values computed (in order) before `when` and the action, e.g. a persona type.
+    #[serde(default)]
+    pub vars: toml::Table,
+    /// Set `false` to keep a trigger in the file without running it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Action: create a Mavera persona (`POST /personas`).
+    pub create_persona: Option<PersonaSpec>,
+    /// Action: ask Mave for a research brief (`POST /mave/chat`).
+    pub research: Option<ResearchSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enrichment {
+    CustomerioAttributes,
+}
+
+/// `[triggers.create_persona]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaSpec {
+    /// The persona's name (Mavera allows 2–100 characters).
+    pub name: String,
+    pub description: String,
+    /// Further request fields sent as they are (strings are templates), e.g. `type`, `pipeline_type`.
+    #[serde(default)]
+    pub fields: toml::Table,
+}
+
+/// `[triggers.research]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResearchSpec {
+    /// The question for Mave.
+    pub message: String,
+    /// A headline for the brief when it is reported (e.g. `CHURN ALERT: …`).
+    pub title: Option<String>,
+    /// A line of key facts under the headline.
+    pub summary: Option<String>,
+}
