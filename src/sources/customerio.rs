@@ -292,7 +292,7 @@ mod tests {
         let ok = verify(
             &headers(expected, "1613063089"),
             body,
-            &[secret.clone()],
+            std::slice::from_ref(&secret),
             false,
             tol,
             at(VECTOR_TS + 10),
@@ -302,7 +302,7 @@ mod tests {
         assert!(verify(
             &headers(&expected.to_uppercase(), "1613063089"),
             body,
-            &[secret.clone()],
+            std::slice::from_ref(&secret),
             false,
             tol,
             at(VECTOR_TS)
@@ -332,7 +332,7 @@ mod tests {
             let err = verify(
                 &headers(&sig, "1000"),
                 body,
-                &[secret.clone()],
+                std::slice::from_ref(&secret),
                 false,
                 tol,
                 at(now),
@@ -344,7 +344,7 @@ mod tests {
         assert!(verify(
             &headers(&sig, "1000"),
             body,
-            &[secret.clone()],
+            std::slice::from_ref(&secret),
             false,
             Duration::ZERO,
             at(99_999)
@@ -352,7 +352,15 @@ mod tests {
         .is_ok());
         let mut no_ts = HeaderMap::new();
         no_ts.insert(SIGNATURE_HEADER, HeaderValue::from_str(&sig).unwrap());
-        assert!(verify(&no_ts, body, &[secret.clone()], false, tol, at(1000)).is_err());
+        assert!(verify(
+            &no_ts,
+            body,
+            std::slice::from_ref(&secret),
+            false,
+            tol,
+            at(1000)
+        )
+        .is_err());
         assert!(verify(
             &headers(&sig, "+1000"),
             body,

@@ -301,10 +301,17 @@ mod tests {
             good[..39].to_string(),
             "not hex at all, not hex at all, not hex!".to_string(),
         ] {
-            let err = verify(&headers(&bad), body, &[secret.clone()], false).unwrap_err();
+            let err =
+                verify(&headers(&bad), body, std::slice::from_ref(&secret), false).unwrap_err();
             assert!(matches!(err, RejectReason::Unauthorized(_)), "{bad}: {err}");
         }
-        let err = verify(&HeaderMap::new(), body, &[secret.clone()], false).unwrap_err();
+        let err = verify(
+            &HeaderMap::new(),
+            body,
+            std::slice::from_ref(&secret),
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err, RejectReason::Unauthorized("missing X-Signature"));
         // A batch signed over any element but the first does not verify.
         let batch = br#"[{"cool":false},{"cool":true}]"#;

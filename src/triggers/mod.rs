@@ -134,6 +134,8 @@ pub struct RenderError {
 
 fn template_env() -> Environment<'static> {
     let mut env = Environment::new();
+    // `attributes.plan.name` on a missing `plan` is undefined (renders `unknown`), not an error.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
     env.set_formatter(|out, state, value| {
         if value.is_undefined() || value.is_none() {
             out.write_str("unknown")?;

@@ -1,1 +1,181 @@
+//! The trigger table: loading, validation messages, matching, rendering.
 
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+fn shipped() -> TriggerTable {
+    TriggerTable::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/mavera-triggers.toml"
+    )))
+    .expect("the shipped config loads")
+}
+
+fn ctx(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn error_of(toml: &str) -> String {
+    TriggerTable::from_toml(toml, "my.toml")
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn the_shipped_table_has_the_seeds_four_triggers_and_the_churn_alert() {
+    let table = shipped();
+    let names: Vec<_> = table.triggers().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "trial_started",
+            "plan_upgraded",
+            "feature_milestone",
+            "churn_signal",
+            "cio_churn_alert"
+        ]
+    );
+    let cio = table.get("cio_churn_alert").unwrap();
+    assert_eq!(cio.events, ["unsubscribed", "bounced", "spammed"]);
+    assert!(cio.decides_in_job());
+}
+
+#[test]
+fn missing_values_render_as_unknown() {
+    let table = shipped();
+    let t = table.get("trial_started").unwrap();
+    let ctx = table.prepare(t, ctx(json!({"user_id": "u1"}))).unwrap();
+    let Rendered::CreatePersona { body } = table.render(t, &ctx).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        body["description"],
+        "Real-time persona created when user u1 started a trial. Plan: unknown. Source: unknown."
+    );
+}
+
+#[test]
+fn the_classification_reproduces_classify_persona() {
+    let table = shipped();
+    let t = table.get("cio_churn_alert").unwrap();
+    let cases = [
+        (
+            json!({"plan_type": "Pro", "mrr": "850", "industry": "fintech"}),
+            "High-MRR Fintech (Pro plan)",
+            true,
+        ),
+        (
+            json!({"plan_type": "enterprise", "mrr": "abc", "industry": "health care", "usage_tier": "HIGH"}),
+            "Enterprise Health Care (high usage)",
+            true,
+        ),
+        (
+            json!({"plan_type": "starter", "mrr": "600"}),
+            "High-MRR General (Starter plan)",
+            false,
+        ),
+        (json!({}), "Free General User", false),
+    ];
+    for (attributes, persona_type, fires) in cases {
+        let prepared = table
+            .prepare(t, ctx(json!({"attributes": attributes})))
+            .unwrap();
+        assert_eq!(prepared["persona_type"], persona_type, "{attributes}");
+        assert_eq!(
+            table.condition_holds(t, &prepared).unwrap(),
+            fires,
+            "{attributes}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_file_and_line() {
+    let err = error_of("[[triggers]]\nname = \"a\"\nsource = \"segment\"\nevents = [\"x\"]\nspeed = 3\n[triggers.research]\nmessage = \"m\"\n");
+    assert!(err.starts_with("my.toml:"), "{err}");
+    assert!(err.contains("unknown field `speed`"), "{err}");
+}
+
+#[test]
+fn a_bad_template_names_the_trigger_and_the_key() {
+    let err = error_of("[[triggers]]\nname = \"broken\"\nsource = \"segment\"\nevents = [\"x\"]\n[triggers.research]\nmessage = \"{{ user_id \"\n");
+    assert!(
+        err.contains("my.toml: trigger `broken`, key `research.message`"),
+        "{err}"
+    );
+    let err = error_of("[[triggers]]\nname = \"filter\"\nsource = \"segment\"\nevents = [\"x\"]\n[triggers.research]\nmessage = \"{{ user_id | nosuchfilter }}\"\n");
+    assert!(
+        err.contains("trigger `filter`, key `research.message`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("nosuchfilter") || err.contains("unknown filter"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_trigger_needs_exactly_one_action_and_some_events() {
+    let none = error_of("[[triggers]]\nname = \"a\"\nsource = \"segment\"\nevents = [\"x\"]\n");
+    assert!(
+        none.contains("neither is set") && none.contains("Fix:"),
+        "{none}"
+    );
+    let both = error_of("[[triggers]]\nname = \"a\"\nsource = \"segment\"\nevents = [\"x\"]\n[triggers.research]\nmessage = \"m\"\n[triggers.create_persona]\nname = \"n\"\ndescription = \"d\"\n");
+    assert!(both.contains("both are set"), "{both}");
+    let no_events = error_of("[[triggers]]\nname = \"a\"\nsource = \"segment\"\nevents = []\n[triggers.research]\nmessage = \"m\"\n");
+    assert!(no_events.contains("key `events`"), "{no_events}");
+    let dup = error_of("[[triggers]]\nname = \"a\"\nsource = \"segment\"\nevents = [\"x\"]\n[triggers.research]\nmessage = \"m\"\n[[triggers]]\nname = \"a\"\nsource = \"segment\"\nevents = [\"y\"]\n[triggers.research]\nmessage = \"m\"\n");
+    assert!(dup.contains("used twice"), "{dup}");
+    let source = error_of("[[triggers]]\nname = \"a\"\nsource = \"stripe\"\nevents = [\"x\"]\n[triggers.research]\nmessage = \"m\"\n");
+    assert!(source.contains("stripe"), "{source}");
+}
+
+#[test]
+fn a_missing_file_says_which_and_how_to_fix_it() {
+    let err = TriggerTable::load(Path::new("/nonexistent/triggers.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/triggers.toml") && err.contains("MAVERA_TRIGGERS_CONFIG"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_condition_filters_segment_events_and_a_wildcard_matches_all() {
+    let table = TriggerTable::from_toml(
+        "[[triggers]]\nname = \"big\"\nsource = \"segment\"\nevents = [\"*\"]\nwhen = \"properties.amount | number > 100\"\n[triggers.research]\nmessage = \"{{ event }}\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let t = table.get("big").unwrap();
+    assert!(table
+        .condition_holds(t, &ctx(json!({"properties": {"amount": 150}})))
+        .unwrap());
+    assert!(!table
+        .condition_holds(t, &ctx(json!({"properties": {"amount": "50"}})))
+        .unwrap());
+    assert!(!table.condition_holds(t, &ctx(json!({}))).unwrap());
+}
+
+#[test]
+fn persona_fields_are_templates_too() {
+    let table = TriggerTable::from_toml(
+        "[[triggers]]\nname = \"p\"\nsource = \"segment\"\nevents = [\"x\"]\n[triggers.create_persona]\nname = \"P {{ user_id }}\"\ndescription = \"d\"\nfields = { type = \"B2B\", goals = [\"grow {{ plan }}\"], weight = 3 }\n",
+        "t.toml",
+    )
+    .unwrap();
+    let t = table.get("p").unwrap();
+    let Rendered::CreatePersona { body } = table
+        .render(t, &ctx(json!({"user_id": "u9", "plan": "pro"})))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        body,
+        json!({"type": "B2B", "goals": ["grow pro"], "weight": 3, "name": "P u9", "description": "d"})
+    );
+}

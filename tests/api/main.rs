@@ -1,0 +1,5 @@
+//! Integration tests: the real server on 127.0.0.1:0, Mavera and Customer.io as wiremock servers.
+
+mod customerio;
+mod helpers;
+mod segment;
