@@ -36,6 +36,7 @@ RUN mkdir -p src \
 #    our crate even if COPY keeps source mtimes older than the stub build.
 COPY src ./src
 COPY config ./config
+COPY migrations ./migrations
 RUN cargo build --release --locked --bin mavera-triggers \
  && mkdir -p /out/data \
  && cp target/release/mavera-triggers /out/mavera-triggers

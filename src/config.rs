@@ -106,8 +106,14 @@ pub struct Settings {
     pub mavera_timeout: Duration,
     /// `HTTP_TIMEOUT_SECS` for everything that is not a Mave chat (default 30).
     pub http_timeout: Duration,
-    /// `DATABASE_URL`: reserved for the durable store.
-    pub database_url: Option<String>,
+    /// `DATABASE_URL` (default `sqlite://data/mavera-triggers.db`): the durable store.
+    pub database_url: String,
+    /// `SQLITE_SYNCHRONOUS` (`full` default: a commit survives power loss; `normal`: survives a killed process).
+    pub sqlite_synchronous_full: bool,
+    /// `JOB_LEASE_SECS` (default 300): how long a claimed job is held before another worker may take it over.
+    pub job_lease: Duration,
+    /// `MAX_BACKLOG` (default 100000 pending jobs): past it new webhooks get 503 + Retry-After.
+    pub max_backlog: u64,
     /// `MAX_BODY_BYTES` (default 1 MiB): larger webhook bodies get 413.
     pub max_body_bytes: usize,
     /// `DEDUPE_TTL_SECS` (default 86400: Segment keeps 24 h of messageIds).
@@ -126,6 +132,7 @@ pub struct Settings {
     pub log_json: bool,
 }
 
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/mavera-triggers.db";
 pub const DEFAULT_MAVERA_BASE_URL: &str = "https://app.mavera.io/api/v1";
 pub const CIO_US_BASE_URL: &str = "https://api.customer.io/v1";
 pub const CIO_EU_BASE_URL: &str = "https://api-eu.customer.io/v1";
@@ -154,7 +161,10 @@ impl Settings {
             mavera_max_concurrent_chats: 10,
             mavera_timeout: Duration::from_secs(180),
             http_timeout: Duration::from_secs(30),
-            database_url: None,
+            database_url: DEFAULT_DATABASE_URL.to_string(),
+            sqlite_synchronous_full: true,
+            job_lease: Duration::from_secs(300),
+            max_backlog: 100_000,
             max_body_bytes: 1024 * 1024,
             dedupe_ttl: Duration::from_secs(24 * 3600),
             dedupe_capacity: 1_000_000,
@@ -272,7 +282,36 @@ impl Settings {
         if let Some(v) = get("RETRY_MAX_ATTEMPTS") {
             s.retry_max_attempts = positive("RETRY_MAX_ATTEMPTS", &v)?;
         }
-        s.database_url = get("DATABASE_URL");
+        if let Some(v) = get("DATABASE_URL") {
+            if !(v.starts_with("sqlite:")
+                || v.starts_with("postgres://")
+                || v.starts_with("postgresql://"))
+            {
+                return Err(SettingsError {
+                    var: "DATABASE_URL",
+                    value: v,
+                    fix: "use sqlite://path/to/file.db (the default is sqlite://data/mavera-triggers.db)".into(),
+                });
+            }
+            s.database_url = v;
+        }
+        if let Some(v) = get("SQLITE_SYNCHRONOUS") {
+            s.sqlite_synchronous_full = match v.to_ascii_lowercase().as_str() {
+                "full" => true,
+                "normal" => false,
+                _ => {
+                    return Err(SettingsError {
+                        var: "SQLITE_SYNCHRONOUS",
+                        value: v,
+                        fix: "use `full` (default) or `normal`".into(),
+                    })
+                }
+            };
+        }
+        s.job_lease = secs("JOB_LEASE_SECS", s.job_lease)?;
+        if let Some(v) = get("MAX_BACKLOG") {
+            s.max_backlog = positive("MAX_BACKLOG", &v)?;
+        }
         if let Some(v) = get("LOG_FORMAT") {
             s.log_json = match v.as_str() {
                 "json" => true,

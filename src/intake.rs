@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     dedupe::DedupeMemory,
-    jobs::{Jobs, NewJob, StoreError},
+    jobs::{Delivery, Jobs, NewJob, StoreError},
     sources::{Event, Source},
     triggers::TriggerTable,
 };
@@ -38,20 +38,39 @@ pub struct Intake {
     pub table: Arc<ArcSwap<TriggerTable>>,
     pub jobs: Jobs,
     pub counters: Counters,
+    /// Pending jobs, as last counted by the backlog monitor.
+    pub backlog: AtomicU64,
+    pub max_backlog: u64,
+}
+
+/// Why the intake could not take a request.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("backlog of {pending} pending jobs is over the bound of {bound}")]
+    Backlog { pending: u64, bound: u64 },
 }
 
 impl Intake {
-    /// Remembers each event, and enqueues a job for every trigger it matches. Jobs are handed over together;
-    /// if the store refuses them, the events are forgotten again so that the sender's retry is not taken for
-    /// a duplicate.
-    pub async fn accept(&self, source: Source, events: Vec<Event>) -> Result<Summary, StoreError> {
+    /// Remembers each event, and records a job for every trigger it matches. Events and jobs are written
+    /// durably (one transaction) before this returns; if the store refuses them, the events are forgotten
+    /// again so that the sender's retry is not taken for a duplicate.
+    pub async fn accept(&self, source: Source, events: Vec<Event>) -> Result<Summary, IntakeError> {
+        let pending = self.backlog.load(Ordering::Relaxed);
+        if pending > self.max_backlog {
+            return Err(IntakeError::Backlog {
+                pending,
+                bound: self.max_backlog,
+            });
+        }
         let table = self.table.load_full();
         let mut summary = Summary {
             received: events.len(),
             ..Summary::default()
         };
         let mut remembered = Vec::new();
-        let mut jobs = Vec::new();
+        let mut deliveries = Vec::new();
         for event in events {
             let key = event.dedupe_key();
             if !self.dedupe.first_sighting(&key) {
@@ -60,7 +79,7 @@ impl Intake {
                 continue;
             }
             remembered.push(key);
-            let before = jobs.len();
+            let mut jobs = Vec::new();
             for trigger in table.matching(&event) {
                 if !trigger.decides_in_job() {
                     let decided = table
@@ -87,20 +106,36 @@ impl Intake {
                     context: event.context.clone(),
                 });
             }
-            if jobs.len() == before {
+            if jobs.is_empty() {
                 self.counters.ignored.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(source = %source, event_id = %event.id, event = %event.name, "no trigger matches: acknowledged and ignored");
             } else {
-                tracing::info!(source = %source, event_id = %event.id, event = %event.name, jobs = jobs.len() - before, "triggered");
+                deliveries.push(Delivery {
+                    source,
+                    event_id: event.id,
+                    name: event.name,
+                    raw: event.raw,
+                    jobs,
+                });
             }
         }
-        summary.triggered = jobs.len();
-        if !jobs.is_empty() {
-            if let Err(e) = self.jobs.submit(jobs).await {
+        // The store is the truth: an event the memory forgot (a restart, the size cap) is still a duplicate there.
+        let fresh = match self.jobs.submit(deliveries.clone()).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
                 for key in &remembered {
                     self.dedupe.forget(key);
                 }
-                return Err(e);
+                return Err(e.into());
+            }
+        };
+        for (delivery, new) in deliveries.iter().zip(fresh) {
+            if new {
+                summary.triggered += delivery.jobs.len();
+                tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, jobs = delivery.jobs.len(), "triggered: jobs recorded");
+            } else {
+                summary.duplicates += 1;
+                tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, "duplicate: already recorded, ignored");
             }
         }
         self.counters

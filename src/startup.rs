@@ -2,7 +2,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -15,7 +18,7 @@ use crate::{
     config::Settings,
     dedupe::DedupeMemory,
     intake::{Counters, Intake},
-    jobs::{memory::MemoryStore, retry::RetryPolicy, runner::Runner, worker::spawn_pool, Jobs},
+    jobs::{open_store, retry::RetryPolicy, runner::Runner, worker::spawn_pool, Jobs},
     routes,
     sources::Source,
     state::{AppState, Inner},
@@ -71,12 +74,30 @@ impl App {
             &settings,
         );
         let table = Arc::new(ArcSwap::from_pointee(table));
-        let jobs = Jobs::new(Arc::new(MemoryStore::new()));
+        let store = open_store(&settings).await.map_err(|e| {
+            anyhow::anyhow!(
+                "{e}. Fix: check DATABASE_URL ({}) and that its folder is writable",
+                settings.database_url
+            )
+        })?;
+        let released = store.release_running().await?;
+        let counts = store.counts().await?;
+        tracing::info!(
+            store = %settings.database_url,
+            pending = counts.pending,
+            resumed = released,
+            done = counts.done,
+            dead = counts.dead,
+            "job store open"
+        );
+        let jobs = Jobs::new(store);
         let intake = Intake {
             dedupe: DedupeMemory::new(settings.dedupe_ttl, settings.dedupe_capacity),
             table: table.clone(),
             jobs: jobs.clone(),
             counters: Counters::default(),
+            backlog: AtomicU64::new(counts.pending),
+            max_backlog: settings.max_backlog,
         };
         let policy = RetryPolicy {
             base: settings.retry_base,
@@ -114,8 +135,10 @@ impl App {
             self.state.jobs.clone(),
             self.runner,
             self.policy,
+            self.state.settings.job_lease,
             shutdown.clone(),
         );
+        tokio::spawn(watch_backlog(self.state.clone(), shutdown.clone()));
         let app =
             routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
@@ -129,5 +152,27 @@ impl App {
             tracing::warn!("workers still busy after 30 s: stopping anyway");
         }
         served.map_err(Into::into)
+    }
+}
+
+/// Counts pending jobs twice a second, for backpressure and `/healthz`, without a query per request.
+async fn watch_backlog(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(counts) = state.jobs.store.counts().await {
+            let before = state.intake.backlog.swap(counts.pending, Ordering::Relaxed);
+            let bound = state.intake.max_backlog;
+            if counts.pending > bound && before <= bound {
+                tracing::warn!(
+                    pending = counts.pending,
+                    bound,
+                    "backlog over its bound: new webhooks get 503 + Retry-After until it drains"
+                );
+            }
+        }
     }
 }

@@ -4,9 +4,10 @@
 //! A job keeps its progress between attempts (an enrichment that succeeded is not repeated when the
 //! Mavera call is retried).
 
-pub mod memory;
+pub mod committer;
 pub mod retry;
 pub mod runner;
+pub mod sqlite;
 pub mod worker;
 
 use std::{
@@ -58,6 +59,17 @@ pub struct NewJob {
     pub context: Map<String, Value>,
 }
 
+/// One event that caused work, with its jobs: recorded together, or not at all.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub source: Source,
+    pub event_id: String,
+    pub name: String,
+    /// The event's raw JSON, kept for replay and inspection.
+    pub raw: String,
+    pub jobs: Vec<NewJob>,
+}
+
 /// A job as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
@@ -98,13 +110,31 @@ pub enum StoreError {
     NotFound(JobId),
 }
 
-/// Where jobs live. The in-memory store is the first backend; durable ones implement the same calls.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// A persona this server created for a (trigger, user) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KnownPersona {
+    pub persona_id: String,
+    pub name: Option<String>,
+}
+
+/// Where events, jobs and their outcomes live. Every backend (SQLite, Postgres) behaves the same.
 #[async_trait::async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Adds jobs, all or none.
-    async fn enqueue(&self, jobs: Vec<NewJob>, now_ms: u64) -> Result<Vec<JobId>, StoreError>;
-    /// Takes the oldest due pending job, marks it running and counts the attempt.
-    async fn claim(&self, now_ms: u64) -> Result<Option<Job>, StoreError>;
+    /// Records deliveries and their jobs in one transaction. For each delivery: true when it is new, false
+    /// when its (source, event id) was recorded before (a duplicate: its jobs are not added).
+    async fn record(&self, deliveries: Vec<Delivery>, now_ms: u64)
+        -> Result<Vec<bool>, StoreError>;
+    /// Takes the oldest due job (pending, or running with an expired lease), marks it running until
+    /// `now + lease`, and counts the attempt.
+    async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError>;
+    /// Puts every running job back to pending (start-up of a single-process store: nobody else holds them).
+    async fn release_running(&self) -> Result<u64, StoreError>;
     /// Records steps done so far, so a retry does not repeat them.
     async fn save_progress(
         &self,
@@ -122,33 +152,70 @@ pub trait JobStore: Send + Sync + 'static {
     async fn counts(&self) -> Result<JobCounts, StoreError>;
     /// When the next pending job is due, if any.
     async fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
+    /// The persona created for (trigger, user), if any.
+    async fn persona_for(
+        &self,
+        trigger: &str,
+        user: &str,
+    ) -> Result<Option<KnownPersona>, StoreError>;
+    async fn remember_persona(
+        &self,
+        trigger: &str,
+        user: &str,
+        persona: &KnownPersona,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
 }
 
-/// The queue as the rest of the server sees it: a store plus a bell for the workers.
+/// The queue as the rest of the server sees it: a store, a group committer in front of it, and a bell
+/// that wakes the workers.
 #[derive(Clone)]
 pub struct Jobs {
     pub store: Arc<dyn JobStore>,
+    committer: committer::Committer,
     pub(crate) bell: Arc<Notify>,
 }
 
 impl Jobs {
     pub fn new(store: Arc<dyn JobStore>) -> Self {
         Self {
+            committer: committer::Committer::spawn(store.clone()),
             store,
             bell: Arc::new(Notify::new()),
         }
     }
 
-    pub async fn submit(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, StoreError> {
-        let ids = self.store.enqueue(jobs, now_ms()).await?;
-        self.bell.notify_waiters();
-        Ok(ids)
+    /// Records deliveries durably (batched with concurrent callers into one transaction) and wakes the workers.
+    pub async fn submit(&self, deliveries: Vec<Delivery>) -> Result<Vec<bool>, StoreError> {
+        let fresh = self.committer.record(deliveries).await?;
+        if fresh.iter().any(|f| *f) {
+            self.bell.notify_waiters();
+        }
+        Ok(fresh)
     }
 
+    /// Puts a finished or dead job back in the queue, due now.
     pub async fn replay(&self, id: JobId) -> Result<(), StoreError> {
         self.store.requeue(id, now_ms()).await?;
         self.bell.notify_waiters();
         Ok(())
+    }
+}
+
+/// Opens the store `DATABASE_URL` names, creating and migrating it.
+pub async fn open_store(
+    settings: &crate::config::Settings,
+) -> Result<Arc<dyn JobStore>, StoreError> {
+    let url = &settings.database_url;
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(url, settings.sqlite_synchronous_full).await?,
+        ))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "DATABASE_URL: unsupported store `{}`; use sqlite://path/to/file.db",
+            url.split(':').next().unwrap_or("")
+        )))
     }
 }
 

@@ -17,13 +17,14 @@ pub fn spawn_pool(
     jobs: Jobs,
     runner: Runner,
     policy: RetryPolicy,
+    lease: Duration,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
     let runner = Arc::new(runner);
     for worker in 0..count.max(1) {
         let (jobs, runner, shutdown) = (jobs.clone(), runner.clone(), shutdown.clone());
-        set.spawn(async move { work(worker, jobs, runner, policy, shutdown).await });
+        set.spawn(async move { work(worker, jobs, runner, policy, lease, shutdown).await });
     }
     set
 }
@@ -33,6 +34,7 @@ async fn work(
     jobs: Jobs,
     runner: Arc<Runner>,
     policy: RetryPolicy,
+    lease: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -42,7 +44,7 @@ async fn work(
         if shutdown.is_cancelled() {
             return;
         }
-        match jobs.store.claim(now_ms()).await {
+        match jobs.store.claim(now_ms(), lease.as_millis() as u64).await {
             Ok(Some(job)) => {
                 run_one(&jobs, &runner, &policy, job).await;
                 continue;

@@ -14,7 +14,12 @@ use axum::{
 };
 use bytes::Bytes;
 
-use crate::{error::ApiError, intake::Summary, jobs::StoreError, sources::Source, state::AppState};
+use crate::{
+    error::ApiError,
+    intake::{IntakeError, Summary},
+    sources::Source,
+    state::AppState,
+};
 
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
@@ -46,9 +51,17 @@ pub(crate) async fn hand_over(
     source: Source,
     events: Vec<crate::sources::Event>,
 ) -> Result<Summary, ApiError> {
-    state.intake.accept(source, events).await.map_err(|e: StoreError| {
-        tracing::error!(source = %source, error = %e, "cannot record events: answering 503 so the sender retries");
-        ApiError::Unavailable { retry_after_secs: 5 }
+    state.intake.accept(source, events).await.map_err(|e| {
+        match &e {
+            IntakeError::Store(_) => tracing::error!(source = %source, error = %e, "cannot record events: answering 503 so the sender retries"),
+            IntakeError::Backlog { .. } => tracing::warn!(source = %source, error = %e, "backpressure: answering 503 so the sender retries later"),
+        }
+        ApiError::Unavailable {
+            retry_after_secs: match e {
+                IntakeError::Store(_) => 5,
+                IntakeError::Backlog { .. } => 30,
+            },
+        }
     })
 }
 

@@ -242,6 +242,7 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Parsed {
         kind: object_type,
         user_id,
         context: ctx,
+        raw: String::from_utf8_lossy(raw).into_owned(),
     }))
 }
 

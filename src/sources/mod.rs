@@ -65,6 +65,8 @@ pub struct Event {
     pub user_id: Option<String>,
     /// Everything templates and conditions may read.
     pub context: Map<String, Value>,
+    /// The event's JSON exactly as received (for a batch, its element), kept for replay.
+    pub raw: String,
 }
 
 impl Event {

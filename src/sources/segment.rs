@@ -243,6 +243,7 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Result<Event, String> {
         kind,
         user_id: who,
         context: ctx,
+        raw: String::from_utf8_lossy(raw).into_owned(),
     })
 }
 

@@ -62,6 +62,8 @@ pub struct TestApp {
     pub cio: MockServer,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    /// The store's folder; removed when the test ends.
+    pub data_dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Drop for TestApp {
@@ -100,7 +102,9 @@ pub async fn spawn_with(options: Options) -> TestApp {
     init_logs();
     let mavera = MockServer::start().await;
     let cio = MockServer::start().await;
+    let data_dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let mut settings = Settings::defaults(options.mode);
+    settings.database_url = format!("sqlite://{}/mavera-triggers.db", data_dir.path().display());
     settings.bind_addr = [127, 0, 0, 1].into();
     settings.port = 0;
     settings.mavera_base_url = format!("{}/api/v1", mavera.uri());
@@ -129,6 +133,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
         cio,
         http: reqwest::Client::new(),
         shutdown,
+        data_dir,
     }
 }
 

@@ -1,0 +1,78 @@
+//! Group commit: concurrent webhook requests share one store transaction, so durability does not cost
+//! throughput. Each request still waits for its own commit before it is answered.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{now_ms, Delivery, JobStore, StoreError};
+
+type Reply = oneshot::Sender<Result<Vec<bool>, StoreError>>;
+
+/// The most deliveries one transaction takes; the rest wait for the next.
+const MAX_BATCH: usize = 512;
+
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<(Vec<Delivery>, Reply)>,
+}
+
+impl Committer {
+    pub fn spawn(store: Arc<dyn JobStore>) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(run(store, rx));
+        Self { tx }
+    }
+
+    /// Records deliveries; returns, per delivery, whether it was new.
+    pub async fn record(&self, deliveries: Vec<Delivery>) -> Result<Vec<bool>, StoreError> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((deliveries, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?
+    }
+}
+
+async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<(Vec<Delivery>, Reply)>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        let mut count = waiting[0].0.len();
+        while count < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => {
+                    count += next.0.len();
+                    waiting.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let sizes: Vec<usize> = waiting.iter().map(|(d, _)| d.len()).collect();
+        let (all, replies): (Vec<Vec<Delivery>>, Vec<Reply>) = waiting.into_iter().unzip();
+        let result = store
+            .record(all.into_iter().flatten().collect(), now_ms())
+            .await;
+        match result {
+            Ok(fresh) => {
+                let mut rest = fresh.as_slice();
+                for (size, reply) in sizes.into_iter().zip(replies) {
+                    let (mine, tail) = rest.split_at(size);
+                    rest = tail;
+                    let _ = reply.send(Ok(mine.to_vec()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, deliveries = count, "group commit failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The embedded durable store: SQLite in WAL mode, created and migrated on start.
+//!
+//! `synchronous=FULL` by default: a commit is on disk before the webhook is answered, even if the machine
+//! loses power right after (`SQLITE_SYNCHRONOUS=normal` trades that for speed; a killed process still loses
+//! nothing). One process per database file.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use serde_json::{Map, Value};
+use sqlx::{
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
+    Row, SqlitePool,
+};
+
+use super::{
+    Delivery, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
+};
+use crate::sources::Source;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its folder when missing) and migrates the database at `url`
+    /// (`sqlite://path/to/file.db`, or `sqlite::memory:`).
+    pub async fn open(url: &str, synchronous_full: bool) -> Result<Self, StoreError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or("");
+            if !path.is_empty() && path != ":memory:" {
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database lives in one connection.
+            .max_connections(if in_memory { 1 } else { 4 })
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for tests that need to break the store on purpose.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn parse_state(s: &str) -> JobState {
+    match s {
+        "running" => JobState::Running,
+        "done" => JobState::Done,
+        "dead" => JobState::Dead,
+        _ => JobState::Pending,
+    }
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
+    let text = |name: &str| -> Result<String, StoreError> { Ok(row.try_get::<String, _>(name)?) };
+    let object = |name: &str| -> Result<Map<String, Value>, StoreError> {
+        Ok(serde_json::from_str(&text(name)?).unwrap_or_default())
+    };
+    let source: Source = text("source")?.parse().map_err(StoreError::Unavailable)?;
+    Ok(Job {
+        id: row.try_get::<i64, _>("id")? as JobId,
+        new: NewJob {
+            trigger: text("trigger_name")?,
+            action: text("action")?,
+            source,
+            event_id: text("event_id")?,
+            user_id: row.try_get("user_id")?,
+            context: object("context")?,
+        },
+        state: parse_state(&text("state")?),
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        created_ms: row.try_get::<i64, _>("created_ms")? as u64,
+        run_at_ms: row.try_get::<i64, _>("run_at_ms")? as u64,
+        progress: object("progress")?,
+        last_error: row.try_get("last_error")?,
+        outcome: row
+            .try_get::<Option<String>, _>("outcome")?
+            .and_then(|o| serde_json::from_str(&o).ok()),
+    })
+}
+
+#[async_trait::async_trait]
+impl JobStore for SqliteStore {
+    async fn record(
+        &self,
+        deliveries: Vec<Delivery>,
+        now_ms: u64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut fresh = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let row: Option<(i64,)> = sqlx::query_as(
+                "INSERT INTO events (source, event_id, name, received_ms, raw) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+            )
+            .bind(d.source.as_str())
+            .bind(&d.event_id)
+            .bind(&d.name)
+            .bind(now_ms as i64)
+            .bind(&d.raw)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((event_row,)) = row else {
+                fresh.push(false);
+                continue;
+            };
+            for job in &d.jobs {
+                sqlx::query(
+                    "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
+                                       created_ms, run_at_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
+                )
+                .bind(event_row)
+                .bind(&job.trigger)
+                .bind(&job.action)
+                .bind(job.source.as_str())
+                .bind(&job.event_id)
+                .bind(&job.user_id)
+                .bind(json_text(&job.context))
+                .bind(now_ms as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            fresh.push(true);
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
+             WHERE id = (SELECT id FROM jobs
+                         WHERE (state = 'pending' AND run_at_ms <= ?1) OR (state = 'running' AND lease_until_ms < ?1)
+                         ORDER BY run_at_ms, id LIMIT 1)
+             RETURNING *",
+        )
+        .bind(now_ms as i64)
+        .bind(lease_ms as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn release_running(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'pending', lease_until_ms = NULL WHERE state = 'running'",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn save_progress(
+        &self,
+        id: JobId,
+        progress: Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET progress = ?2 WHERE id = ?1")
+            .bind(id as i64)
+            .bind(json_text(&progress))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish(&self, id: JobId, outcome: Value) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET state = 'done', outcome = ?2, lease_until_ms = NULL, updated_ms = ?3 WHERE id = ?1")
+            .bind(id as i64)
+            .bind(json_text(&outcome))
+            .bind(super::now_ms() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET state = 'pending', run_at_ms = ?2, last_error = ?3, lease_until_ms = NULL, updated_ms = ?4 WHERE id = ?1")
+            .bind(id as i64)
+            .bind(run_at_ms as i64)
+            .bind(error)
+            .bind(super::now_ms() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET state = 'dead', last_error = ?2, lease_until_ms = NULL, updated_ms = ?3 WHERE id = ?1")
+            .bind(id as i64)
+            .bind(reason)
+            .bind(super::now_ms() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'pending', run_at_ms = ?2, attempts = 0, outcome = NULL, updated_ms = ?2
+             WHERE id = ?1 AND state IN ('done', 'dead')",
+        )
+        .bind(id as i64)
+        .bind(now_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 && self.get(id).await?.is_none() {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
+            .bind(id as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let rows = match state {
+            Some(s) => {
+                sqlx::query("SELECT * FROM jobs WHERE state = ?1 ORDER BY id DESC LIMIT ?2")
+                    .bind(s.as_str())
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?1")
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn counts(&self) -> Result<JobCounts, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut c = JobCounts::default();
+        for (state, n) in rows {
+            let n = n as u64;
+            match parse_state(&state) {
+                JobState::Pending => c.pending += n,
+                JobState::Running => c.running += n,
+                JobState::Done => c.done += n,
+                JobState::Dead => c.dead += n,
+            }
+        }
+        Ok(c)
+    }
+
+    async fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'pending'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(m,)| m).map(|m| m as u64))
+    }
+
+    async fn persona_for(
+        &self,
+        trigger: &str,
+        user: &str,
+    ) -> Result<Option<KnownPersona>, StoreError> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT persona_id, name FROM personas WHERE trigger_name = ?1 AND user_id = ?2",
+        )
+        .bind(trigger)
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(persona_id, name)| KnownPersona { persona_id, name }))
+    }
+
+    async fn remember_persona(
+        &self,
+        trigger: &str,
+        user: &str,
+        persona: &KnownPersona,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO personas (trigger_name, user_id, persona_id, name, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (trigger_name, user_id) DO UPDATE SET persona_id = excluded.persona_id, name = excluded.name,
+             updated_ms = excluded.updated_ms",
+        )
+        .bind(trigger)
+        .bind(user)
+        .bind(&persona.persona_id)
+        .bind(&persona.name)
+        .bind(now_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
