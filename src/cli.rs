@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Mode, Settings},
+    jobs::{now_ms, open_store, JobState},
     sources::{customerio, signature::sign_sha1, Source},
     startup::{preflight, App},
     telemetry,
@@ -66,11 +67,37 @@ pub enum Command {
     ///   mavera-triggers send customerio unsubscribed
     #[command(verbatim_doc_comment)]
     Send(SendArgs),
+    /// See and fix jobs in the store (DATABASE_URL): list, show one (brief included), replay.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Exit 0 when the local server answers GET /healthz (for Docker's HEALTHCHECK).
     Healthcheck {
         /// Default: http://127.0.0.1:$WEBHOOK_PORT/healthz
         #[arg(long)]
         url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Newest first.
+    List {
+        /// pending, running, done or dead
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Everything about one job: its event, attempts, last error and outcome (the brief, in full).
+    Show { id: u64 },
+    /// Run a finished or dead job again (a running server picks it up within a second).
+    Replay {
+        /// The job to replay.
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<u64>,
+        /// Replay every dead job.
+        #[arg(long)]
+        dead: bool,
     },
 }
 
@@ -116,12 +143,129 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) | Command::Dev(args) => run_server(settings, args).await,
         Command::CheckConfig { path } => check_config(&settings, path),
         Command::Send(args) => send(&settings, args).await,
+        Command::Jobs(command) => jobs(&settings, command).await,
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.port));
             match reqwest::get(&url).await {
                 Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
                 _ => ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+async fn jobs(settings: &Settings, command: JobsCommand) -> ExitCode {
+    let store = match open_store(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e} (DATABASE_URL={})", settings.database_url);
+            return ExitCode::from(2);
+        }
+    };
+    let state_of = |s: &str| match s {
+        "pending" => Ok(JobState::Pending),
+        "running" => Ok(JobState::Running),
+        "done" => Ok(JobState::Done),
+        "dead" => Ok(JobState::Dead),
+        other => Err(format!(
+            "unknown state `{other}`: use pending, running, done or dead"
+        )),
+    };
+    let result: Result<(), String> = async {
+        match command {
+            JobsCommand::List { state, limit } => {
+                let filter = state.as_deref().map(state_of).transpose()?;
+                let jobs = store.list(filter, limit).await.map_err(|e| e.to_string())?;
+                println!(
+                    "{:>6}  {:<8} {:<18} {:<15} {:<22} {:>3}  last error / outcome",
+                    "ID", "STATE", "TRIGGER", "ACTION", "USER", "TRY"
+                );
+                for j in &jobs {
+                    let note = match (&j.last_error, &j.outcome) {
+                        (_, Some(o)) if o.get("skipped").is_some() => {
+                            o["skipped"].as_str().unwrap_or("").to_string()
+                        }
+                        (_, Some(o)) => o
+                            .get("persona_id")
+                            .or(o.get("thread_id"))
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                        (Some(e), None) => e.clone(),
+                        (None, None) => String::new(),
+                    };
+                    println!(
+                        "{:>6}  {:<8} {:<18} {:<15} {:<22} {:>3}  {}",
+                        j.id,
+                        j.state.as_str(),
+                        j.new.trigger,
+                        j.new.action,
+                        j.new
+                            .user_id
+                            .as_deref()
+                            .unwrap_or("-")
+                            .chars()
+                            .take(22)
+                            .collect::<String>(),
+                        j.attempts,
+                        note.chars().take(100).collect::<String>()
+                    );
+                }
+                let counts = store.counts().await.map_err(|e| e.to_string())?;
+                println!(
+                    "\n{} shown · pending {} · running {} · done {} · dead {}",
+                    jobs.len(),
+                    counts.pending,
+                    counts.running,
+                    counts.done,
+                    counts.dead
+                );
+            }
+            JobsCommand::Show { id } => {
+                let job = store
+                    .get(id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or(format!("no job {id}"))?;
+                println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
+                if let Some(brief) = job.outcome.as_ref().and_then(|o| o["brief"].as_str()) {
+                    println!("\n--- brief ---\n{brief}");
+                }
+            }
+            JobsCommand::Replay { id, dead } => {
+                let ids: Vec<u64> = if dead {
+                    store
+                        .list(Some(JobState::Dead), 100_000)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .iter()
+                        .map(|j| j.id)
+                        .collect()
+                } else {
+                    id.into_iter().collect()
+                };
+                let total = ids.len();
+                for (n, id) in ids.into_iter().enumerate() {
+                    store
+                        .requeue(id, now_ms())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if total > 20 && (n + 1) % 100 == 0 {
+                        eprintln!("replayed {}/{total}", n + 1);
+                    }
+                }
+                println!(
+                    "{total} job(s) queued again; a running server picks them up within a second"
+                );
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

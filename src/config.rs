@@ -45,6 +45,16 @@ impl fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// Constant-time comparison with a presented value (both sides hashed first, so length leaks nothing).
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(presented.as_bytes());
+        a.ct_eq(&b).into()
+    }
+}
+
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.fingerprint())
@@ -100,6 +110,8 @@ pub struct Settings {
     pub cio_requests_per_second: u32,
     /// `MAVERA_REQUESTS_PER_MINUTE` (default 60, the Starter plan).
     pub mavera_requests_per_minute: u32,
+    /// `MAVERA_RATE_WINDOW_SECS` (default 60): the window Mavera counts requests in.
+    pub mavera_rate_window: Duration,
     /// `MAVERA_MAX_CONCURRENT_CHATS` (default 10, Mavera's cap on `/mave/chat`).
     pub mavera_max_concurrent_chats: usize,
     /// `MAVERA_TIMEOUT_SECS` (default 180: a Mave answer can take 30–90 s).
@@ -128,6 +140,9 @@ pub struct Settings {
     pub retry_max: Duration,
     /// `RETRY_MAX_ATTEMPTS` (default 10): then the job is dead-lettered.
     pub retry_max_attempts: u32,
+    /// `ADMIN_TOKEN`: turns on the admin routes (`/admin/...`), which need `Authorization: Bearer <token>`.
+    /// Unset: the admin routes are off (404), not open.
+    pub admin_token: Option<Secret>,
     /// `LOG_FORMAT` (`pretty` default, or `json`).
     pub log_json: bool,
 }
@@ -158,6 +173,7 @@ impl Settings {
             cio_cache_ttl: Duration::from_secs(600),
             cio_requests_per_second: 10,
             mavera_requests_per_minute: 60,
+            mavera_rate_window: Duration::from_secs(60),
             mavera_max_concurrent_chats: 10,
             mavera_timeout: Duration::from_secs(180),
             http_timeout: Duration::from_secs(30),
@@ -172,6 +188,7 @@ impl Settings {
             retry_base: Duration::from_millis(1000),
             retry_max: Duration::from_millis(300_000),
             retry_max_attempts: 10,
+            admin_token: None,
             log_json: false,
         }
     }
@@ -216,6 +233,7 @@ impl Settings {
             .map(|v| secret_list(&v))
             .unwrap_or_default();
         s.cio_app_key = get("CIO_APP_KEY").map(Secret::new);
+        s.admin_token = get("ADMIN_TOKEN").map(Secret::new);
         if let Some(region) = get("CIO_REGION") {
             s.cio_app_base_url = match region.to_ascii_lowercase().as_str() {
                 "us" => CIO_US_BASE_URL.to_string(),
@@ -256,6 +274,7 @@ impl Settings {
             secs("CIO_TIMESTAMP_TOLERANCE_SECS", s.cio_timestamp_tolerance)?;
         s.cio_cache_ttl = secs("CIO_ATTRIBUTES_CACHE_TTL_SECS", s.cio_cache_ttl)?;
         s.mavera_timeout = secs("MAVERA_TIMEOUT_SECS", s.mavera_timeout)?;
+        s.mavera_rate_window = secs("MAVERA_RATE_WINDOW_SECS", s.mavera_rate_window)?;
         s.http_timeout = secs("HTTP_TIMEOUT_SECS", s.http_timeout)?;
         s.dedupe_ttl = secs("DEDUPE_TTL_SECS", s.dedupe_ttl)?;
         s.retry_base = millis("RETRY_BASE_MS", s.retry_base)?;

@@ -25,10 +25,6 @@ impl SlidingWindow {
         }
     }
 
-    pub fn per_minute(limit: u32) -> Self {
-        Self::new(limit, Duration::from_secs(60))
-    }
-
     pub fn per_second(limit: u32) -> Self {
         Self::new(limit, Duration::from_secs(1))
     }
@@ -66,7 +62,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_window_ever_holds_more_than_the_limit() {
-        let limiter = SlidingWindow::per_minute(60);
+        let limiter = SlidingWindow::new(60, Duration::from_secs(60));
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..200 {

@@ -50,6 +50,25 @@ pub struct Persona {
     pub credits_charged: Option<f64>,
 }
 
+/// `GET /personas`: `{object: "list", data: [...]}`.
+#[derive(Debug, Deserialize)]
+struct PersonaList {
+    #[serde(default)]
+    data: Vec<ListedPersona>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListedPersona {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    is_custom: Option<bool>,
+    /// Unix seconds on persona objects (PROTOCOLS.md §4.1).
+    #[serde(default)]
+    created_at: Option<i64>,
+}
+
 /// One source Mave cites.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Citation {
@@ -95,8 +114,9 @@ impl MaveraClient {
             key,
             chat_timeout: settings.mavera_timeout,
             timeout: settings.http_timeout,
-            requests: Arc::new(SlidingWindow::per_minute(
+            requests: Arc::new(SlidingWindow::new(
                 settings.mavera_requests_per_minute,
+                settings.mavera_rate_window,
             )),
             chat_slots: Arc::new(Semaphore::new(settings.mavera_max_concurrent_chats)),
         }
@@ -121,6 +141,57 @@ impl MaveraClient {
             self.timeout,
         )
         .await
+    }
+
+    /// `PATCH /personas/{id}`: the persona this server created earlier for the same (trigger, user).
+    pub async fn update_persona(&self, id: &str, body: &Value) -> Result<Persona, UpstreamError> {
+        let path = format!(
+            "/personas/{}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        if self.key.is_none() {
+            self.print_dry_run("PATCH", &path, body);
+            return Ok(Persona {
+                id: id.to_string(),
+                name: body["name"].as_str().map(str::to_string),
+                credits_charged: None,
+            });
+        }
+        self.send(self.http.patch(self.url(&path)).json(body), self.timeout)
+            .await
+    }
+
+    /// A custom persona named exactly `name` created at or after `since_unix` (`GET /personas`, searched by
+    /// name): how a create that was in flight when the process died is found instead of sent twice.
+    pub async fn find_persona(
+        &self,
+        name: &str,
+        since_unix: i64,
+    ) -> Result<Option<Persona>, UpstreamError> {
+        if self.key.is_none() {
+            return Ok(None);
+        }
+        let list: PersonaList = self
+            .send(
+                self.http
+                    .get(self.url("/personas"))
+                    .query(&[("search", name), ("limit", "100")]),
+                self.timeout,
+            )
+            .await?;
+        Ok(list
+            .data
+            .into_iter()
+            .find(|p| {
+                p.name.as_deref() == Some(name)
+                    && p.is_custom != Some(false)
+                    && p.created_at.is_none_or(|c| c >= since_unix)
+            })
+            .map(|p| Persona {
+                id: p.id,
+                name: p.name,
+                credits_charged: None,
+            }))
     }
 
     /// `POST /mave/chat`, at most `MAVERA_MAX_CONCURRENT_CHATS` at once.

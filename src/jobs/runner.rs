@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use serde_json::{json, Map, Value};
 
-use super::{Job, JobStore};
+use super::{Job, JobStore, KnownPersona, StoreError};
 use crate::{
     clients::{
         customerio::{CustomerIoClient, Lookup},
@@ -101,15 +101,9 @@ impl Runner {
             Err(e) => return Step::Dead(e.to_string()),
         };
         let outcome = match rendered {
-            Rendered::CreatePersona { body } => match self.mavera.create_persona(&body).await {
-                Ok(persona) => json!({
-                    "action": "create_persona",
-                    "persona_id": persona.id,
-                    "name": persona.name.or_else(|| body["name"].as_str().map(str::to_string)),
-                    "credits_charged": persona.credits_charged,
-                    "dry_run": self.mavera.is_dry_run(),
-                }),
-                Err(e) => return e.into(),
+            Rendered::CreatePersona { body } => match self.persona(job, store, body).await {
+                Ok(outcome) => outcome,
+                Err(step) => return step,
             },
             Rendered::Research {
                 message,
@@ -137,6 +131,98 @@ impl Runner {
         Step::Done(outcome)
     }
 
+    /// Creates the persona, or updates the one this trigger created for the same user before. A create that
+    /// was in flight when the process died is looked up by name before it is sent again.
+    async fn persona(&self, job: &Job, store: &dyn JobStore, body: Value) -> Result<Value, Step> {
+        let trigger = &job.new.trigger;
+        let user = job.new.user_id.as_deref().filter(|u| *u != "unknown");
+        let name = body["name"].as_str().unwrap_or_default().to_string();
+        let dry_run = self.mavera.is_dry_run();
+        let known = match user {
+            Some(user) => store
+                .persona_for(trigger, user)
+                .await
+                .map_err(retry_store)?,
+            None => None,
+        };
+        if let Some(known) = known {
+            match self.mavera.update_persona(&known.persona_id, &body).await {
+                Ok(persona) => {
+                    tracing::info!(job = job.id, trigger = %trigger, persona = %persona.id, "persona updated (PATCH), not created again");
+                    return Ok(json!({
+                        "action": "update_persona",
+                        "persona_id": persona.id,
+                        "name": persona.name.unwrap_or(name),
+                        "dry_run": dry_run,
+                    }));
+                }
+                // Deleted in Mavera since: create a new one below.
+                Err(UpstreamError::Status { status: 404, .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut progress = job.progress.clone();
+        if let Some(sent_ms) = progress.get("create_sent_ms").and_then(Value::as_i64) {
+            // The last attempt may have reached Mavera before the process died: look before sending again.
+            let since = sent_ms / 1000 - 300;
+            if let Some(persona) = self
+                .mavera
+                .find_persona(&name, since)
+                .await
+                .map_err(Step::from)?
+            {
+                tracing::warn!(job = job.id, trigger = %trigger, persona = %persona.id, "a persona created by an interrupted attempt was found by name: adopted, not created twice");
+                self.remember(job, store, user, &persona.id, &name).await?;
+                return Ok(json!({
+                    "action": "create_persona",
+                    "persona_id": persona.id,
+                    "name": name,
+                    "adopted": true,
+                    "dry_run": dry_run,
+                }));
+            }
+        }
+        progress.insert("create_sent_ms".into(), json!(super::now_ms()));
+        store
+            .save_progress(job.id, progress)
+            .await
+            .map_err(retry_store)?;
+        let persona = self
+            .mavera
+            .create_persona(&body)
+            .await
+            .map_err(Step::from)?;
+        self.remember(job, store, user, &persona.id, &name).await?;
+        Ok(json!({
+            "action": "create_persona",
+            "persona_id": persona.id,
+            "name": persona.name.unwrap_or(name),
+            "credits_charged": persona.credits_charged,
+            "dry_run": dry_run,
+        }))
+    }
+
+    async fn remember(
+        &self,
+        job: &Job,
+        store: &dyn JobStore,
+        user: Option<&str>,
+        id: &str,
+        name: &str,
+    ) -> Result<(), Step> {
+        let (Some(user), false) = (user, self.mavera.is_dry_run()) else {
+            return Ok(());
+        };
+        let persona = KnownPersona {
+            persona_id: id.to_string(),
+            name: Some(name.to_string()),
+        };
+        store
+            .remember_persona(&job.new.trigger, user, &persona, super::now_ms())
+            .await
+            .map_err(retry_store)
+    }
+
     /// Looks the person up. A missing person (404) is not an error: the trigger's condition decides.
     async fn enrich(&self, job: &Job) -> Result<Value, Step> {
         let lookup = job.new.context.get("lookup");
@@ -161,5 +247,12 @@ impl Runner {
                 Err(e.into())
             }
         }
+    }
+}
+
+fn retry_store(e: StoreError) -> Step {
+    Step::Retry {
+        error: e.to_string(),
+        after: None,
     }
 }

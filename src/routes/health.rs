@@ -21,5 +21,10 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
             "rejected": c.rejected.load(Ordering::Relaxed),
         },
         "jobs": jobs,
+        "backlog": {
+            "pending": state.intake.backlog.load(Ordering::Relaxed),
+            "bound": state.intake.max_backlog,
+            "accepting": state.intake.backlog.load(Ordering::Relaxed) <= state.intake.max_backlog,
+        },
     }))
 }

@@ -1,5 +1,6 @@
 //! HTTP routes: one file per endpoint group, and the bits they share.
 
+pub mod admin;
 pub mod customerio;
 pub mod health;
 pub mod segment;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/segment", post(segment::receive))
         .route("/customerio", post(customerio::receive))
         .route("/healthz", get(health::healthz))
+        .merge(admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -9,10 +9,11 @@ const RULE: &str = "============================================================
 /// Prints an outcome at info.
 pub fn report(job: &Job, outcome: &Value) {
     match outcome["action"].as_str() {
-        Some("create_persona") => tracing::info!(
+        Some("create_persona" | "update_persona") => tracing::info!(
             job = job.id,
             trigger = %job.new.trigger,
-            "Created persona: {} — {}",
+            "{} persona: {} — {}",
+            if outcome["action"] == "update_persona" { "Updated" } else { "Created" },
             outcome["persona_id"].as_str().unwrap_or("?"),
             outcome["name"].as_str().unwrap_or("?"),
         ),
