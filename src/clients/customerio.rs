@@ -3,22 +3,14 @@
 use std::{sync::Arc, time::Duration};
 
 use dashmap::DashMap;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::utf8_percent_encode;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::{retry_after, UpstreamError};
+use super::{retry_after, UpstreamError, PATH_SEGMENT};
 use crate::{config::Secret, ratelimit::SlidingWindow};
 
 const SERVICE: &str = "Customer.io";
-
-/// Everything but RFC 3986's unreserved characters is escaped, so an id is always one path segment:
-/// `/`, `?`, `#`, `%` and spaces cannot change the URL's path or query.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// A person's attributes, or why there are none.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +72,7 @@ impl CustomerIoClient {
         if id == "." || id == ".." || id.is_empty() {
             return None;
         }
-        let segment = utf8_percent_encode(id, SEGMENT);
+        let segment = utf8_percent_encode(id, PATH_SEGMENT);
         Some(match id_type {
             "id" => format!("/customers/{segment}/attributes"),
             other => format!("/customers/{segment}/attributes?id_type={other}"),

@@ -147,7 +147,7 @@ impl MaveraClient {
     pub async fn update_persona(&self, id: &str, body: &Value) -> Result<Persona, UpstreamError> {
         let path = format!(
             "/personas/{}",
-            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+            percent_encoding::utf8_percent_encode(id, super::PATH_SEGMENT)
         );
         if self.key.is_none() {
             self.print_dry_run("PATCH", &path, body);

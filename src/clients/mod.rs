@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
+/// Everything but RFC 3986's unreserved characters is escaped, so an id is always one path segment:
+/// `/`, `?`, `#`, `%` and spaces cannot change the URL's path or query.
+pub const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// The one HTTP client: rustls, connection pooling, a connect timeout and our User-Agent. Per-request
 /// timeouts are set by each call (a Mave chat may take 90 s; an attribute look-up should not).
 pub fn http_client() -> reqwest::Client {

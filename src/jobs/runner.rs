@@ -182,16 +182,25 @@ impl Runner {
                 }));
             }
         }
+        // Marked before sending; cleared when Mavera answers. Left set only when an attempt ends without an
+        // answer (a timeout, a reset connection, a crash): the one case where the persona may exist.
         progress.insert("create_sent_ms".into(), json!(super::now_ms()));
         store
-            .save_progress(job.id, progress)
+            .save_progress(job.id, progress.clone())
             .await
             .map_err(retry_store)?;
-        let persona = self
-            .mavera
-            .create_persona(&body)
-            .await
-            .map_err(Step::from)?;
+        let persona = match self.mavera.create_persona(&body).await {
+            Ok(persona) => persona,
+            Err(e @ UpstreamError::Status { .. }) => {
+                progress.remove("create_sent_ms");
+                store
+                    .save_progress(job.id, progress)
+                    .await
+                    .map_err(retry_store)?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.remember(job, store, user, &persona.id, &name).await?;
         Ok(json!({
             "action": "create_persona",

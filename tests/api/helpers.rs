@@ -62,6 +62,7 @@ pub struct TestApp {
     pub cio: MockServer,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// The store's folder; removed when the test ends.
     pub data_dir: std::sync::Arc<tempfile::TempDir>,
 }
@@ -77,6 +78,8 @@ pub struct Options {
     pub mode: Mode,
     pub config: String,
     pub tweak: Box<dyn FnOnce(&mut Settings) + Send>,
+    /// Reuse another app's store (a restart).
+    pub data_dir: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl Default for Options {
@@ -89,6 +92,7 @@ impl Default for Options {
             ))
             .unwrap(),
             tweak: Box::new(|_| {}),
+            data_dir: None,
         }
     }
 }
@@ -102,7 +106,9 @@ pub async fn spawn_with(options: Options) -> TestApp {
     init_logs();
     let mavera = MockServer::start().await;
     let cio = MockServer::start().await;
-    let data_dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let data_dir = options
+        .data_dir
+        .unwrap_or_else(|| std::sync::Arc::new(tempfile::tempdir().unwrap()));
     let mut settings = Settings::defaults(options.mode);
     settings.database_url = format!("sqlite://{}/mavera-triggers.db", data_dir.path().display());
     settings.bind_addr = [127, 0, 0, 1].into();
@@ -125,7 +131,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
         state,
@@ -133,6 +139,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
         cio,
         http: reqwest::Client::new(),
         shutdown,
+        server: Some(server),
         data_dir,
     }
 }
@@ -145,6 +152,20 @@ pub fn unix_now() -> u64 {
 }
 
 impl TestApp {
+    /// Stops the server the way SIGTERM does, and waits until it has let go of its store.
+    pub async fn stop(mut self) -> std::sync::Arc<tempfile::TempDir> {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        self.data_dir.clone()
+    }
+
+    /// The SQLite file of this app's store.
+    pub fn database_path(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("mavera-triggers.db")
+    }
+
     /// Posts to a route with the given headers.
     pub async fn post(
         &self,
