@@ -162,19 +162,10 @@ async fn jobs(settings: &Settings, command: JobsCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let state_of = |s: &str| match s {
-        "pending" => Ok(JobState::Pending),
-        "running" => Ok(JobState::Running),
-        "done" => Ok(JobState::Done),
-        "dead" => Ok(JobState::Dead),
-        other => Err(format!(
-            "unknown state `{other}`: use pending, running, done or dead"
-        )),
-    };
     let result: Result<(), String> = async {
         match command {
             JobsCommand::List { state, limit } => {
-                let filter = state.as_deref().map(state_of).transpose()?;
+                let filter = state.as_deref().map(str::parse::<JobState>).transpose()?;
                 let jobs = store.list(filter, limit).await.map_err(|e| e.to_string())?;
                 println!(
                     "{:>6}  {:<8} {:<18} {:<15} {:<22} {:>3}  last error / outcome",

@@ -47,6 +47,21 @@ impl JobState {
     }
 }
 
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(JobState::Pending),
+            "running" => Ok(JobState::Running),
+            "done" => Ok(JobState::Done),
+            "dead" => Ok(JobState::Dead),
+            other => Err(format!(
+                "unknown state `{other}`: use pending, running, done or dead"
+            )),
+        }
+    }
+}
+
 /// A job as the intake creates it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewJob {

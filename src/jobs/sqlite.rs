@@ -83,12 +83,7 @@ fn json_text(v: &impl serde::Serialize) -> String {
 }
 
 fn parse_state(s: &str) -> JobState {
-    match s {
-        "running" => JobState::Running,
-        "done" => JobState::Done,
-        "dead" => JobState::Dead,
-        _ => JobState::Pending,
-    }
+    s.parse().unwrap_or(JobState::Pending)
 }
 
 fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {

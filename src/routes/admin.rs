@@ -53,19 +53,10 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-fn parse_state(s: Option<&str>) -> Result<Option<JobState>, Response> {
-    match s {
-        None => Ok(None),
-        Some("pending") => Ok(Some(JobState::Pending)),
-        Some("running") => Ok(Some(JobState::Running)),
-        Some("done") => Ok(Some(JobState::Done)),
-        Some("dead") => Ok(Some(JobState::Dead)),
-        Some(other) => Err((
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": format!("unknown state `{other}`: use pending, running, done or dead")})),
-        )
-            .into_response()),
-    }
+fn parse_state(s: Option<&str>) -> Result<Option<JobState>, Box<Response>> {
+    s.map(str::parse::<JobState>).transpose().map_err(|why| {
+        Box::new((StatusCode::BAD_REQUEST, Json(json!({ "error": why }))).into_response())
+    })
 }
 
 fn store_error(e: StoreError) -> Response {
@@ -105,7 +96,7 @@ pub fn summary(job: &Job) -> Value {
 async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
     let filter = match parse_state(q.state.as_deref()) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match state
         .jobs
@@ -147,7 +138,7 @@ struct ReplayQuery {
 async fn replay_state(State(state): State<AppState>, Query(q): Query<ReplayQuery>) -> Response {
     let filter = match parse_state(Some(q.state.as_deref().unwrap_or("dead"))) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let jobs = match state.jobs.store.list(filter, 100_000).await {
         Ok(j) => j,
