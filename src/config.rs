@@ -143,6 +143,9 @@ pub struct Settings {
     /// `ADMIN_TOKEN`: turns on the admin routes (`/admin/...`), which need `Authorization: Bearer <token>`.
     /// Unset: the admin routes are off (404), not open.
     pub admin_token: Option<Secret>,
+    /// `RETRY_MAX_AGE_SECS` (default 86400): a job still failing this long after its event arrived is
+    /// dead-lettered whatever its attempt count.
+    pub retry_max_age: Duration,
     /// `LOG_FORMAT` (`pretty` default, or `json`).
     pub log_json: bool,
 }
@@ -189,6 +192,7 @@ impl Settings {
             retry_max: Duration::from_millis(300_000),
             retry_max_attempts: 10,
             admin_token: None,
+            retry_max_age: Duration::from_secs(24 * 3600),
             log_json: false,
         }
     }
@@ -279,6 +283,7 @@ impl Settings {
         s.dedupe_ttl = secs("DEDUPE_TTL_SECS", s.dedupe_ttl)?;
         s.retry_base = millis("RETRY_BASE_MS", s.retry_base)?;
         s.retry_max = millis("RETRY_MAX_MS", s.retry_max)?;
+        s.retry_max_age = secs("RETRY_MAX_AGE_SECS", s.retry_max_age)?;
         if let Some(v) = get("CIO_REQUESTS_PER_SECOND") {
             s.cio_requests_per_second = positive("CIO_REQUESTS_PER_SECOND", &v)?;
         }

@@ -103,6 +103,7 @@ impl App {
             base: settings.retry_base,
             max: settings.retry_max,
             max_attempts: settings.retry_max_attempts,
+            max_age: settings.retry_max_age,
         };
         let state = AppState(Arc::new(Inner {
             settings,

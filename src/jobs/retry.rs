@@ -14,6 +14,8 @@ pub struct RetryPolicy {
     pub base: Duration,
     pub max: Duration,
     pub max_attempts: u32,
+    /// Oldest a job may be (since its event arrived) and still be retried.
+    pub max_age: Duration,
 }
 
 impl RetryPolicy {
@@ -29,9 +31,18 @@ impl RetryPolicy {
         Duration::from_millis(rand::rng().random_range(0..=millis))
     }
 
-    /// True when `attempts` tries have been made and no more are allowed.
-    pub fn exhausted(&self, attempts: u32) -> bool {
-        attempts >= self.max_attempts
+    /// Why no further attempt is allowed after `attempts` tries on a job of age `age`, if that is so.
+    pub fn exhausted(&self, attempts: u32, age: Duration) -> Option<String> {
+        if attempts >= self.max_attempts {
+            Some(format!("gave up after {attempts} attempts"))
+        } else if age >= self.max_age {
+            Some(format!(
+                "gave up after {attempts} attempts: the job is older than {} s (RETRY_MAX_AGE_SECS)",
+                self.max_age.as_secs()
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -55,6 +66,7 @@ mod tests {
             base: Duration::from_millis(100),
             max: Duration::from_secs(2),
             max_attempts: 5,
+            max_age: Duration::from_secs(60),
         };
         for attempt in 1..20 {
             let d = p.delay(attempt, None);
@@ -65,7 +77,14 @@ mod tests {
             p.delay(3, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
         );
-        assert!(!p.exhausted(4));
-        assert!(p.exhausted(5));
+        assert_eq!(p.exhausted(4, Duration::from_secs(1)), None);
+        assert!(p
+            .exhausted(5, Duration::from_secs(1))
+            .unwrap()
+            .contains("5 attempts"));
+        assert!(p
+            .exhausted(1, Duration::from_secs(61))
+            .unwrap()
+            .contains("older than 60 s"));
     }
 }

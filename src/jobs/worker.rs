@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{
     now_ms,
@@ -68,7 +69,10 @@ async fn work(
 
 async fn run_one(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
     let span = tracing::info_span!("job", id = job.id, trigger = %job.new.trigger, source = %job.new.source, event_id = %job.new.event_id, attempt = job.attempts);
-    let _enter = span.enter();
+    attempt(jobs, runner, policy, job).instrument(span).await
+}
+
+async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
     let step = runner.run(&job, jobs.store.as_ref()).await;
     let recorded = match step {
         Step::Done(outcome) => {
@@ -79,20 +83,19 @@ async fn run_one(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
             tracing::error!(reason = %reason, "job dead-lettered: final error");
             jobs.store.bury(job.id, reason).await
         }
-        Step::Retry { error, .. } if policy.exhausted(job.attempts) => {
-            let reason = format!(
-                "gave up after {} attempts; last error: {error}",
-                job.attempts
-            );
-            tracing::error!(reason = %reason, "job dead-lettered");
-            jobs.store.bury(job.id, reason).await
-        }
         Step::Retry { error, after } => {
-            let delay = policy.delay(job.attempts, after);
-            tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "attempt failed, will retry");
-            jobs.store
-                .retry_at(job.id, now_ms() + delay.as_millis() as u64, error)
-                .await
+            let age = Duration::from_millis(now_ms().saturating_sub(job.created_ms));
+            if let Some(why) = policy.exhausted(job.attempts, age) {
+                let reason = format!("{why}; last error: {error}");
+                tracing::error!(reason = %reason, "job dead-lettered");
+                jobs.store.bury(job.id, reason).await
+            } else {
+                let delay = policy.delay(job.attempts, after);
+                tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "attempt failed, will retry");
+                jobs.store
+                    .retry_at(job.id, now_ms() + delay.as_millis() as u64, error)
+                    .await
+            }
         }
     };
     if let Err(e) = recorded {
