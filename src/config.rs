@@ -128,6 +128,18 @@ pub struct Settings {
     pub max_backlog: u64,
     /// `MAX_BODY_BYTES` (default 1 MiB): larger webhook bodies get 413.
     pub max_body_bytes: usize,
+    /// `MAX_JSON_DEPTH` (default 32): deeper JSON gets 400.
+    pub max_json_depth: usize,
+    /// `MAX_ARRAY_ITEMS` (default 10000): a longer JSON array gets 400.
+    pub max_array_items: usize,
+    /// `MAX_BATCH_EVENTS` (default 4000, Segment's largest batch): a bigger batch gets 400.
+    pub max_batch_events: usize,
+    /// `MAX_HEADER_BYTES` (default 16384): larger request headers get 431.
+    pub max_header_bytes: usize,
+    /// `REQUEST_TIMEOUT_SECS` (default 10): a request not fully received and answered by then gets 408.
+    pub request_timeout: Duration,
+    /// `MAX_CONNECTIONS` (default 1024): open client connections; more wait to be accepted.
+    pub max_connections: usize,
     /// `DEDUPE_TTL_SECS` (default 86400: Segment keeps 24 h of messageIds).
     pub dedupe_ttl: Duration,
     /// `DEDUPE_CAPACITY` (default 1,000,000 ids): the oldest are forgotten first past it.
@@ -185,6 +197,12 @@ impl Settings {
             job_lease: Duration::from_secs(300),
             max_backlog: 100_000,
             max_body_bytes: 1024 * 1024,
+            max_json_depth: 32,
+            max_array_items: 10_000,
+            max_batch_events: 4000,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+            max_connections: 1024,
             dedupe_ttl: Duration::from_secs(24 * 3600),
             dedupe_capacity: 1_000_000,
             workers: 16,
@@ -296,6 +314,20 @@ impl Settings {
         }
         if let Some(v) = get("MAX_BODY_BYTES") {
             s.max_body_bytes = positive::<u32>("MAX_BODY_BYTES", &v)? as usize;
+        }
+        for (var, field) in [
+            ("MAX_JSON_DEPTH", &mut s.max_json_depth),
+            ("MAX_ARRAY_ITEMS", &mut s.max_array_items),
+            ("MAX_BATCH_EVENTS", &mut s.max_batch_events),
+            ("MAX_HEADER_BYTES", &mut s.max_header_bytes),
+            ("MAX_CONNECTIONS", &mut s.max_connections),
+        ] {
+            if let Some(v) = get(var) {
+                *field = positive::<u32>(var, &v)? as usize;
+            }
+        }
+        if let Some(v) = get("REQUEST_TIMEOUT_SECS") {
+            s.request_timeout = Duration::from_secs(positive("REQUEST_TIMEOUT_SECS", &v)?);
         }
         if let Some(v) = get("DEDUPE_CAPACITY") {
             s.dedupe_capacity = positive::<u32>("DEDUPE_CAPACITY", &v)? as usize;

@@ -11,8 +11,21 @@ use dashmap::{mapref::entry::Entry, DashMap};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+/// What the memory knows of an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sighting {
+    /// Not seen within the window: the caller now owns it, and must `commit` or `forget` it.
+    New,
+    /// Another request holds it and has not finished recording it: only the store can tell.
+    InFlight,
+    /// Recorded: a re-delivery.
+    Seen,
+}
+
 pub struct DedupeMemory {
-    /// key hash → expiry, in milliseconds since `epoch`.
+    /// key hash → expiry in milliseconds since `epoch`, shifted left once; the low bit is set once the
+    /// delivery that owns the key has been recorded. Only recorded keys make a re-delivery a duplicate:
+    /// a copy that arrives while the first is still being written must not be acknowledged on its word.
     seen: DashMap<u128, u64>,
     /// Insertion order, for expiry and for the size cap. May hold stale pairs of re-remembered keys.
     order: Mutex<VecDeque<(u128, u64)>>,
@@ -41,30 +54,49 @@ impl DedupeMemory {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Remembers `key`. True the first time (within the window); false for a re-delivery. Two concurrent
-    /// calls with the same key: exactly one gets true.
-    pub fn first_sighting(&self, key: &str) -> bool {
+    /// Looks `key` up and, when it is new, remembers it as in flight. Two concurrent calls with the same new
+    /// key: exactly one gets `New`.
+    pub fn sight(&self, key: &str) -> Sighting {
         let hash = key_hash(key);
         let now = self.now_ms();
         let expiry = now + self.ttl.as_millis() as u64;
-        let first = match self.seen.entry(hash) {
+        let sighting = match self.seen.entry(hash) {
             Entry::Occupied(mut seen) => {
-                if *seen.get() > now {
-                    false
+                let value = *seen.get();
+                if value >> 1 <= now {
+                    seen.insert(expiry << 1);
+                    Sighting::New
+                } else if value & 1 == 1 {
+                    Sighting::Seen
                 } else {
-                    seen.insert(expiry);
-                    true
+                    Sighting::InFlight
                 }
             }
             Entry::Vacant(slot) => {
-                slot.insert(expiry);
-                true
+                slot.insert(expiry << 1);
+                Sighting::New
             }
         };
-        if first {
+        if sighting == Sighting::New {
             self.push_and_evict(hash, expiry, now);
         }
-        first
+        sighting
+    }
+
+    /// Marks `key` as recorded: from now on a re-delivery is a duplicate.
+    pub fn commit(&self, key: &str) {
+        if let Some(mut value) = self.seen.get_mut(&key_hash(key)) {
+            *value |= 1;
+        }
+    }
+
+    /// Remembers and commits at once (tests, and callers with nothing to record).
+    pub fn first_sighting(&self, key: &str) -> bool {
+        let new = self.sight(key) == Sighting::New;
+        if new {
+            self.commit(key);
+        }
+        new
     }
 
     /// Forgets `key`, so that a delivery we could not accept is not taken for a duplicate when it is re-sent.
@@ -90,7 +122,7 @@ impl DedupeMemory {
             }
             order.pop_front();
             // Only the entry that this queue slot describes: a key remembered again later keeps living.
-            self.seen.remove_if(&old, |_, e| *e == old_expiry);
+            self.seen.remove_if(&old, |_, e| *e >> 1 == old_expiry);
         }
     }
 }
@@ -131,6 +163,15 @@ mod tests {
         assert_eq!(d.len(), 1000);
         assert!(!d.first_sighting("k9999"), "recent ids are remembered");
         assert!(d.first_sighting("k0"), "the oldest were forgotten");
+    }
+
+    #[test]
+    fn a_key_is_only_a_duplicate_once_its_owner_has_recorded_it() {
+        let d = DedupeMemory::new(Duration::from_secs(60), 10);
+        assert_eq!(d.sight("k"), Sighting::New);
+        assert_eq!(d.sight("k"), Sighting::InFlight);
+        d.commit("k");
+        assert_eq!(d.sight("k"), Sighting::Seen);
     }
 
     #[test]

@@ -27,9 +27,6 @@ impl ApiError {
         match self {
             ApiError::Rejected(RejectReason::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
             ApiError::Rejected(RejectReason::BadRequest(_)) => StatusCode::BAD_REQUEST,
-            ApiError::Rejected(RejectReason::UnsupportedMediaType(_)) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::{
-    dedupe::DedupeMemory,
+    dedupe::{DedupeMemory, Sighting},
     jobs::{Delivery, Jobs, NewJob, StoreError},
     sources::{Event, Source},
     triggers::TriggerTable,
@@ -73,12 +73,16 @@ impl Intake {
         let mut deliveries = Vec::new();
         for event in events {
             let key = event.dedupe_key();
-            if !self.dedupe.first_sighting(&key) {
-                summary.duplicates += 1;
-                tracing::info!(source = %source, event_id = %event.id, event = %event.name, "duplicate: already received, ignored");
-                continue;
+            match self.dedupe.sight(&key) {
+                Sighting::Seen => {
+                    summary.duplicates += 1;
+                    tracing::info!(source = %source, event_id = %event.id, event = %event.name, "duplicate: already received, ignored");
+                    continue;
+                }
+                // Its owner has not committed yet: the store's unique key decides, after our own commit.
+                Sighting::InFlight => {}
+                Sighting::New => remembered.push(key.clone()),
             }
-            remembered.push(key);
             let mut jobs = Vec::new();
             for trigger in table.matching(&event) {
                 if !trigger.decides_in_job() {
@@ -129,6 +133,10 @@ impl Intake {
                 return Err(e.into());
             }
         };
+        // Only now, with everything on disk, may a re-delivery be answered from memory.
+        for key in &remembered {
+            self.dedupe.commit(key);
+        }
         for (delivery, new) in deliveries.iter().zip(fresh) {
             if new {
                 summary.triggered += delivery.jobs.len();

@@ -14,6 +14,7 @@ pub mod dedupe;
 pub mod error;
 pub mod intake;
 pub mod jobs;
+pub mod limits;
 pub mod ratelimit;
 pub mod routes;
 pub mod sinks;

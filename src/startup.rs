@@ -19,6 +19,7 @@ use crate::{
     dedupe::DedupeMemory,
     intake::{Counters, Intake},
     jobs::{open_store, retry::RetryPolicy, runner::Runner, worker::spawn_pool, Jobs},
+    limits::{LimitedListener, RemoteAddr},
     routes,
     sources::Source,
     state::{AppState, Inner},
@@ -141,8 +142,9 @@ impl App {
         );
         tokio::spawn(watch_backlog(self.state.clone(), shutdown.clone()));
         let app =
-            routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app)
+            routes::router(self.state.clone()).into_make_service_with_connect_info::<RemoteAddr>();
+        let listener = LimitedListener::new(self.listener, self.state.settings.max_connections);
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();

@@ -9,8 +9,10 @@
 //!
 //! Run: `cargo test --test crash -- --nocapture` (prints a summary line).
 //! Knobs (environment): `CRASH_SEED` (u64, replays a run's random choices), `CRASH_EVENTS` (default 2000),
-//! `CRASH_STOP_WHEN_ACKED=1` (a delivery stops retrying once another delivery of the same messageId got a
-//! 2xx: Segment's view of "delivered", stricter than the default).
+//! `CRASH_STOP_WHEN_ACKED=0` (by default a delivery stops retrying once another delivery of the same
+//! messageId got a 2xx — Segment's view of "delivered", the strict check; 0 makes every copy retry until it
+//! gets its own 2xx), `CRASH_RUST_LOG` (the child's RUST_LOG,
+//! default `warn`), `CRASH_KEEP_DIR=1` (keep the temp dir with the database and the child's log).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -311,7 +313,7 @@ async fn sigkill_under_traffic_loses_nothing_and_doubles_nothing() {
     let began = Instant::now();
     let seed: u64 = env_num("CRASH_SEED").unwrap_or_else(|| rand::rng().random());
     let events: usize = env_num("CRASH_EVENTS").unwrap_or(2000);
-    let stop_when_acked = std::env::var("CRASH_STOP_WHEN_ACKED").is_ok_and(|v| v == "1");
+    let stop_when_acked = std::env::var("CRASH_STOP_WHEN_ACKED").map_or(true, |v| v != "0");
     println!("crash test: seed {seed} (CRASH_SEED={seed} replays the random choices)");
     let mut rng = StdRng::seed_from_u64(seed);
 
@@ -330,7 +332,11 @@ async fn sigkill_under_traffic_loses_nothing_and_doubles_nothing() {
         .await;
 
     // The server's files and environment.
-    let dir = tempfile::tempdir().expect("temp dir");
+    let mut dir = tempfile::tempdir().expect("temp dir");
+    if std::env::var("CRASH_KEEP_DIR").is_ok_and(|v| v == "1") {
+        dir.disable_cleanup(true);
+        println!("crash test: keeping {}", dir.path().display());
+    }
     let config = dir.path().join("crash.toml");
     std::fs::write(
         &config,
@@ -367,7 +373,10 @@ description = "d"
             ("RETRY_BASE_MS", "20".to_string()),
             ("RETRY_MAX_MS", "200".to_string()),
             ("JOB_LEASE_SECS", "300".to_string()),
-            ("RUST_LOG", "warn".to_string()),
+            (
+                "RUST_LOG",
+                std::env::var("CRASH_RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+            ),
         ],
     });
     let probe = reqwest::Client::builder()

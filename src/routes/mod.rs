@@ -5,8 +5,6 @@ pub mod customerio;
 pub mod health;
 pub mod segment;
 
-use std::net::SocketAddr;
-
 use axum::{
     extract::{rejection::BytesRejection, DefaultBodyLimit},
     http::{HeaderMap, StatusCode},
@@ -14,22 +12,33 @@ use axum::{
     Router,
 };
 use bytes::Bytes;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::{
     error::ApiError,
     intake::{IntakeError, Summary},
+    limits::{self, RemoteAddr},
     sources::Source,
     state::AppState,
 };
 
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
+    let header_limit = state.settings.max_header_bytes;
+    let deadline = state.settings.request_timeout;
     Router::new()
         .route("/segment", post(segment::receive))
         .route("/customerio", post(customerio::receive))
         .route("/healthz", get(health::healthz))
         .merge(admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            deadline,
+        ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            limits::limit_header_bytes(header_limit, request, next)
+        }))
         .with_state(state)
 }
 
@@ -70,7 +79,7 @@ pub(crate) async fn hand_over(
 /// Logs a refused request with its source, reason and remote address (and the forwarding proxy's view).
 pub(crate) fn log_outcome(
     source: Source,
-    remote: SocketAddr,
+    remote: RemoteAddr,
     headers: &HeaderMap,
     result: &Result<Summary, ApiError>,
 ) {
@@ -86,6 +95,16 @@ pub(crate) fn log_outcome(
             tracing::warn!(source = %source, remote = %remote, forwarded_for = forwarded, status = e.status().as_u16(), reason = %e.reason(), "webhook rejected")
         }
     }
+}
+
+/// Refuses JSON too deep or with arrays too long, before any parser recurses into it.
+pub(crate) fn check_shape(state: &AppState, body: &[u8]) -> Result<(), ApiError> {
+    limits::check_json_shape(
+        body,
+        state.settings.max_json_depth,
+        state.settings.max_array_items,
+    )
+    .map_err(ApiError::from)
 }
 
 /// The loud, per-request warning of `dev` mode.

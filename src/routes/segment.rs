@@ -1,7 +1,5 @@
 //! `POST /segment`: Segment Webhooks destinations, one event or an Actions batch.
 
-use std::net::SocketAddr;
-
 use axum::{
     extract::{rejection::BytesRejection, ConnectInfo, State},
     http::HeaderMap,
@@ -9,18 +7,19 @@ use axum::{
 };
 use bytes::Bytes;
 
-use super::{body_bytes, hand_over, log_outcome, warn_unsigned};
+use super::{body_bytes, check_shape, hand_over, log_outcome, warn_unsigned};
 use crate::{
     config::Mode,
     error::ApiError,
     intake::Summary,
-    sources::{check_content_type, segment, Source},
+    limits::RemoteAddr,
+    sources::{segment, RejectReason, Source},
     state::AppState,
 };
 
 pub async fn receive(
     State(state): State<AppState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(remote): ConnectInfo<RemoteAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Summary>, ApiError> {
@@ -48,7 +47,14 @@ async fn handle(
     if verified.authenticity == segment::Authenticity::UnsignedDevMode {
         warn_unsigned(Source::Segment, "SEGMENT_SHARED_SECRET");
     }
-    check_content_type(headers)?;
+    check_shape(state, &body)?;
+    if verified.event_count() > settings.max_batch_events {
+        return Err(ApiError::Rejected(RejectReason::BadRequest(format!(
+            "a batch of {} events is over the limit of {} (MAX_BATCH_EVENTS)",
+            verified.event_count(),
+            settings.max_batch_events
+        ))));
+    }
     let events = segment::parse(&verified)?;
     hand_over(state, Source::Segment, events).await
 }

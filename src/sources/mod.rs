@@ -85,9 +85,6 @@ pub enum RejectReason {
     /// The body is not JSON, or not an event of this source.
     #[error("{0}")]
     BadRequest(String),
-    /// A content type that is not JSON.
-    #[error("unsupported content type `{0}`: send application/json")]
-    UnsupportedMediaType(String),
 }
 
 /// The string form of a JSON id that may be a string or a number; `null` and `""` are absent.
@@ -105,20 +102,4 @@ pub(crate) fn content_id(raw: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(raw);
     format!("content:{}", hex::encode(&digest[..16]))
-}
-
-/// Refuses bodies whose `Content-Type` is set and is not JSON. A missing content type is accepted.
-pub fn check_content_type(headers: &axum::http::HeaderMap) -> Result<(), RejectReason> {
-    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let ct = value.to_str().unwrap_or("").to_ascii_lowercase();
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence == "application/json" || essence.ends_with("+json") || essence.is_empty() {
-        Ok(())
-    } else {
-        Err(RejectReason::UnsupportedMediaType(
-            essence.chars().take(64).collect(),
-        ))
-    }
 }

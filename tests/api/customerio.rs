@@ -82,8 +82,9 @@ async fn a_pro_customer_unsubscribing_gets_one_lookup_and_one_brief_with_persona
     let requests = app.mavera.received_requests().await.unwrap();
     let sent: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
     let message = sent["message"].as_str().unwrap();
+    // A multi-word value is fenced as quoted data (see triggers::template_env).
     assert!(
-        message.contains("PERSONA TYPE: High-MRR Fintech (Pro plan)"),
+        message.contains("PERSONA TYPE: «High-MRR Fintech (Pro plan)»"),
         "{message}"
     );
     assert!(message.contains("MRR: $850"), "{message}");

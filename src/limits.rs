@@ -1,0 +1,227 @@
+//! Limits on what one request or one client may cost: JSON shape, header size, open connections.
+//!
+//! Body size (413) is axum's `DefaultBodyLimit`; the request deadline (408) is tower-http's `TimeoutLayer`;
+//! both are wired in `routes::router`.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{
+    extract::{connect_info::Connected, Request},
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse, Response},
+    serve::{IncomingStream, Listener},
+    Json,
+};
+use serde_json::json;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+
+use crate::sources::RejectReason;
+
+/// Refuses JSON nested deeper than `max_depth` or with an array longer than `max_items`, by scanning the raw
+/// bytes once (no allocation, no recursion): a 10,000-deep array is refused before any parser recurses.
+pub fn check_json_shape(
+    body: &[u8],
+    max_depth: usize,
+    max_items: usize,
+) -> Result<(), RejectReason> {
+    // Per open container: Some(items so far) for an array, None for an object.
+    let mut stack: Vec<Option<usize>> = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                if stack.len() >= max_depth {
+                    return Err(RejectReason::BadRequest(format!(
+                        "JSON nested deeper than {max_depth} levels (MAX_JSON_DEPTH)"
+                    )));
+                }
+                stack.push((b == b'[').then_some(1));
+            }
+            b']' | b'}' => {
+                stack.pop();
+            }
+            b',' => {
+                if let Some(Some(items)) = stack.last_mut() {
+                    *items += 1;
+                    if *items > max_items {
+                        return Err(RejectReason::BadRequest(format!(
+                            "a JSON array holds more than {max_items} items (MAX_ARRAY_ITEMS)"
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// 431 when the request's headers together exceed `max` bytes.
+pub async fn limit_header_bytes(max: usize, request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > max {
+        tracing::warn!(path = %request.uri().path(), size, max, "request refused: headers too large");
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Json(
+                json!({ "error": format!("request headers over {max} bytes (MAX_HEADER_BYTES)") }),
+            ),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// A TCP listener that holds at most `max` connections open: past that, new clients wait in the kernel's
+/// accept queue instead of costing memory here.
+pub struct LimitedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl LimitedListener {
+    pub fn new(inner: TcpListener, max: usize) -> Self {
+        Self {
+            inner,
+            permits: Arc::new(Semaphore::new(max.max(1))),
+        }
+    }
+}
+
+impl Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        let (io, addr) = Listener::accept(&mut self.inner).await;
+        (
+            LimitedStream {
+                io,
+                _permit: permit,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that gives its place back when it closes.
+pub struct LimitedStream {
+    io: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// The client's address, as handlers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, LimitedListener>> for RemoteAddr {
+    fn connect_info(stream: IncomingStream<'_, LimitedListener>) -> Self {
+        RemoteAddr(*stream.remote_addr())
+    }
+}
+
+impl std::fmt::Display for RemoteAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(check_json_shape(deep.as_bytes(), 32, 10_000).is_err());
+        let ok = "[".repeat(32) + &"]".repeat(32);
+        assert!(check_json_shape(ok.as_bytes(), 32, 10_000).is_ok());
+        let obj = r#"{"a":"#.repeat(40) + "1" + &"}".repeat(40);
+        assert!(check_json_shape(obj.as_bytes(), 32, 10_000).is_err());
+    }
+
+    #[test]
+    fn brackets_and_commas_inside_strings_do_not_count() {
+        let s = format!(r#"{{"a":"{}","b":"\"[,,,"}}"#, "[".repeat(100));
+        assert!(check_json_shape(s.as_bytes(), 4, 2).is_ok());
+    }
+
+    #[test]
+    fn long_arrays_are_refused() {
+        let items = ["1"; 11].join(",");
+        assert!(check_json_shape(format!("[{items}]").as_bytes(), 8, 10).is_err());
+        assert!(check_json_shape(format!("{{\"a\":[{items}]}}").as_bytes(), 8, 11).is_ok());
+    }
+}
