@@ -112,6 +112,8 @@ pub struct Settings {
     pub mavera_requests_per_minute: u32,
     /// `MAVERA_RATE_WINDOW_SECS` (default 60): the window Mavera counts requests in.
     pub mavera_rate_window: Duration,
+    /// `MAVERA_DAILY_BUDGET`: at most this many Mavera calls per UTC day, all triggers together. Unset: no cap.
+    pub mavera_daily_budget: Option<u64>,
     /// `MAVERA_MAX_CONCURRENT_CHATS` (default 10, Mavera's cap on `/mave/chat`).
     pub mavera_max_concurrent_chats: usize,
     /// `MAVERA_TIMEOUT_SECS` (default 180: a Mave answer can take 30–90 s).
@@ -190,6 +192,7 @@ impl Settings {
             mavera_requests_per_minute: 60,
             mavera_rate_window: Duration::from_secs(60),
             mavera_max_concurrent_chats: 10,
+            mavera_daily_budget: None,
             mavera_timeout: Duration::from_secs(180),
             http_timeout: Duration::from_secs(30),
             database_url: DEFAULT_DATABASE_URL.to_string(),
@@ -307,6 +310,9 @@ impl Settings {
         }
         if let Some(v) = get("MAVERA_REQUESTS_PER_MINUTE") {
             s.mavera_requests_per_minute = positive("MAVERA_REQUESTS_PER_MINUTE", &v)?;
+        }
+        if let Some(v) = get("MAVERA_DAILY_BUDGET") {
+            s.mavera_daily_budget = Some(positive("MAVERA_DAILY_BUDGET", &v)?);
         }
         if let Some(v) = get("MAVERA_MAX_CONCURRENT_CHATS") {
             s.mavera_max_concurrent_chats =

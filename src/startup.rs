@@ -113,7 +113,12 @@ impl App {
             table: table.clone(),
             started: Instant::now(),
         }));
-        let runner = Runner { table, mavera, cio };
+        let runner = Runner {
+            table,
+            mavera,
+            cio,
+            daily_budget: state.settings.mavera_daily_budget,
+        };
         Ok(Self {
             listener,
             state,

@@ -137,7 +137,7 @@ impl CustomerIoClient {
             return Err(UpstreamError::Status {
                 service: SERVICE,
                 status: status.as_u16(),
-                detail: text.chars().take(200).collect(),
+                detail: super::redacted_detail(&text, self.key.as_ref()),
                 retry_after: wait,
             });
         }

@@ -254,6 +254,7 @@ impl MaveraClient {
         }
         let wait = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
+        let text = super::redacted_detail(&text, self.key.as_ref());
         let detail = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(ErrorBody { error }) => format!(
                 "{} ({}{})",
@@ -261,7 +262,7 @@ impl MaveraClient {
                 error.kind.unwrap_or_else(|| "error".into()),
                 error.code.map(|c| format!("/{c}")).unwrap_or_default()
             ),
-            Err(_) => text.chars().take(200).collect(),
+            Err(_) => text,
         };
         Err(UpstreamError::Status {
             service: SERVICE,

@@ -87,6 +87,16 @@ impl UpstreamError {
     }
 }
 
+/// An upstream error body, cut to 300 characters, with our own key taken out: a server that echoes the
+/// `Authorization` header it received must not put the key into our logs or job records.
+pub fn redacted_detail(text: &str, key: Option<&crate::config::Secret>) -> String {
+    let mut text: String = text.chars().take(300).collect();
+    if let Some(key) = key.map(|k| k.expose()).filter(|k| !k.is_empty()) {
+        text = text.replace(key, "<redacted>");
+    }
+    text
+}
+
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();

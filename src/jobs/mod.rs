@@ -34,6 +34,8 @@ pub enum JobState {
     Done,
     /// Given up: a final error, or too many attempts. Kept with its reason.
     Dead,
+    /// Held back by a cost guard (cooldown or budget), with the reason. An operator may replay it.
+    Held,
 }
 
 impl JobState {
@@ -43,6 +45,7 @@ impl JobState {
             JobState::Running => "running",
             JobState::Done => "done",
             JobState::Dead => "dead",
+            JobState::Held => "held",
         }
     }
 }
@@ -55,8 +58,9 @@ impl std::str::FromStr for JobState {
             "running" => Ok(JobState::Running),
             "done" => Ok(JobState::Done),
             "dead" => Ok(JobState::Dead),
+            "held" => Ok(JobState::Held),
             other => Err(format!(
-                "unknown state `{other}`: use pending, running, done or dead"
+                "unknown state `{other}`: use pending, running, done, dead or held"
             )),
         }
     }
@@ -108,6 +112,7 @@ pub struct JobCounts {
     pub running: u64,
     pub done: u64,
     pub dead: u64,
+    pub held: u64,
 }
 
 impl JobCounts {
@@ -131,6 +136,25 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A cost guard a job must pass before it calls Mavera.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// At most one call per `window_ms` for (trigger, user).
+    Cooldown {
+        trigger: String,
+        user: String,
+        window_ms: u64,
+    },
+    /// At most `limit` calls in the window that starts at `window_start_ms` for `scope`.
+    Budget {
+        scope: String,
+        window_start_ms: u64,
+        limit: u64,
+        /// How a refusal reads, e.g. "trigger churn_signal: 100 calls per hour".
+        label: String,
+    },
+}
+
 /// A persona this server created for a (trigger, user) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KnownPersona {
@@ -150,16 +174,22 @@ pub trait JobStore: Send + Sync + 'static {
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError>;
     /// Puts every running job back to pending (start-up of a single-process store: nobody else holds them).
     async fn release_running(&self) -> Result<u64, StoreError>;
-    /// Records steps done so far, so a retry does not repeat them.
-    async fn save_progress(
-        &self,
-        id: JobId,
-        progress: Map<String, Value>,
-    ) -> Result<(), StoreError>;
+    /// Records steps done so far, so a retry does not repeat them: `patch` is merged into the job's progress
+    /// (a key set to `null` is removed).
+    async fn merge_progress(&self, id: JobId, patch: Value) -> Result<(), StoreError>;
     async fn finish(&self, id: JobId, outcome: Value) -> Result<(), StoreError>;
     async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError>;
     async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError>;
-    /// Puts a job that is not pending or running back in the queue, due now.
+    /// Marks a job held back by a cost guard, with the reason.
+    async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError>;
+    /// Takes every guard at once, or none: `None` when all allow the call, else the first refusal's reason.
+    async fn take_guards(
+        &self,
+        guards: &[Guard],
+        now_ms: u64,
+    ) -> Result<Option<String>, StoreError>;
+    /// Puts a job that is not pending or running back in the queue, due now, marked as an operator's replay
+    /// (which no cooldown holds back).
     async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError>;
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
     /// Newest first.

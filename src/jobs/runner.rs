@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use serde_json::{json, Map, Value};
 
-use super::{Job, JobStore, KnownPersona, StoreError};
+use super::{Guard, Job, JobStore, KnownPersona, StoreError};
 use crate::{
     clients::{
         customerio::{CustomerIoClient, Lookup},
@@ -13,7 +13,7 @@ use crate::{
         UpstreamError,
     },
     sinks,
-    triggers::{Enrichment, Rendered, TriggerTable},
+    triggers::{Enrichment, Rendered, Trigger, TriggerTable},
 };
 
 /// What became of an attempt.
@@ -25,6 +25,8 @@ pub enum Step {
         after: Option<Duration>,
     },
     Dead(String),
+    /// A cost guard holds the job back (recorded with the reason, replayable).
+    Held(String),
 }
 
 impl From<UpstreamError> for Step {
@@ -45,6 +47,8 @@ pub struct Runner {
     pub table: Arc<ArcSwap<TriggerTable>>,
     pub mavera: MaveraClient,
     pub cio: CustomerIoClient,
+    /// `MAVERA_DAILY_BUDGET`: calls per UTC day, all triggers together.
+    pub daily_budget: Option<u64>,
 }
 
 impl Runner {
@@ -65,9 +69,8 @@ impl Runner {
                         Ok(a) => a,
                         Err(step) => return step,
                     };
-                    let mut progress = job.progress.clone();
-                    progress.insert("attributes".into(), attributes.clone());
-                    if let Err(e) = store.save_progress(job.id, progress).await {
+                    let patch = json!({ "attributes": attributes });
+                    if let Err(e) = store.merge_progress(job.id, patch).await {
                         return Step::Retry {
                             error: e.to_string(),
                             after: None,
@@ -100,6 +103,9 @@ impl Runner {
             Ok(r) => r,
             Err(e) => return Step::Dead(e.to_string()),
         };
+        if let Err(step) = self.pass_guards(job, store, trigger).await {
+            return step;
+        }
         let outcome = match rendered {
             Rendered::CreatePersona { body } => match self.persona(job, store, body).await {
                 Ok(outcome) => outcome,
@@ -129,6 +135,83 @@ impl Runner {
         };
         sinks::log::report(job, &outcome);
         Step::Done(outcome)
+    }
+
+    /// Takes the job's cost guards once (a retry of the same job is not charged again). An operator's replay
+    /// skips the cooldown, not the budgets.
+    async fn pass_guards(
+        &self,
+        job: &Job,
+        store: &dyn JobStore,
+        trigger: &Trigger,
+    ) -> Result<(), Step> {
+        if job.progress.get("guards_taken") == Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        let now = super::now_ms();
+        let (hour, day) = (3_600_000, 86_400_000);
+        let mut guards = Vec::new();
+        let replay = job.progress.get("replay") == Some(&Value::Bool(true));
+        if let (Some(window), Some(user), false) = (
+            trigger.cooldown,
+            job.new.user_id.as_deref().filter(|u| *u != "unknown"),
+            replay,
+        ) {
+            guards.push(Guard::Cooldown {
+                trigger: trigger.name.clone(),
+                user: user.to_string(),
+                window_ms: window.as_millis() as u64,
+            });
+        }
+        let mut budget = |scope: String, window: u64, limit: Option<u64>, label: String| {
+            if let Some(limit) = limit {
+                guards.push(Guard::Budget {
+                    scope,
+                    window_start_ms: now - now % window,
+                    limit,
+                    label,
+                });
+            }
+        };
+        budget(
+            format!("trigger:{}:hour", trigger.name),
+            hour,
+            trigger.budget.per_hour,
+            format!(
+                "trigger `{}` allows {} calls per hour",
+                trigger.name,
+                trigger.budget.per_hour.unwrap_or(0)
+            ),
+        );
+        budget(
+            format!("trigger:{}:day", trigger.name),
+            day,
+            trigger.budget.per_day,
+            format!(
+                "trigger `{}` allows {} calls per day",
+                trigger.name,
+                trigger.budget.per_day.unwrap_or(0)
+            ),
+        );
+        budget(
+            "global:day".into(),
+            day,
+            self.daily_budget,
+            format!(
+                "MAVERA_DAILY_BUDGET allows {} calls per UTC day",
+                self.daily_budget.unwrap_or(0)
+            ),
+        );
+        if !guards.is_empty() {
+            if let Some(reason) = store.take_guards(&guards, now).await.map_err(retry_store)? {
+                tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "held back: {reason}");
+                return Err(Step::Held(reason));
+            }
+        }
+        store
+            .merge_progress(job.id, json!({ "guards_taken": true }))
+            .await
+            .map_err(retry_store)
     }
 
     /// Creates the persona, or updates the one this trigger created for the same user before. A create that
@@ -161,8 +244,7 @@ impl Runner {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut progress = job.progress.clone();
-        if let Some(sent_ms) = progress.get("create_sent_ms").and_then(Value::as_i64) {
+        if let Some(sent_ms) = job.progress.get("create_sent_ms").and_then(Value::as_i64) {
             // The last attempt may have reached Mavera before the process died: look before sending again.
             let since = sent_ms / 1000 - 300;
             if let Some(persona) = self
@@ -184,17 +266,15 @@ impl Runner {
         }
         // Marked before sending; cleared when Mavera answers. Left set only when an attempt ends without an
         // answer (a timeout, a reset connection, a crash): the one case where the persona may exist.
-        progress.insert("create_sent_ms".into(), json!(super::now_ms()));
         store
-            .save_progress(job.id, progress.clone())
+            .merge_progress(job.id, json!({ "create_sent_ms": super::now_ms() }))
             .await
             .map_err(retry_store)?;
         let persona = match self.mavera.create_persona(&body).await {
             Ok(persona) => persona,
             Err(e @ UpstreamError::Status { .. }) => {
-                progress.remove("create_sent_ms");
                 store
-                    .save_progress(job.id, progress)
+                    .merge_progress(job.id, json!({ "create_sent_ms": null }))
                     .await
                     .map_err(retry_store)?;
                 return Err(e.into());

@@ -15,7 +15,7 @@ use sqlx::{
 };
 
 use super::{
-    Delivery, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
+    Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
 };
 use crate::sources::Source;
 
@@ -186,14 +186,10 @@ impl JobStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn save_progress(
-        &self,
-        id: JobId,
-        progress: Map<String, Value>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET progress = ?2 WHERE id = ?1")
+    async fn merge_progress(&self, id: JobId, patch: Value) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET progress = json_patch(progress, ?2) WHERE id = ?1")
             .bind(id as i64)
-            .bind(json_text(&progress))
+            .bind(json_text(&patch))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -230,10 +226,82 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
+    async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET state = 'held', last_error = ?2, lease_until_ms = NULL, updated_ms = ?3 WHERE id = ?1")
+            .bind(id as i64)
+            .bind(reason)
+            .bind(super::now_ms() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_guards(
+        &self,
+        guards: &[Guard],
+        now_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for guard in guards {
+            let refused = match guard {
+                Guard::Cooldown {
+                    trigger,
+                    user,
+                    window_ms,
+                } => {
+                    let taken: Option<(i64,)> = sqlx::query_as(
+                        "INSERT INTO cooldowns (trigger_name, user_id, last_ms) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (trigger_name, user_id) DO UPDATE SET last_ms = excluded.last_ms
+                         WHERE cooldowns.last_ms <= ?3 - ?4
+                         RETURNING last_ms",
+                    )
+                    .bind(trigger)
+                    .bind(user)
+                    .bind(now_ms as i64)
+                    .bind(*window_ms as i64)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    taken.is_none().then(|| {
+                        format!(
+                            "cooldown: trigger `{trigger}` already called Mavera for user `{user}` within the last {}",
+                            humantime::format_duration(std::time::Duration::from_millis(*window_ms))
+                        )
+                    })
+                }
+                Guard::Budget {
+                    scope,
+                    window_start_ms,
+                    limit,
+                    label,
+                } => {
+                    let taken: Option<(i64,)> = sqlx::query_as(
+                        "INSERT INTO budget_usage (scope, window_start_ms, used) SELECT ?1, ?2, 1 WHERE ?3 > 0
+                         ON CONFLICT (scope, window_start_ms) DO UPDATE SET used = budget_usage.used + 1
+                         WHERE budget_usage.used < ?3
+                         RETURNING used",
+                    )
+                    .bind(scope)
+                    .bind(*window_start_ms as i64)
+                    .bind(*limit as i64)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    taken.is_none().then(|| format!("budget spent: {label}"))
+                }
+            };
+            if refused.is_some() {
+                tx.rollback().await?;
+                return Ok(refused);
+            }
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
     async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError> {
         let done = sqlx::query(
-            "UPDATE jobs SET state = 'pending', run_at_ms = ?2, attempts = 0, outcome = NULL, updated_ms = ?2
-             WHERE id = ?1 AND state IN ('done', 'dead')",
+            "UPDATE jobs SET state = 'pending', run_at_ms = ?2, attempts = 0, outcome = NULL, updated_ms = ?2,
+                             progress = json_set(json_remove(progress, '$.guards_taken'), '$.replay', json('true'))
+             WHERE id = ?1 AND state IN ('done', 'dead', 'held')",
         )
         .bind(id as i64)
         .bind(now_ms as i64)
@@ -285,6 +353,7 @@ impl JobStore for SqliteStore {
                 JobState::Running => c.running += n,
                 JobState::Done => c.done += n,
                 JobState::Dead => c.dead += n,
+                JobState::Held => c.held += n,
             }
         }
         Ok(c)

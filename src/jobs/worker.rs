@@ -79,6 +79,7 @@ async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
             tracing::debug!("job done");
             jobs.store.finish(job.id, outcome).await
         }
+        Step::Held(reason) => jobs.store.hold(job.id, reason).await,
         Step::Dead(reason) => {
             tracing::error!(reason = %reason, "job dead-lettered: final error");
             jobs.store.bury(job.id, reason).await

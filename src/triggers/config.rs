@@ -48,6 +48,11 @@ pub struct TriggerSpec {
     /// Named values computed (in order) before `when` and the action, e.g. a persona type.
     #[serde(default)]
     pub vars: toml::Table,
+    /// At most one Mavera call per user for this trigger within this time (e.g. "24h", "30m"). Events held
+    /// back are recorded as `held` jobs with the reason; an operator's replay is not held back.
+    pub cooldown: Option<String>,
+    /// At most this many Mavera calls for this trigger per clock hour / UTC day.
+    pub budget: Option<BudgetSpec>,
     /// Set `false` to keep a trigger in the file without running it.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -59,6 +64,14 @@ pub struct TriggerSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// `budget = { per_hour = 100, per_day = 1000 }`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    pub per_hour: Option<u64>,
+    pub per_day: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -87,6 +87,9 @@ pub struct Trigger {
     vars: Vec<(String, String)>,
     when: Option<String>,
     pub action: Action,
+    /// At most one call per user within this time.
+    pub cooldown: Option<std::time::Duration>,
+    pub budget: config::BudgetSpec,
 }
 
 impl Trigger {
@@ -552,6 +555,28 @@ fn compile_trigger(
             "remove it, or set source = \"customerio\"",
         ));
     }
+    let cooldown = spec
+        .cooldown
+        .as_deref()
+        .map(|c| {
+            humantime::parse_duration(c.trim()).map_err(|e| {
+                invalid(
+                    "cooldown",
+                    format!("`{c}` is not a duration ({e})"),
+                    "write a duration such as \"24h\" or \"30m\"",
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(budget) = &spec.budget {
+        if budget.per_hour.is_none() && budget.per_day.is_none() {
+            return Err(invalid(
+                "budget",
+                "sets no limit".into(),
+                "set per_hour and/or per_day, or remove it",
+            ));
+        }
+    }
     let mut vars = Vec::new();
     for (var, value) in &spec.vars {
         let Some(source) = value.as_str() else {
@@ -638,6 +663,8 @@ fn compile_trigger(
         vars,
         when: spec.when.clone(),
         action,
+        cooldown,
+        budget: spec.budget.unwrap_or_default(),
     })
 }
 

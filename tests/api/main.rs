@@ -3,5 +3,6 @@
 mod bad_input;
 mod customerio;
 mod durability;
+mod guards;
 mod helpers;
 mod segment;
