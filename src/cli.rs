@@ -318,6 +318,8 @@ async fn run_server(mut settings: Settings, args: RunArgs) -> ExitCode {
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(app.state()));
     match app.run_until_stopped(shutdown).await {
         Ok(()) => {
             tracing::info!("stopped");
@@ -327,6 +329,18 @@ async fn run_server(mut settings: Settings, args: RunArgs) -> ExitCode {
             tracing::error!("server error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// SIGHUP: reload the trigger table without a restart.
+#[cfg(unix)]
+async fn reload_on_sighup(state: crate::state::AppState) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the trigger table");
+        let _ = state.reload_and_log();
     }
 }
 

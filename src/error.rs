@@ -33,7 +33,18 @@ impl ApiError {
         }
     }
 
-    /// A short reason for logs and metrics labels.
+    /// A reason category for metrics labels (bounded, unlike the reasons themselves).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Rejected(RejectReason::Unauthorized(_)) => "signature",
+            ApiError::Rejected(RejectReason::BadRequest(_)) => "bad_request",
+            ApiError::PayloadTooLarge { .. } => "too_large",
+            ApiError::UnreadableBody => "unreadable_body",
+            ApiError::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    /// A short reason for logs.
     pub fn reason(&self) -> String {
         match self {
             ApiError::Rejected(r) => r.to_string(),

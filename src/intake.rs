@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::{
     dedupe::{DedupeMemory, Sighting},
     jobs::{Delivery, Jobs, NewJob, StoreError},
+    metrics::Metrics,
     sources::{Event, Source},
     triggers::TriggerTable,
 };
@@ -41,6 +42,7 @@ pub struct Intake {
     /// Pending jobs, as last counted by the backlog monitor.
     pub backlog: AtomicU64,
     pub max_backlog: u64,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why the intake could not take a request.
@@ -112,6 +114,10 @@ impl Intake {
             }
             if jobs.is_empty() {
                 self.counters.ignored.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .webhooks_ignored
+                    .get_or_create(&Metrics::source(source))
+                    .inc();
                 tracing::debug!(source = %source, event_id = %event.id, event = %event.name, "no trigger matches: acknowledged and ignored");
             } else {
                 deliveries.push(Delivery {
@@ -140,12 +146,27 @@ impl Intake {
         for (delivery, new) in deliveries.iter().zip(fresh) {
             if new {
                 summary.triggered += delivery.jobs.len();
+                for job in &delivery.jobs {
+                    self.metrics
+                        .jobs_enqueued
+                        .get_or_create(&self.metrics.job(&job.trigger, &job.action))
+                        .inc();
+                }
                 tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, jobs = delivery.jobs.len(), "triggered: jobs recorded");
             } else {
                 summary.duplicates += 1;
                 tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, "duplicate: already recorded, ignored");
             }
         }
+        let label = Metrics::source(source);
+        self.metrics
+            .webhooks_received
+            .get_or_create(&label)
+            .inc_by(summary.received as u64);
+        self.metrics
+            .webhooks_duplicates
+            .get_or_create(&label)
+            .inc_by(summary.duplicates as u64);
         self.counters
             .received
             .fetch_add(summary.received as u64, Ordering::Relaxed);

@@ -15,6 +15,7 @@ pub mod error;
 pub mod intake;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
 pub mod sinks;

@@ -20,6 +20,7 @@ use crate::{
     intake::{Counters, Intake},
     jobs::{open_store, retry::RetryPolicy, runner::Runner, worker::spawn_pool, Jobs},
     limits::{LimitedListener, RemoteAddr},
+    metrics::Metrics,
     routes,
     sources::Source,
     state::{AppState, Inner},
@@ -62,17 +63,20 @@ impl App {
             )
         })?;
         let http = http_client();
+        let metrics = Arc::new(Metrics::default());
         let mavera = MaveraClient::new(
             http.clone(),
             &settings.mavera_base_url,
             settings.mavera_api_key.clone(),
             &settings,
+            metrics.clone(),
         );
         let cio = CustomerIoClient::new(
             http,
             &settings.cio_app_base_url,
             settings.cio_app_key.clone(),
             &settings,
+            metrics.clone(),
         );
         let table = Arc::new(ArcSwap::from_pointee(table));
         let store = open_store(&settings).await.map_err(|e| {
@@ -99,6 +103,7 @@ impl App {
             counters: Counters::default(),
             backlog: AtomicU64::new(counts.pending),
             max_backlog: settings.max_backlog,
+            metrics: metrics.clone(),
         };
         let policy = RetryPolicy {
             base: settings.retry_base,
@@ -112,12 +117,14 @@ impl App {
             jobs,
             table: table.clone(),
             started: Instant::now(),
+            metrics: metrics.clone(),
         }));
         let runner = Runner {
             table,
             mavera,
             cio,
             daily_budget: state.settings.mavera_daily_budget,
+            metrics,
         };
         Ok(Self {
             listener,
@@ -172,6 +179,12 @@ async fn watch_backlog(state: AppState, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         if let Ok(counts) = state.jobs.store.counts().await {
+            state.metrics.queue_depth.set(counts.pending as i64);
+            let age = counts
+                .oldest_pending_ms
+                .map(|t| crate::jobs::now_ms().saturating_sub(t) / 1000)
+                .unwrap_or(0);
+            state.metrics.oldest_pending_age_seconds.set(age as i64);
             let before = state.intake.backlog.swap(counts.pending, Ordering::Relaxed);
             let bound = state.intake.max_backlog;
             if counts.pending > bound && before <= bound {

@@ -4,7 +4,9 @@ use std::{ops::Deref, sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::{config::Settings, intake::Intake, jobs::Jobs, triggers::TriggerTable};
+use crate::{
+    config::Settings, intake::Intake, jobs::Jobs, metrics::Metrics, triggers::TriggerTable,
+};
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
@@ -15,11 +17,41 @@ pub struct Inner {
     pub jobs: Jobs,
     pub table: Arc<ArcSwap<TriggerTable>>,
     pub started: Instant,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+impl Inner {
+    /// Reads the trigger table again from `MAVERA_TRIGGERS_CONFIG` and switches to it; a file that does not
+    /// load, or that `serve` could not run (a new source without its secret), keeps the running table.
+    pub fn reload_triggers(&self) -> Result<usize, String> {
+        let path = &self.settings.config_path;
+        let table = TriggerTable::load(path).map_err(|e| e.to_string())?;
+        if self.settings.mode == crate::config::Mode::Serve {
+            if let Some(missing) = crate::startup::preflight(&self.settings, &table).first() {
+                return Err(format!("{}: {missing}", path.display()));
+            }
+        }
+        let count = table.triggers().len();
+        self.table.store(Arc::new(table));
+        Ok(count)
+    }
+
+    /// [`Inner::reload_triggers`], logged: the outcome of SIGHUP and `POST /admin/reload`.
+    pub fn reload_and_log(&self) -> Result<usize, String> {
+        let result = self.reload_triggers();
+        match &result {
+            Ok(count) => {
+                tracing::info!(triggers = count, path = %self.settings.config_path.display(), "trigger table reloaded")
+            }
+            Err(why) => tracing::error!("reload refused, the running trigger table stays: {why}"),
+        }
+        result
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::{retry_after, UpstreamError, PATH_SEGMENT};
-use crate::{config::Secret, ratelimit::SlidingWindow};
+use crate::{config::Secret, metrics::Metrics, ratelimit::SlidingWindow};
 
 const SERVICE: &str = "Customer.io";
 
@@ -34,6 +34,7 @@ pub struct CustomerIoClient {
     requests: Arc<SlidingWindow>,
     /// One slot per person: concurrent look-ups of one person wait for the first (one request, not ten).
     cache: Arc<DashMap<String, Slot>>,
+    metrics: Arc<Metrics>,
 }
 
 /// The sample profile used in `dev` without `CIO_APP_KEY`, so a newcomer sees the whole pipeline run.
@@ -51,8 +52,10 @@ impl CustomerIoClient {
         base_url: &str,
         key: Option<Secret>,
         settings: &crate::config::Settings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            metrics,
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             key,
@@ -119,14 +122,20 @@ impl CustomerIoClient {
     async fn fetch(&self, path: &str) -> Result<Lookup, UpstreamError> {
         let key = self.key.as_ref().expect("checked by the caller");
         self.requests.acquire().await;
-        let response = self
+        let started = std::time::Instant::now();
+        let result = self
             .http
             .get(format!("{}{path}", self.base_url))
             .bearer_auth(key.expose())
             .timeout(self.timeout)
             .send()
-            .await
-            .map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
+            .await;
+        self.metrics.upstream(
+            "customerio:/customers/{id}/attributes",
+            &super::outcome_label(&result),
+            started.elapsed().as_secs_f64(),
+        );
+        let response = result.map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Lookup::NotFound);

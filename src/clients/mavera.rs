@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::{retry_after, UpstreamError};
-use crate::{config::Secret, ratelimit::SlidingWindow};
+use crate::{config::Secret, metrics::Metrics, ratelimit::SlidingWindow};
 
 const SERVICE: &str = "Mavera";
 
@@ -24,6 +24,7 @@ pub struct MaveraClient {
     timeout: Duration,
     requests: Arc<SlidingWindow>,
     chat_slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 /// Mavera's error body: `{"error":{"message","type","code","param"}}`.
@@ -107,8 +108,10 @@ impl MaveraClient {
         base_url: &str,
         key: Option<Secret>,
         settings: &crate::config::Settings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            metrics,
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             key,
@@ -137,6 +140,7 @@ impl MaveraClient {
             });
         }
         self.send(
+            "/personas",
             self.http.post(self.url("/personas")).json(body),
             self.timeout,
         )
@@ -157,8 +161,12 @@ impl MaveraClient {
                 credits_charged: None,
             });
         }
-        self.send(self.http.patch(self.url(&path)).json(body), self.timeout)
-            .await
+        self.send(
+            "/personas/{id}",
+            self.http.patch(self.url(&path)).json(body),
+            self.timeout,
+        )
+        .await
     }
 
     /// A custom persona named exactly `name` created at or after `since_unix` (`GET /personas`, searched by
@@ -173,6 +181,7 @@ impl MaveraClient {
         }
         let list: PersonaList = self
             .send(
+                "/personas?search",
                 self.http
                     .get(self.url("/personas"))
                     .query(&[("search", name), ("limit", "100")]),
@@ -213,6 +222,7 @@ impl MaveraClient {
             .await
             .expect("the chat semaphore is never closed");
         self.send(
+            "/mave/chat",
             self.http.post(self.url("/mave/chat")).json(&body),
             self.chat_timeout,
         )
@@ -234,17 +244,24 @@ impl MaveraClient {
 
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
+        endpoint: &str,
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<T, UpstreamError> {
         let key = self.key.as_ref().expect("checked by the caller");
         self.requests.acquire().await;
-        let response = request
+        let started = std::time::Instant::now();
+        let result = request
             .bearer_auth(key.expose())
             .timeout(timeout)
             .send()
-            .await
-            .map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
+            .await;
+        self.metrics.upstream(
+            &format!("mavera:{endpoint}"),
+            &super::outcome_label(&result),
+            started.elapsed().as_secs_f64(),
+        );
+        let response = result.map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
         let status = response.status();
         if status.is_success() {
             return response

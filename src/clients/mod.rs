@@ -97,6 +97,15 @@ pub fn redacted_detail(text: &str, key: Option<&crate::config::Secret>) -> Strin
     text
 }
 
+/// The status label of an attempt for metrics: the HTTP status, or `timeout` / `connect`.
+pub fn outcome_label(result: &Result<reqwest::Response, reqwest::Error>) -> String {
+    match result {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) if e.is_timeout() => "timeout".into(),
+        Err(_) => "connect".into(),
+    }
+}
+
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();

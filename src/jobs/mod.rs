@@ -113,6 +113,8 @@ pub struct JobCounts {
     pub done: u64,
     pub dead: u64,
     pub held: u64,
+    /// When the oldest pending job was created.
+    pub oldest_pending_ms: Option<u64>,
 }
 
 impl JobCounts {
@@ -197,6 +199,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn counts(&self) -> Result<JobCounts, StoreError>;
     /// When the next pending job is due, if any.
     async fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
+    /// Writes a heartbeat row: proof that the store takes writes now.
+    async fn ping(&self, now_ms: u64) -> Result<(), StoreError>;
     /// The persona created for (trigger, user), if any.
     async fn persona_for(
         &self,

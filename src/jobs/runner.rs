@@ -12,6 +12,7 @@ use crate::{
         mavera::MaveraClient,
         UpstreamError,
     },
+    metrics::Metrics,
     sinks,
     triggers::{Enrichment, Rendered, Trigger, TriggerTable},
 };
@@ -49,6 +50,7 @@ pub struct Runner {
     pub cio: CustomerIoClient,
     /// `MAVERA_DAILY_BUDGET`: calls per UTC day, all triggers together.
     pub daily_budget: Option<u64>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Runner {
@@ -133,6 +135,12 @@ impl Runner {
                 Err(e) => return e.into(),
             },
         };
+        let credits = outcome["credits_used"]
+            .as_f64()
+            .or(outcome["credits_charged"].as_f64());
+        if let Some(credits) = credits {
+            self.metrics.mavera_credits_used.inc_by(credits);
+        }
         sinks::log::report(job, &outcome);
         Step::Done(outcome)
     }
@@ -286,7 +294,7 @@ impl Runner {
             "action": "create_persona",
             "persona_id": persona.id,
             "name": persona.name.unwrap_or(name),
-            "credits_charged": persona.credits_charged,
+                                "credits_charged": persona.credits_charged,
             "dry_run": dry_run,
         }))
     }

@@ -356,6 +356,11 @@ impl JobStore for SqliteStore {
                 JobState::Held => c.held += n,
             }
         }
+        let oldest: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT MIN(created_ms) FROM jobs WHERE state = 'pending'")
+                .fetch_optional(&self.pool)
+                .await?;
+        c.oldest_pending_ms = oldest.and_then(|(m,)| m).map(|m| m as u64);
         Ok(c)
     }
 
@@ -365,6 +370,16 @@ impl JobStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.and_then(|(m,)| m).map(|m| m as u64))
+    }
+
+    async fn ping(&self, now_ms: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO heartbeat (id, at_ms) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms",
+        )
+        .bind(now_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn persona_for(

@@ -5,6 +5,8 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::metrics::HoldLabel;
+
 use super::{
     now_ms,
     retry::RetryPolicy,
@@ -74,14 +76,32 @@ async fn run_one(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
 
 async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
     let step = runner.run(&job, jobs.store.as_ref()).await;
+    let metrics = &runner.metrics;
+    let label = metrics.job(&job.new.trigger, &job.new.action);
     let recorded = match step {
         Step::Done(outcome) => {
             tracing::debug!("job done");
+            metrics.jobs_succeeded.get_or_create(&label).inc();
             jobs.store.finish(job.id, outcome).await
         }
-        Step::Held(reason) => jobs.store.hold(job.id, reason).await,
+        Step::Held(reason) => {
+            let guard = if reason.starts_with("cooldown") {
+                "cooldown"
+            } else {
+                "budget"
+            };
+            metrics
+                .jobs_held
+                .get_or_create(&HoldLabel {
+                    trigger: job.new.trigger.clone(),
+                    guard: guard.into(),
+                })
+                .inc();
+            jobs.store.hold(job.id, reason).await
+        }
         Step::Dead(reason) => {
             tracing::error!(reason = %reason, "job dead-lettered: final error");
+            metrics.jobs_dead.get_or_create(&label).inc();
             jobs.store.bury(job.id, reason).await
         }
         Step::Retry { error, after } => {
@@ -89,9 +109,11 @@ async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
             if let Some(why) = policy.exhausted(job.attempts, age) {
                 let reason = format!("{why}; last error: {error}");
                 tracing::error!(reason = %reason, "job dead-lettered");
+                metrics.jobs_dead.get_or_create(&label).inc();
                 jobs.store.bury(job.id, reason).await
             } else {
                 let delay = policy.delay(job.attempts, after);
+                metrics.jobs_retried.get_or_create(&label).inc();
                 tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "attempt failed, will retry");
                 jobs.store
                     .retry_at(job.id, now_ms() + delay.as_millis() as u64, error)

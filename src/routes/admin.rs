@@ -23,6 +23,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/jobs/replay", post(replay_state))
         .route("/admin/jobs/{id}", get(show))
         .route("/admin/jobs/{id}/replay", post(replay_one))
+        .route("/admin/reload", post(reload))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
@@ -153,4 +154,16 @@ async fn replay_state(State(state): State<AppState>, Query(q): Query<ReplayQuery
     }
     tracing::info!(count = replayed.len(), "jobs replayed by an operator");
     (StatusCode::ACCEPTED, Json(json!({ "replayed": replayed }))).into_response()
+}
+
+/// Reloads the trigger table (as SIGHUP does); a bad file keeps the running table and says why.
+async fn reload(State(state): State<AppState>) -> Response {
+    match state.reload_and_log() {
+        Ok(count) => Json(json!({ "reloaded": true, "triggers": count })).into_response(),
+        Err(why) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "reloaded": false, "error": why })),
+        )
+            .into_response(),
+    }
 }

@@ -30,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .route("/segment", post(segment::receive))
         .route("/customerio", post(customerio::receive))
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .merge(admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(
@@ -76,13 +78,30 @@ pub(crate) async fn hand_over(
     })
 }
 
-/// Logs a refused request with its source, reason and remote address (and the forwarding proxy's view).
-pub(crate) fn log_outcome(
+/// Logs every answer, and counts refusals by source and reason; a refusal's log line carries the source,
+/// the reason and the remote address (and the forwarding proxy's view).
+pub(crate) fn record_outcome(
+    state: &AppState,
     source: Source,
     remote: RemoteAddr,
     headers: &HeaderMap,
     result: &Result<Summary, ApiError>,
 ) {
+    if let Err(e) = result {
+        state
+            .intake
+            .counters
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .metrics
+            .webhooks_rejected
+            .get_or_create(&crate::metrics::RejectLabel {
+                source: source.to_string(),
+                reason: e.kind().to_string(),
+            })
+            .inc();
+    }
     let forwarded = headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())

@@ -7,7 +7,7 @@ use axum::{
 };
 use bytes::Bytes;
 
-use super::{body_bytes, check_shape, hand_over, log_outcome, warn_unsigned};
+use super::{body_bytes, check_shape, hand_over, record_outcome, warn_unsigned};
 use crate::{
     config::Mode,
     error::ApiError,
@@ -24,14 +24,7 @@ pub async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Summary>, ApiError> {
     let result = handle(&state, &headers, body).await;
-    log_outcome(Source::Segment, remote, &headers, &result);
-    if result.is_err() {
-        state
-            .intake
-            .counters
-            .rejected
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    record_outcome(&state, Source::Segment, remote, &headers, &result);
     result.map(Json)
 }
 

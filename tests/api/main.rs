@@ -5,4 +5,5 @@ mod customerio;
 mod durability;
 mod guards;
 mod helpers;
+mod operations;
 mod segment;

@@ -1,0 +1,242 @@
+//! Prometheus metrics: every name lives here. One registry per app (no globals), served at `GET /metrics`.
+//! Labels carry sources, reasons, triggers, actions, endpoints and status codes — never payloads or secrets.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabel {
+    pub source: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub trigger: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointStatusLabel {
+    pub endpoint: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HoldLabel {
+    pub trigger: String,
+    pub guard: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~80 s: Mave answers take 30–90 s, attribute look-ups milliseconds.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 15,
+    ))
+}
+
+/// Recent health of one upstream service, for `/readyz`: consecutive failures and the last success.
+#[derive(Debug, Default)]
+pub struct UpstreamHealth {
+    pub consecutive_failures: std::sync::atomic::AtomicU32,
+    pub last_success_ms: AtomicU64,
+}
+
+/// After this many failures in a row a service is reported as `open` (failing) in `/readyz`.
+pub const FAILURES_TO_OPEN: u32 = 5;
+
+impl UpstreamHealth {
+    pub fn state(&self) -> &'static str {
+        if self
+            .consecutive_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= FAILURES_TO_OPEN
+        {
+            "open"
+        } else {
+            "closed"
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub mavera_health: UpstreamHealth,
+    pub customerio_health: UpstreamHealth,
+    pub webhooks_received: Family<SourceLabel, Counter>,
+    pub webhooks_rejected: Family<RejectLabel, Counter>,
+    pub webhooks_duplicates: Family<SourceLabel, Counter>,
+    pub webhooks_ignored: Family<SourceLabel, Counter>,
+    pub jobs_enqueued: Family<JobLabel, Counter>,
+    pub jobs_succeeded: Family<JobLabel, Counter>,
+    pub jobs_retried: Family<JobLabel, Counter>,
+    pub jobs_dead: Family<JobLabel, Counter>,
+    pub jobs_held: Family<HoldLabel, Counter>,
+    pub queue_depth: Gauge,
+    pub oldest_pending_age_seconds: Gauge,
+    pub upstream_latency_seconds: Family<EndpointLabel, Histogram, fn() -> Histogram>,
+    pub upstream_responses: Family<EndpointStatusLabel, Counter>,
+    pub mavera_credits_used: Counter<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mavera_triggers");
+        let m = Self {
+            webhooks_received: Family::default(),
+            webhooks_rejected: Family::default(),
+            webhooks_duplicates: Family::default(),
+            webhooks_ignored: Family::default(),
+            jobs_enqueued: Family::default(),
+            jobs_succeeded: Family::default(),
+            jobs_retried: Family::default(),
+            jobs_dead: Family::default(),
+            jobs_held: Family::default(),
+            queue_depth: Gauge::default(),
+            oldest_pending_age_seconds: Gauge::default(),
+            upstream_latency_seconds: Family::new_with_constructor(latency_histogram),
+            upstream_responses: Family::default(),
+            mavera_credits_used: Counter::default(),
+            registry: Registry::default(),
+            mavera_health: UpstreamHealth::default(),
+            customerio_health: UpstreamHealth::default(),
+        };
+        registry.register(
+            "webhooks_received",
+            "Events received in accepted webhooks, by source",
+            m.webhooks_received.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Webhook requests refused, by source and reason",
+            m.webhooks_rejected.clone(),
+        );
+        registry.register(
+            "webhooks_duplicates",
+            "Re-delivered events dropped, by source",
+            m.webhooks_duplicates.clone(),
+        );
+        registry.register(
+            "webhooks_ignored",
+            "Events no trigger matched, by source",
+            m.webhooks_ignored.clone(),
+        );
+        registry.register(
+            "jobs_enqueued",
+            "Jobs recorded, by trigger and action",
+            m.jobs_enqueued.clone(),
+        );
+        registry.register(
+            "jobs_succeeded",
+            "Jobs done, by trigger and action",
+            m.jobs_succeeded.clone(),
+        );
+        registry.register(
+            "jobs_retried",
+            "Failed attempts scheduled for retry, by trigger and action",
+            m.jobs_retried.clone(),
+        );
+        registry.register(
+            "jobs_dead",
+            "Jobs dead-lettered, by trigger and action",
+            m.jobs_dead.clone(),
+        );
+        registry.register(
+            "jobs_held",
+            "Jobs held back by a cost guard, by trigger and guard",
+            m.jobs_held.clone(),
+        );
+        registry.register("queue_depth", "Pending jobs", m.queue_depth.clone());
+        registry.register(
+            "oldest_pending_age_seconds",
+            "Age of the oldest pending job",
+            m.oldest_pending_age_seconds.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Latency of calls to Mavera and Customer.io, by endpoint",
+            m.upstream_latency_seconds.clone(),
+        );
+        registry.register(
+            "upstream_responses",
+            "Answers from Mavera and Customer.io, by endpoint and status (or timeout/connect)",
+            m.upstream_responses.clone(),
+        );
+        registry.register(
+            "mavera_credits_used",
+            "Mavera credits reported by answers (usage.credits_used, credits_charged)",
+            m.mavera_credits_used.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn job(&self, trigger: &str, action: &str) -> JobLabel {
+        JobLabel {
+            trigger: trigger.to_string(),
+            action: action.to_string(),
+        }
+    }
+
+    pub fn source(source: impl ToString) -> SourceLabel {
+        SourceLabel {
+            source: source.to_string(),
+        }
+    }
+
+    /// Records one upstream call: latency, answer, and the service's recent health.
+    pub fn upstream(&self, endpoint: &str, status: &str, seconds: f64) {
+        use std::sync::atomic::Ordering;
+        let health = if endpoint.starts_with("mavera") {
+            &self.mavera_health
+        } else {
+            &self.customerio_health
+        };
+        let failed = match status.parse::<u16>() {
+            Ok(code) => code == 429 || code == 408 || code >= 500,
+            Err(_) => true,
+        };
+        if failed {
+            health.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            health.consecutive_failures.store(0, Ordering::Relaxed);
+            health
+                .last_success_ms
+                .store(crate::jobs::now_ms(), Ordering::Relaxed);
+        }
+        self.upstream_latency_seconds
+            .get_or_create(&EndpointLabel {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(seconds);
+        self.upstream_responses
+            .get_or_create(&EndpointStatusLabel {
+                endpoint: endpoint.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+}
