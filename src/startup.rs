@@ -63,6 +63,7 @@ impl App {
             )
         })?;
         let http = http_client();
+        let sink_http = http.clone();
         let metrics = Arc::new(Metrics::default());
         let mavera = MaveraClient::new(
             http.clone(),
@@ -125,6 +126,7 @@ impl App {
             cio,
             daily_budget: state.settings.mavera_daily_budget,
             metrics,
+            http: sink_http,
         };
         Ok(Self {
             listener,

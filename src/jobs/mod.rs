@@ -179,7 +179,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// Records steps done so far, so a retry does not repeat them: `patch` is merged into the job's progress
     /// (a key set to `null` is removed).
     async fn merge_progress(&self, id: JobId, patch: Value) -> Result<(), StoreError>;
-    async fn finish(&self, id: JobId, outcome: Value) -> Result<(), StoreError>;
+    /// Records the outcome and, in the same transaction, the follow-up jobs (sink deliveries).
+    async fn finish(
+        &self,
+        id: JobId,
+        outcome: Value,
+        followups: Vec<NewJob>,
+    ) -> Result<(), StoreError>;
     async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError>;
     async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError>;
     /// Marks a job held back by a cost guard, with the reason.

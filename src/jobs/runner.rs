@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use serde_json::{json, Map, Value};
 
-use super::{Guard, Job, JobStore, KnownPersona, StoreError};
+use super::{Guard, Job, JobStore, KnownPersona, NewJob, StoreError};
 use crate::{
     clients::{
         customerio::{CustomerIoClient, Lookup},
@@ -14,13 +14,14 @@ use crate::{
     },
     metrics::Metrics,
     sinks,
-    triggers::{Enrichment, Rendered, Trigger, TriggerTable},
+    triggers::{config::SinkSpec, Enrichment, Rendered, Trigger, TriggerTable},
 };
 
 /// What became of an attempt.
 #[derive(Debug)]
 pub enum Step {
-    Done(Value),
+    /// Finished, with the follow-up jobs (sink deliveries) to record with the outcome.
+    Done(Value, Vec<NewJob>),
     Retry {
         error: String,
         after: Option<Duration>,
@@ -51,10 +52,23 @@ pub struct Runner {
     /// `MAVERA_DAILY_BUDGET`: calls per UTC day, all triggers together.
     pub daily_budget: Option<u64>,
     pub metrics: Arc<Metrics>,
+    /// The shared HTTP client, for sink deliveries.
+    pub http: reqwest::Client,
 }
 
 impl Runner {
     pub async fn run(&self, job: &Job, store: &dyn JobStore) -> Step {
+        if job.new.action.starts_with("sink:") {
+            return match sinks::deliver(&self.http, job).await {
+                Ok(outcome) => Step::Done(outcome, Vec::new()),
+                Err(sinks::SinkError::Upstream(e)) => e.into(),
+                Err(sinks::SinkError::Transient(e)) => Step::Retry {
+                    error: e,
+                    after: None,
+                },
+                Err(sinks::SinkError::Final(e)) => Step::Dead(e),
+            };
+        }
         let table = self.table.load_full();
         let Some(trigger) = table.get(&job.new.trigger) else {
             return Step::Dead(format!(
@@ -96,7 +110,7 @@ impl Runner {
                         trigger.condition_source().unwrap_or_default()
                     );
                     tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "skipped: {reason}");
-                    return Step::Done(json!({ "skipped": reason }));
+                    return Step::Done(json!({ "skipped": reason }), Vec::new());
                 }
                 Err(e) => return Step::Dead(e.to_string()),
             }
@@ -141,8 +155,11 @@ impl Runner {
         if let Some(credits) = credits {
             self.metrics.mavera_credits_used.inc_by(credits);
         }
-        sinks::log::report(job, &outcome);
-        Step::Done(outcome)
+        if trigger.sinks.contains(&SinkSpec::Log) {
+            sinks::log::report(job, &outcome);
+        }
+        let deliveries = sinks::deliveries(job, &trigger.sinks, &outcome);
+        Step::Done(outcome, deliveries)
     }
 
     /// Takes the job's cost guards once (a retry of the same job is not charged again). An operator's replay

@@ -195,13 +195,38 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
-    async fn finish(&self, id: JobId, outcome: Value) -> Result<(), StoreError> {
+    async fn finish(
+        &self,
+        id: JobId,
+        outcome: Value,
+        followups: Vec<NewJob>,
+    ) -> Result<(), StoreError> {
+        let now = super::now_ms() as i64;
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE jobs SET state = 'done', outcome = ?2, lease_until_ms = NULL, updated_ms = ?3 WHERE id = ?1")
             .bind(id as i64)
             .bind(json_text(&outcome))
-            .bind(super::now_ms() as i64)
-            .execute(&self.pool)
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
+        for job in &followups {
+            sqlx::query(
+                "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
+                                   created_ms, run_at_ms, updated_ms)
+                 SELECT event_row, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8 FROM jobs WHERE id = ?1",
+            )
+            .bind(id as i64)
+            .bind(&job.trigger)
+            .bind(&job.action)
+            .bind(job.source.as_str())
+            .bind(&job.event_id)
+            .bind(&job.user_id)
+            .bind(json_text(&job.context))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -79,10 +79,15 @@ async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
     let metrics = &runner.metrics;
     let label = metrics.job(&job.new.trigger, &job.new.action);
     let recorded = match step {
-        Step::Done(outcome) => {
-            tracing::debug!("job done");
+        Step::Done(outcome, followups) => {
+            tracing::debug!(followups = followups.len(), "job done");
             metrics.jobs_succeeded.get_or_create(&label).inc();
-            jobs.store.finish(job.id, outcome).await
+            let woke = !followups.is_empty();
+            let done = jobs.store.finish(job.id, outcome, followups).await;
+            if woke {
+                jobs.bell.notify_waiters();
+            }
+            done
         }
         Step::Held(reason) => {
             let guard = if reason.starts_with("cooldown") {

@@ -1,3 +1,167 @@
-//! Where outcomes go. The log sink prints every persona and every brief in full.
+//! Where outcomes go: the log (always, in full), and per trigger a file, Slack or any webhook. Deliveries to
+//! files, Slack and webhooks are durable jobs of their own (action `sink:<type>`), retried like any job, so a
+//! Slack outage delays a brief but does not lose it.
 
+pub mod file;
 pub mod log;
+pub mod slack;
+pub mod webhook;
+
+use serde_json::{json, Value};
+
+use crate::{
+    clients::UpstreamError,
+    jobs::{Job, NewJob},
+    triggers::config::SinkSpec,
+};
+
+/// `${NAME}` in a sink setting, replaced by the environment variable's value.
+pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("`{text}` opens `${{` without closing it"))?;
+        let name = &after[..end];
+        let value = env(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("the environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Every string setting of a sink, for start-up checks.
+pub fn settings_of(spec: &SinkSpec) -> Vec<&str> {
+    match spec {
+        SinkSpec::Log => vec![],
+        SinkSpec::File { path } => vec![path],
+        SinkSpec::Slack { webhook_url } => vec![webhook_url],
+        SinkSpec::Webhook { url, secret } => {
+            let mut v = vec![url.as_str()];
+            v.extend(secret.as_deref());
+            v
+        }
+    }
+}
+
+/// The delivery jobs for one outcome: one per sink that is not the log.
+pub fn deliveries(job: &Job, sinks: &[SinkSpec], outcome: &Value) -> Vec<NewJob> {
+    sinks
+        .iter()
+        .filter(|s| !matches!(s, SinkSpec::Log))
+        .map(|spec| {
+            let kind = match spec {
+                SinkSpec::Log => "log",
+                SinkSpec::File { .. } => "file",
+                SinkSpec::Slack { .. } => "slack",
+                SinkSpec::Webhook { .. } => "webhook",
+            };
+            let mut context = serde_json::Map::new();
+            context.insert("sink".into(), json!(spec));
+            context.insert("delivery".into(), envelope(job, outcome));
+            NewJob {
+                trigger: job.new.trigger.clone(),
+                action: format!("sink:{kind}"),
+                source: job.new.source,
+                event_id: job.new.event_id.clone(),
+                user_id: job.new.user_id.clone(),
+                context,
+            }
+        })
+        .collect()
+}
+
+/// What every sink receives: the outcome with where it came from.
+fn envelope(job: &Job, outcome: &Value) -> Value {
+    json!({
+        "type": if outcome["action"] == "research" { "brief" } else { "persona" },
+        "trigger": job.new.trigger,
+        "job_id": job.id,
+        "source": job.new.source,
+        "event_id": job.new.event_id,
+        "event": job.new.context.get("event"),
+        "user_id": job.new.user_id,
+        "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "outcome": outcome,
+    })
+}
+
+/// A failed delivery: worth retrying, or final.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("{0}")]
+    Final(String),
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// Delivers one sink job.
+pub async fn deliver(http: &reqwest::Client, job: &Job) -> Result<Value, SinkError> {
+    let spec: SinkSpec =
+        serde_json::from_value(job.new.context.get("sink").cloned().unwrap_or_default())
+            .map_err(|e| SinkError::Final(format!("unreadable sink settings: {e}")))?;
+    let delivery = job.new.context.get("delivery").cloned().unwrap_or_default();
+    let env = |name: &str| std::env::var(name).ok();
+    let expand = |s: &str| expand_env(s, &env).map_err(SinkError::Final);
+    match spec {
+        SinkSpec::Log => Ok(json!({ "sink": "log" })),
+        SinkSpec::File { path } => file::append(&expand(&path)?, &delivery).await,
+        SinkSpec::Slack { webhook_url } => {
+            slack::post(http, &expand(&webhook_url)?, job.id, &delivery).await
+        }
+        SinkSpec::Webhook { url, secret } => {
+            let secret = secret.as_deref().map(expand).transpose()?;
+            webhook::post(http, &expand(&url)?, secret.as_deref(), job.id, &delivery).await
+        }
+    }
+}
+
+/// Sends a prepared request and classifies the answer like any upstream call.
+pub(crate) async fn send(
+    service: &'static str,
+    request: reqwest::RequestBuilder,
+) -> Result<u16, SinkError> {
+    let response = request
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| UpstreamError::from_reqwest(service, e))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(status.as_u16());
+    }
+    let retry_after = crate::clients::retry_after(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    Err(UpstreamError::Status {
+        service,
+        status: status.as_u16(),
+        detail: text.chars().take(200).collect(),
+        retry_after,
+    }
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_references_are_expanded_and_missing_ones_named() {
+        let env = |k: &str| (k == "HOOK").then(|| "https://h.example/x".to_string());
+        assert_eq!(
+            expand_env("${HOOK}/y", &env).unwrap(),
+            "https://h.example/x/y"
+        );
+        assert_eq!(expand_env("plain", &env).unwrap(), "plain");
+        assert!(expand_env("${NOPE}", &env).unwrap_err().contains("NOPE"));
+        assert!(expand_env("${HOOK", &env).is_err());
+    }
+}

@@ -53,6 +53,8 @@ pub struct TriggerSpec {
     pub cooldown: Option<String>,
     /// At most this many Mavera calls for this trigger per clock hour / UTC day.
     pub budget: Option<BudgetSpec>,
+    /// Where outcomes go (default: the log). Each delivery is a durable job with retries.
+    pub sinks: Option<Vec<SinkSpec>>,
     /// Set `false` to keep a trigger in the file without running it.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -64,6 +66,21 @@ pub struct TriggerSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// One destination for a trigger's outcomes. Strings may name environment variables as `${NAME}` (read when
+/// a delivery is made, checked at start-up), so webhook URLs and secrets stay out of the file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// The server's log: the brief in full (the default).
+    Log,
+    /// JSON Lines, one object per outcome, appended to `path`.
+    File { path: String },
+    /// A Slack incoming webhook: the brief as Slack blocks, cut to Slack's limits.
+    Slack { webhook_url: String },
+    /// A JSON POST to any URL, signed with HMAC-SHA256 when `secret` is set.
+    Webhook { url: String, secret: Option<String> },
 }
 
 /// `budget = { per_hour = 100, per_day = 1000 }`.

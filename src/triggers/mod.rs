@@ -90,6 +90,8 @@ pub struct Trigger {
     /// At most one call per user within this time.
     pub cooldown: Option<std::time::Duration>,
     pub budget: config::BudgetSpec,
+    /// Where outcomes go; the log when the file names none.
+    pub sinks: Vec<config::SinkSpec>,
 }
 
 impl Trigger {
@@ -577,6 +579,21 @@ fn compile_trigger(
             ));
         }
     }
+    let sinks = spec
+        .sinks
+        .clone()
+        .unwrap_or_else(|| vec![config::SinkSpec::Log]);
+    for (i, sink) in sinks.iter().enumerate() {
+        for setting in crate::sinks::settings_of(sink) {
+            crate::sinks::expand_env(setting, &|k| std::env::var(k).ok()).map_err(|why| {
+                invalid(
+                    &format!("sinks[{i}]"),
+                    why,
+                    "set the variable (e.g. in .env), or remove the sink",
+                )
+            })?;
+        }
+    }
     let mut vars = Vec::new();
     for (var, value) in &spec.vars {
         let Some(source) = value.as_str() else {
@@ -665,6 +682,7 @@ fn compile_trigger(
         action,
         cooldown,
         budget: spec.budget.unwrap_or_default(),
+        sinks,
     })
 }
 

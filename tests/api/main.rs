@@ -7,3 +7,4 @@ mod guards;
 mod helpers;
 mod operations;
 mod segment;
+mod sinks;
