@@ -90,11 +90,12 @@ impl UpstreamError {
 /// An upstream error body, cut to 300 characters, with our own key taken out: a server that echoes the
 /// `Authorization` header it received must not put the key into our logs or job records.
 pub fn redacted_detail(text: &str, key: Option<&crate::config::Secret>) -> String {
-    let mut text: String = text.chars().take(300).collect();
-    if let Some(key) = key.map(|k| k.expose()).filter(|k| !k.is_empty()) {
-        text = text.replace(key, "<redacted>");
-    }
-    text
+    // Redact first, then cut: a cut through the key would leave a fragment no replace could find.
+    let text = match key.map(|k| k.expose()).filter(|k| !k.is_empty()) {
+        Some(key) => text.replace(key, "<redacted>"),
+        None => text.to_string(),
+    };
+    text.chars().take(300).collect()
 }
 
 /// The status label of an attempt for metrics: the HTTP status, or `timeout` / `connect`.
