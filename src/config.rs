@@ -122,9 +122,14 @@ pub struct Settings {
     pub http_timeout: Duration,
     /// `DATABASE_URL` (default `sqlite://data/mavera-triggers.db`): the durable store.
     pub database_url: String,
+    /// `DB_MAX_CONNECTIONS` (default 10): the Postgres pool size of each replica.
+    pub db_max_connections: u32,
+    /// `DB_STATEMENT_TIMEOUT_MS` (default 5000): Postgres cancels a statement that runs longer.
+    pub db_statement_timeout: Duration,
     /// `SQLITE_SYNCHRONOUS` (`full` default: a commit survives power loss; `normal`: survives a killed process).
     pub sqlite_synchronous_full: bool,
-    /// `JOB_LEASE_SECS` (default 300): how long a claimed job is held before another worker may take it over.
+    /// `JOB_LEASE_SECS` (default 60): a claimed job is held this long, renewed while it runs; a worker that
+    /// dies stops renewing and the job is taken over once the lease ends.
     pub job_lease: Duration,
     /// `MAX_BACKLOG` (default 100000 pending jobs): past it new webhooks get 503 + Retry-After.
     pub max_backlog: u64,
@@ -197,7 +202,9 @@ impl Settings {
             http_timeout: Duration::from_secs(30),
             database_url: DEFAULT_DATABASE_URL.to_string(),
             sqlite_synchronous_full: true,
-            job_lease: Duration::from_secs(300),
+            db_max_connections: 10,
+            db_statement_timeout: Duration::from_millis(5000),
+            job_lease: Duration::from_secs(60),
             max_backlog: 100_000,
             max_body_bytes: 1024 * 1024,
             max_json_depth: 32,
@@ -371,6 +378,10 @@ impl Settings {
             };
         }
         s.job_lease = secs("JOB_LEASE_SECS", s.job_lease)?;
+        if let Some(v) = get("DB_MAX_CONNECTIONS") {
+            s.db_max_connections = positive("DB_MAX_CONNECTIONS", &v)?;
+        }
+        s.db_statement_timeout = millis("DB_STATEMENT_TIMEOUT_MS", s.db_statement_timeout)?;
         if let Some(v) = get("MAX_BACKLOG") {
             s.max_backlog = positive("MAX_BACKLOG", &v)?;
         }

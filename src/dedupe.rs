@@ -5,7 +5,14 @@
 //! (Segment keeps 24 h of messageIds) and the oldest are forgotten first once the size cap is reached, so a
 //! flood of distinct ids keeps memory flat.
 
-use std::{collections::VecDeque, sync::Mutex, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
 
 use dashmap::{mapref::entry::Entry, DashMap};
 use sha2::{Digest, Sha256};
@@ -23,20 +30,30 @@ pub enum Sighting {
 }
 
 pub struct DedupeMemory {
-    /// key hash → expiry in milliseconds since `epoch`, shifted left once; the low bit is set once the
-    /// delivery that owns the key has been recorded. Only recorded keys make a re-delivery a duplicate:
-    /// a copy that arrives while the first is still being written must not be acknowledged on its word.
-    seen: DashMap<u128, u64>,
-    /// Insertion order, for expiry and for the size cap. May hold stale pairs of re-remembered keys.
-    order: Mutex<VecDeque<(u128, u64)>>,
+    /// key hash → entry. The high 64 bits: expiry in milliseconds since `epoch`, shifted left once, the low
+    /// bit set once the delivery that owns the key has been recorded (only recorded keys make a re-delivery
+    /// a duplicate: a copy that arrives while the first is still being written must not be acknowledged on
+    /// its word). The low 64 bits: the entry's sequence number, which ties it to its slot in `order`.
+    /// (A `u128` value costs nothing over a `u64`: the key's alignment pads the pair to 32 bytes anyway.)
+    seen: DashMap<u128, u128>,
+    /// Insertion order (hash, sequence, expiry), for expiry and the size cap. Slots of forgotten or
+    /// re-remembered keys go stale; they are skipped when they reach the front.
+    order: Mutex<VecDeque<(u128, u64, u64)>>,
+    next_seq: AtomicU64,
     ttl: Duration,
     capacity: usize,
     epoch: Instant,
 }
 
+const RECORDED: u128 = 1 << 64;
+
 fn key_hash(key: &str) -> u128 {
     let digest = Sha256::digest(key.as_bytes());
     u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+fn entry(expiry: u64, seq: u64) -> u128 {
+    (((expiry as u128) << 1) << 64) | seq as u128
 }
 
 impl DedupeMemory {
@@ -44,6 +61,7 @@ impl DedupeMemory {
         Self {
             seen: DashMap::new(),
             order: Mutex::new(VecDeque::new()),
+            next_seq: AtomicU64::new(0),
             ttl,
             capacity: capacity.max(1),
             epoch: Instant::now(),
@@ -60,25 +78,26 @@ impl DedupeMemory {
         let hash = key_hash(key);
         let now = self.now_ms();
         let expiry = now + self.ttl.as_millis() as u64;
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let sighting = match self.seen.entry(hash) {
             Entry::Occupied(mut seen) => {
-                let value = *seen.get();
-                if value >> 1 <= now {
-                    seen.insert(expiry << 1);
+                let high = (*seen.get() >> 64) as u64;
+                if high >> 1 <= now {
+                    seen.insert(entry(expiry, seq));
                     Sighting::New
-                } else if value & 1 == 1 {
+                } else if high & 1 == 1 {
                     Sighting::Seen
                 } else {
                     Sighting::InFlight
                 }
             }
             Entry::Vacant(slot) => {
-                slot.insert(expiry << 1);
+                slot.insert(entry(expiry, seq));
                 Sighting::New
             }
         };
         if sighting == Sighting::New {
-            self.push_and_evict(hash, expiry, now);
+            self.push_and_evict(hash, seq, expiry, now);
         }
         sighting
     }
@@ -86,7 +105,7 @@ impl DedupeMemory {
     /// Marks `key` as recorded: from now on a re-delivery is a duplicate.
     pub fn commit(&self, key: &str) {
         if let Some(mut value) = self.seen.get_mut(&key_hash(key)) {
-            *value |= 1;
+            *value |= RECORDED;
         }
     }
 
@@ -113,16 +132,17 @@ impl DedupeMemory {
         self.seen.is_empty()
     }
 
-    fn push_and_evict(&self, hash: u128, expiry: u64, now: u64) {
+    fn push_and_evict(&self, hash: u128, seq: u64, expiry: u64, now: u64) {
         let mut order = self.order.lock().expect("dedupe order lock");
-        order.push_back((hash, expiry));
-        while let Some(&(old, old_expiry)) = order.front() {
-            if old_expiry > now && order.len() <= self.capacity {
+        order.push_back((hash, seq, expiry));
+        while let Some(&(old, old_seq, old_expiry)) = order.front() {
+            // Counted in live entries, not queue slots: a forgotten key leaves a stale slot behind.
+            if old_expiry > now && self.seen.len() <= self.capacity {
                 break;
             }
             order.pop_front();
-            // Only the entry that this queue slot describes: a key remembered again later keeps living.
-            self.seen.remove_if(&old, |_, e| *e >> 1 == old_expiry);
+            // Only the entry this slot describes: a key remembered again since keeps living.
+            self.seen.remove_if(&old, |_, e| *e as u64 == old_seq);
         }
     }
 }

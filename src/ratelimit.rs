@@ -56,6 +56,117 @@ impl SlidingWindow {
     }
 }
 
+/// Mavera's client-side limits: requests per window and chats in flight. `Local` holds them in this process
+/// (one replica, SQLite); `Shared` keeps them in the Postgres store so that all replicas together stay
+/// under the key's limits.
+pub enum MaveraLimits {
+    Local {
+        requests: SlidingWindow,
+        chats: tokio::sync::Semaphore,
+    },
+    Shared {
+        store: std::sync::Arc<dyn crate::jobs::SharedLimits>,
+        per_window: u32,
+        window: Duration,
+        chats: u32,
+        /// How long a chat place is held at most: a replica that dies frees it after this.
+        chat_lease: Duration,
+        /// This process, in the slots table.
+        holder: String,
+    },
+}
+
+/// A place among the chats in flight; given back when dropped.
+pub enum ChatPermit<'a> {
+    Local(#[allow(dead_code)] tokio::sync::SemaphorePermit<'a>),
+    Shared {
+        store: std::sync::Arc<dyn crate::jobs::SharedLimits>,
+        slot: i32,
+        holder: String,
+    },
+}
+
+impl Drop for ChatPermit<'_> {
+    fn drop(&mut self) {
+        if let ChatPermit::Shared {
+            store,
+            slot,
+            holder,
+        } = self
+        {
+            let (store, slot, holder) = (store.clone(), *slot, holder.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.release_slot(CHAT_BUCKET, slot, &holder).await {
+                    tracing::warn!(error = %e, "could not give back a shared chat place; it frees when its lease ends");
+                }
+            });
+        }
+    }
+}
+
+const RATE_BUCKET: &str = "mavera:requests";
+const CHAT_BUCKET: &str = "mavera:chats";
+
+/// How often a replica asks the shared store again for a chat place.
+const SLOT_POLL: Duration = Duration::from_millis(100);
+
+impl MaveraLimits {
+    /// Waits for a place in the request window. A store that cannot answer is an error (the job retries).
+    pub async fn request(&self) -> Result<(), crate::jobs::StoreError> {
+        match self {
+            MaveraLimits::Local { requests, .. } => {
+                requests.acquire().await;
+                Ok(())
+            }
+            MaveraLimits::Shared {
+                store,
+                per_window,
+                window,
+                ..
+            } => loop {
+                match store
+                    .try_rate(RATE_BUCKET, *per_window, window.as_millis() as u64)
+                    .await?
+                {
+                    Ok(()) => return Ok(()),
+                    Err(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
+                }
+            },
+        }
+    }
+
+    /// Waits for a chat place.
+    pub async fn chat(&self) -> Result<ChatPermit<'_>, crate::jobs::StoreError> {
+        match self {
+            MaveraLimits::Local { chats, .. } => Ok(ChatPermit::Local(
+                chats
+                    .acquire()
+                    .await
+                    .expect("the chat semaphore is never closed"),
+            )),
+            MaveraLimits::Shared {
+                store,
+                chats,
+                chat_lease,
+                holder,
+                ..
+            } => loop {
+                if let Some(slot) = store
+                    .try_slot(CHAT_BUCKET, *chats, holder, chat_lease.as_millis() as u64)
+                    .await?
+                {
+                    return Ok(ChatPermit::Shared {
+                        store: store.clone(),
+                        slot,
+                        holder: holder.clone(),
+                    });
+                }
+                tokio::time::sleep(SLOT_POLL).await;
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

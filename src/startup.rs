@@ -62,23 +62,6 @@ impl App {
                 "cannot listen on {addr}: {e}. Fix: set WEBHOOK_PORT to a free port (or 0 for any)"
             )
         })?;
-        let http = http_client();
-        let sink_http = http.clone();
-        let metrics = Arc::new(Metrics::default());
-        let mavera = MaveraClient::new(
-            http.clone(),
-            &settings.mavera_base_url,
-            settings.mavera_api_key.clone(),
-            &settings,
-            metrics.clone(),
-        );
-        let cio = CustomerIoClient::new(
-            http,
-            &settings.cio_app_base_url,
-            settings.cio_app_key.clone(),
-            &settings,
-            metrics.clone(),
-        );
         let table = Arc::new(ArcSwap::from_pointee(table));
         let store = open_store(&settings).await.map_err(|e| {
             anyhow::anyhow!(
@@ -95,6 +78,24 @@ impl App {
             done = counts.done,
             dead = counts.dead,
             "job store open"
+        );
+        let http = http_client();
+        let sink_http = http.clone();
+        let metrics = Arc::new(Metrics::default());
+        let mavera = MaveraClient::new(
+            http.clone(),
+            &settings.mavera_base_url,
+            settings.mavera_api_key.clone(),
+            &settings,
+            metrics.clone(),
+            store.shared_limits(),
+        );
+        let cio = CustomerIoClient::new(
+            http,
+            &settings.cio_app_base_url,
+            settings.cio_app_key.clone(),
+            &settings,
+            metrics.clone(),
         );
         let jobs = Jobs::new(store);
         let intake = Intake {

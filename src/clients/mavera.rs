@@ -10,7 +10,12 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::{retry_after, UpstreamError};
-use crate::{config::Secret, metrics::Metrics, ratelimit::SlidingWindow};
+use crate::{
+    config::Secret,
+    jobs::SharedLimits,
+    metrics::Metrics,
+    ratelimit::{MaveraLimits, SlidingWindow},
+};
 
 const SERVICE: &str = "Mavera";
 
@@ -22,8 +27,7 @@ pub struct MaveraClient {
     key: Option<Secret>,
     chat_timeout: Duration,
     timeout: Duration,
-    requests: Arc<SlidingWindow>,
-    chat_slots: Arc<Semaphore>,
+    limits: Arc<MaveraLimits>,
     metrics: Arc<Metrics>,
 }
 
@@ -109,7 +113,25 @@ impl MaveraClient {
         key: Option<Secret>,
         settings: &crate::config::Settings,
         metrics: Arc<Metrics>,
+        shared: Option<Arc<dyn SharedLimits>>,
     ) -> Self {
+        let limits = match shared {
+            None => MaveraLimits::Local {
+                requests: SlidingWindow::new(
+                    settings.mavera_requests_per_minute,
+                    settings.mavera_rate_window,
+                ),
+                chats: Semaphore::new(settings.mavera_max_concurrent_chats),
+            },
+            Some(store) => MaveraLimits::Shared {
+                store,
+                per_window: settings.mavera_requests_per_minute,
+                window: settings.mavera_rate_window,
+                chats: settings.mavera_max_concurrent_chats as u32,
+                chat_lease: settings.mavera_timeout + Duration::from_secs(30),
+                holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            },
+        };
         Self {
             metrics,
             http,
@@ -117,11 +139,7 @@ impl MaveraClient {
             key,
             chat_timeout: settings.mavera_timeout,
             timeout: settings.http_timeout,
-            requests: Arc::new(SlidingWindow::new(
-                settings.mavera_requests_per_minute,
-                settings.mavera_rate_window,
-            )),
-            chat_slots: Arc::new(Semaphore::new(settings.mavera_max_concurrent_chats)),
+            limits: Arc::new(limits),
         }
     }
 
@@ -216,11 +234,7 @@ impl MaveraClient {
                 usage: None,
             });
         }
-        let _slot = self
-            .chat_slots
-            .acquire()
-            .await
-            .expect("the chat semaphore is never closed");
+        let _slot = self.limits.chat().await.map_err(limiter_down)?;
         self.send(
             "/mave/chat",
             self.http.post(self.url("/mave/chat")).json(&body),
@@ -249,7 +263,7 @@ impl MaveraClient {
         timeout: Duration,
     ) -> Result<T, UpstreamError> {
         let key = self.key.as_ref().expect("checked by the caller");
-        self.requests.acquire().await;
+        self.limits.request().await.map_err(limiter_down)?;
         let started = std::time::Instant::now();
         let result = request
             .bearer_auth(key.expose())
@@ -287,5 +301,13 @@ impl MaveraClient {
             detail,
             retry_after: wait,
         })
+    }
+}
+
+/// The shared limiter's store did not answer: like a connection error, the job retries later.
+fn limiter_down(e: crate::jobs::StoreError) -> UpstreamError {
+    UpstreamError::Connect {
+        service: SERVICE,
+        detail: format!("the shared rate limiter is unavailable: {e}"),
     }
 }

@@ -5,7 +5,9 @@
 //! Mavera call is retried).
 
 pub mod committer;
+pub mod postgres;
 pub mod retry;
+pub mod row;
 pub mod runner;
 pub mod sqlite;
 pub mod worker;
@@ -118,6 +120,22 @@ pub struct JobCounts {
 }
 
 impl JobCounts {
+    /// Counts from `(state, count)` rows.
+    pub fn from_rows(rows: Vec<(String, i64)>) -> Self {
+        let mut c = JobCounts::default();
+        for (state, n) in rows {
+            let n = n as u64;
+            match state.parse().unwrap_or(JobState::Pending) {
+                JobState::Pending => c.pending += n,
+                JobState::Running => c.running += n,
+                JobState::Done => c.done += n,
+                JobState::Dead => c.dead += n,
+                JobState::Held => c.held += n,
+            }
+        }
+        c
+    }
+
     /// No job is waiting or running.
     pub fn settled(&self) -> bool {
         self.pending == 0 && self.running == 0
@@ -157,6 +175,35 @@ pub enum Guard {
     },
 }
 
+/// Limits that hold for every replica at once, kept in the shared store.
+#[async_trait::async_trait]
+pub trait SharedLimits: Send + Sync + 'static {
+    /// Takes a place among `limit` requests per `window_ms` for `bucket`, or says how long until one frees.
+    async fn try_rate(
+        &self,
+        bucket: &str,
+        limit: u32,
+        window_ms: u64,
+    ) -> Result<Result<(), std::time::Duration>, StoreError>;
+    /// Takes one of `slots` places for `bucket` for at most `lease_ms`; `None` when all are taken.
+    async fn try_slot(
+        &self,
+        bucket: &str,
+        slots: u32,
+        holder: &str,
+        lease_ms: u64,
+    ) -> Result<Option<i32>, StoreError>;
+    async fn release_slot(&self, bucket: &str, slot: i32, holder: &str) -> Result<(), StoreError>;
+}
+
+/// How a cooldown refusal reads.
+pub fn cooldown_reason(trigger: &str, user: &str, window_ms: u64) -> String {
+    format!(
+        "cooldown: trigger `{trigger}` already called Mavera for user `{user}` within the last {}",
+        humantime::format_duration(std::time::Duration::from_millis(window_ms))
+    )
+}
+
 /// A persona this server created for a (trigger, user) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KnownPersona {
@@ -176,6 +223,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError>;
     /// Puts every running job back to pending (start-up of a single-process store: nobody else holds them).
     async fn release_running(&self) -> Result<u64, StoreError>;
+    /// Extends the lease of a job its worker is still running.
+    async fn renew_lease(&self, id: JobId, lease_ms: u64) -> Result<(), StoreError>;
     /// Records steps done so far, so a retry does not repeat them: `patch` is merged into the job's progress
     /// (a key set to `null` is removed).
     async fn merge_progress(&self, id: JobId, patch: Value) -> Result<(), StoreError>;
@@ -213,6 +262,10 @@ pub trait JobStore: Send + Sync + 'static {
         trigger: &str,
         user: &str,
     ) -> Result<Option<KnownPersona>, StoreError>;
+    /// Limits shared by every process on this store (Postgres); `None` keeps limits in this process.
+    fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {
+        None
+    }
     async fn remember_persona(
         &self,
         trigger: &str,
@@ -266,9 +319,18 @@ pub async fn open_store(
         Ok(Arc::new(
             sqlite::SqliteStore::open(url, settings.sqlite_synchronous_full).await?,
         ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            postgres::PgStore::open(
+                url,
+                settings.db_max_connections,
+                settings.db_statement_timeout,
+            )
+            .await?,
+        ))
     } else {
         Err(StoreError::Unavailable(format!(
-            "DATABASE_URL: unsupported store `{}`; use sqlite://path/to/file.db",
+            "DATABASE_URL: unsupported store `{}`; use sqlite://path/to/file.db or postgres://user@host/db",
             url.split(':').next().unwrap_or("")
         )))
     }

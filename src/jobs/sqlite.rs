@@ -6,18 +6,16 @@
 
 use std::{path::Path, str::FromStr, time::Duration};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::{
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-    },
-    Row, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    SqlitePool,
 };
 
 use super::{
+    row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
 };
-use crate::sources::Source;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -78,42 +76,6 @@ impl SqliteStore {
     }
 }
 
-fn json_text(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
-}
-
-fn parse_state(s: &str) -> JobState {
-    s.parse().unwrap_or(JobState::Pending)
-}
-
-fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
-    let text = |name: &str| -> Result<String, StoreError> { Ok(row.try_get::<String, _>(name)?) };
-    let object = |name: &str| -> Result<Map<String, Value>, StoreError> {
-        Ok(serde_json::from_str(&text(name)?).unwrap_or_default())
-    };
-    let source: Source = text("source")?.parse().map_err(StoreError::Unavailable)?;
-    Ok(Job {
-        id: row.try_get::<i64, _>("id")? as JobId,
-        new: NewJob {
-            trigger: text("trigger_name")?,
-            action: text("action")?,
-            source,
-            event_id: text("event_id")?,
-            user_id: row.try_get("user_id")?,
-            context: object("context")?,
-        },
-        state: parse_state(&text("state")?),
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        created_ms: row.try_get::<i64, _>("created_ms")? as u64,
-        run_at_ms: row.try_get::<i64, _>("run_at_ms")? as u64,
-        progress: object("progress")?,
-        last_error: row.try_get("last_error")?,
-        outcome: row
-            .try_get::<Option<String>, _>("outcome")?
-            .and_then(|o| serde_json::from_str(&o).ok()),
-    })
-}
-
 #[async_trait::async_trait]
 impl JobStore for SqliteStore {
     async fn record(
@@ -163,7 +125,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(
+        let row: Option<JobRow> = sqlx::query_as(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
              WHERE id = (SELECT id FROM jobs
                          WHERE (state = 'pending' AND run_at_ms <= ?1) OR (state = 'running' AND lease_until_ms < ?1)
@@ -174,7 +136,7 @@ impl JobStore for SqliteStore {
         .bind(lease_ms as i64)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(job_from_row).transpose()
+        row.map(Job::try_from).transpose()
     }
 
     async fn release_running(&self) -> Result<u64, StoreError> {
@@ -184,6 +146,15 @@ impl JobStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn renew_lease(&self, id: JobId, lease_ms: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET lease_until_ms = ?2 WHERE id = ?1 AND state = 'running'")
+            .bind(id as i64)
+            .bind((super::now_ms() + lease_ms) as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn merge_progress(&self, id: JobId, patch: Value) -> Result<(), StoreError> {
@@ -286,12 +257,9 @@ impl JobStore for SqliteStore {
                     .bind(*window_ms as i64)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    taken.is_none().then(|| {
-                        format!(
-                            "cooldown: trigger `{trigger}` already called Mavera for user `{user}` within the last {}",
-                            humantime::format_duration(std::time::Duration::from_millis(*window_ms))
-                        )
-                    })
+                    taken
+                        .is_none()
+                        .then(|| super::cooldown_reason(trigger, user, *window_ms))
                 }
                 Guard::Budget {
                     scope,
@@ -339,30 +307,30 @@ impl JobStore for SqliteStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
+        let row: Option<JobRow> = sqlx::query_as("SELECT * FROM jobs WHERE id = ?1")
             .bind(id as i64)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(job_from_row).transpose()
+        row.map(Job::try_from).transpose()
     }
 
     async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError> {
-        let rows = match state {
+        let rows: Vec<JobRow> = match state {
             Some(s) => {
-                sqlx::query("SELECT * FROM jobs WHERE state = ?1 ORDER BY id DESC LIMIT ?2")
+                sqlx::query_as("SELECT * FROM jobs WHERE state = ?1 ORDER BY id DESC LIMIT ?2")
                     .bind(s.as_str())
                     .bind(limit as i64)
                     .fetch_all(&self.pool)
                     .await?
             }
             None => {
-                sqlx::query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?1")
+                sqlx::query_as("SELECT * FROM jobs ORDER BY id DESC LIMIT ?1")
                     .bind(limit as i64)
                     .fetch_all(&self.pool)
                     .await?
             }
         };
-        rows.iter().map(job_from_row).collect()
+        row::jobs(rows)
     }
 
     async fn counts(&self) -> Result<JobCounts, StoreError> {
@@ -370,17 +338,7 @@ impl JobStore for SqliteStore {
             sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
                 .fetch_all(&self.pool)
                 .await?;
-        let mut c = JobCounts::default();
-        for (state, n) in rows {
-            let n = n as u64;
-            match parse_state(&state) {
-                JobState::Pending => c.pending += n,
-                JobState::Running => c.running += n,
-                JobState::Done => c.done += n,
-                JobState::Dead => c.dead += n,
-                JobState::Held => c.held += n,
-            }
-        }
+        let mut c = JobCounts::from_rows(rows);
         let oldest: Option<(Option<i64>,)> =
             sqlx::query_as("SELECT MIN(created_ms) FROM jobs WHERE state = 'pending'")
                 .fetch_optional(&self.pool)

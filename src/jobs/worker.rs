@@ -49,7 +49,7 @@ async fn work(
         }
         match jobs.store.claim(now_ms(), lease.as_millis() as u64).await {
             Ok(Some(job)) => {
-                run_one(&jobs, &runner, &policy, job).await;
+                run_one(&jobs, &runner, &policy, lease, job).await;
                 continue;
             }
             Ok(None) => {}
@@ -69,13 +69,32 @@ async fn work(
     }
 }
 
-async fn run_one(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
+async fn run_one(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, lease: Duration, job: Job) {
     let span = tracing::info_span!("job", id = job.id, trigger = %job.new.trigger, source = %job.new.source, event_id = %job.new.event_id, attempt = job.attempts);
-    attempt(jobs, runner, policy, job).instrument(span).await
+    attempt(jobs, runner, policy, lease, job)
+        .instrument(span)
+        .await
 }
 
-async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, job: Job) {
-    let step = runner.run(&job, jobs.store.as_ref()).await;
+async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, lease: Duration, job: Job) {
+    // The lease is renewed while the job runs, so a long Mave call is not taken over by another worker;
+    // a worker that dies stops renewing, and its job is claimed again once the lease ends.
+    let renew = async {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if let Err(e) = jobs
+                .store
+                .renew_lease(job.id, lease.as_millis() as u64)
+                .await
+            {
+                tracing::warn!(error = %e, "could not renew the job's lease");
+            }
+        }
+    };
+    let step = tokio::select! {
+        step = runner.run(&job, jobs.store.as_ref()) => step,
+        never = renew => never,
+    };
     let metrics = &runner.metrics;
     let label = metrics.job(&job.new.trigger, &job.new.action);
     let recorded = match step {
