@@ -51,14 +51,17 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// 408, 429, 5xx, timeouts and connection errors are worth another try; other 4xx are final.
+    /// 408, 429, 5xx, timeouts and connection errors are worth another try; other 4xx are final. An
+    /// answer that cannot be read (most often cut off in transit) is retried too: a persona create is then
+    /// looked up by name before it is sent again, and a brief that was paid for is better asked twice than lost.
     pub fn is_transient(&self) -> bool {
         match self {
             UpstreamError::Status { status, .. } => {
                 crate::jobs::retry::is_retryable_status(*status)
             }
-            UpstreamError::Timeout { .. } | UpstreamError::Connect { .. } => true,
-            UpstreamError::Decode { .. } => false,
+            UpstreamError::Timeout { .. }
+            | UpstreamError::Connect { .. }
+            | UpstreamError::Decode { .. } => true,
         }
     }
 
@@ -73,9 +76,13 @@ impl UpstreamError {
         if e.is_timeout() {
             UpstreamError::Timeout { service }
         } else if e.is_decode() {
+            // reqwest's message is only "error decoding response body": the cause says what was wrong.
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
             UpstreamError::Decode {
                 service,
-                detail: e.to_string(),
+                detail: format!("{e}{cause}"),
             }
         } else {
             // Without the URL: a query string may carry an email address.

@@ -44,7 +44,9 @@ impl PgStore {
         )]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            // Fail fast when Postgres is away: a webhook answered 503 in time is retried; one that times out
+            // at the sender (Segment waits 5 s, Customer.io 4 s) may be held back.
+            .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await?;
         MIGRATOR

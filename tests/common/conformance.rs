@@ -1,0 +1,303 @@
+//! One set of store tests, run against every backend (SQLite in `tests/store_sqlite.rs`, Postgres in
+//! `tests/postgres.rs`): the same calls must behave the same.
+
+#![allow(dead_code)]
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use mavera_triggers::{
+    jobs::{now_ms, Delivery, Guard, JobState, JobStore, KnownPersona, NewJob},
+    sources::Source,
+};
+use serde_json::json;
+
+fn job(trigger: &str, event_id: &str) -> NewJob {
+    NewJob {
+        trigger: trigger.into(),
+        action: "research".into(),
+        source: Source::Segment,
+        event_id: event_id.into(),
+        user_id: Some(format!("user-{event_id}")),
+        context: json!({"event": "e", "n": 1}).as_object().unwrap().clone(),
+    }
+}
+
+fn delivery(event_id: &str, jobs: usize) -> Delivery {
+    Delivery {
+        source: Source::Segment,
+        event_id: event_id.into(),
+        name: "e".into(),
+        raw: format!(r#"{{"messageId":"{event_id}"}}"#),
+        jobs: (0..jobs).map(|i| job(&format!("t{i}"), event_id)).collect(),
+    }
+}
+
+/// Every check, in order, on a fresh (empty) store.
+pub async fn run_all(store: Arc<dyn JobStore>) {
+    records_each_event_once(&*store).await;
+    claims_are_exclusive_under_concurrency(store.clone()).await;
+    expired_leases_are_taken_over_and_renewed_ones_are_not(&*store).await;
+    progress_merges_and_follow_ups_land_with_the_outcome(&*store).await;
+    retries_wait_and_finals_are_kept_and_replayable(&*store).await;
+    guards_are_taken_all_or_nothing(&*store).await;
+    personas_are_remembered_per_trigger_and_user(&*store).await;
+    store.ping(now_ms()).await.expect("the store takes writes");
+}
+
+async fn drain(store: &dyn JobStore) {
+    while let Some(j) = store.claim(now_ms(), 60_000).await.unwrap() {
+        store
+            .finish(j.id, json!({"drained": true}), vec![])
+            .await
+            .unwrap();
+    }
+}
+
+async fn records_each_event_once(store: &dyn JobStore) {
+    let now = now_ms();
+    let fresh = store
+        .record(
+            vec![delivery("a", 2), delivery("b", 1), delivery("a", 2)],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh,
+        vec![true, true, false],
+        "a repeat in the same batch is a duplicate"
+    );
+    let again = store
+        .record(vec![delivery("b", 1), delivery("c", 1)], now)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![false, true]);
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.pending, 4, "2 + 1 + 1 jobs");
+    assert!(counts.oldest_pending_ms.is_some());
+    drain(store).await;
+}
+
+async fn claims_are_exclusive_under_concurrency(store: Arc<dyn JobStore>) {
+    let deliveries: Vec<_> = (0..40).map(|i| delivery(&format!("race-{i}"), 1)).collect();
+    store.record(deliveries, now_ms()).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(j) = store.claim(now_ms(), 60_000).await.unwrap() {
+                mine.push(j.id);
+                store.finish(j.id, json!({}), vec![]).await.unwrap();
+            }
+            mine
+        });
+    }
+    let all: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 40, "every job claimed");
+    assert_eq!(distinct.len(), 40, "no job claimed twice");
+}
+
+async fn expired_leases_are_taken_over_and_renewed_ones_are_not(store: &dyn JobStore) {
+    store
+        .record(vec![delivery("lease", 1)], now_ms())
+        .await
+        .unwrap();
+    let first = store.claim(now_ms(), 300).await.unwrap().expect("a job");
+    assert_eq!(first.attempts, 1);
+    assert!(
+        store.claim(now_ms(), 300).await.unwrap().is_none(),
+        "held under its lease"
+    );
+    store.renew_lease(first.id, 60_000).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        store.claim(now_ms(), 300).await.unwrap().is_none(),
+        "the renewed lease still holds"
+    );
+    store.renew_lease(first.id, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let taken_over = store
+        .claim(now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("the lease expired");
+    assert_eq!((taken_over.id, taken_over.attempts), (first.id, 2));
+    store
+        .finish(taken_over.id, json!({}), vec![])
+        .await
+        .unwrap();
+}
+
+async fn progress_merges_and_follow_ups_land_with_the_outcome(store: &dyn JobStore) {
+    store
+        .record(vec![delivery("progress", 1)], now_ms())
+        .await
+        .unwrap();
+    let j = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    store
+        .merge_progress(
+            j.id,
+            json!({"attributes": {"plan": "pro"}, "create_sent_ms": 5}),
+        )
+        .await
+        .unwrap();
+    store
+        .merge_progress(j.id, json!({"create_sent_ms": null, "guards_taken": true}))
+        .await
+        .unwrap();
+    let progress = store.get(j.id).await.unwrap().unwrap().progress;
+    assert_eq!(
+        serde_json::Value::Object(progress),
+        json!({"attributes": {"plan": "pro"}, "guards_taken": true})
+    );
+    let mut follow = job("t0", "progress");
+    follow.action = "sink:webhook".into();
+    store
+        .finish(j.id, json!({"brief": "b"}), vec![follow])
+        .await
+        .unwrap();
+    let done = store.get(j.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.state, done.outcome.unwrap()["brief"].clone()),
+        (JobState::Done, json!("b"))
+    );
+    let next = store
+        .claim(now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("the follow-up");
+    assert_eq!(next.new.action, "sink:webhook");
+    store.finish(next.id, json!({}), vec![]).await.unwrap();
+}
+
+async fn retries_wait_and_finals_are_kept_and_replayable(store: &dyn JobStore) {
+    store
+        .record(vec![delivery("retry", 3)], now_ms())
+        .await
+        .unwrap();
+    let a = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    store
+        .retry_at(a.id, now_ms() + 60_000, "503".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_due_ms().await.unwrap().map(|d| d > now_ms()),
+        Some(false),
+        "others are due now"
+    );
+    let b = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    let c = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    assert!(
+        store.claim(now_ms(), 60_000).await.unwrap().is_none(),
+        "the retried job waits"
+    );
+    store
+        .bury(b.id, "402 credits exhausted".into())
+        .await
+        .unwrap();
+    store.hold(c.id, "cooldown".into()).await.unwrap();
+    assert_eq!(
+        store.list(Some(JobState::Dead), 10).await.unwrap()[0]
+            .last_error
+            .as_deref(),
+        Some("402 credits exhausted")
+    );
+    assert_eq!(store.list(Some(JobState::Held), 10).await.unwrap().len(), 1);
+    store
+        .merge_progress(c.id, json!({"guards_taken": true}))
+        .await
+        .unwrap();
+    store.requeue(c.id, now_ms()).await.unwrap();
+    let replayed = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    assert_eq!(replayed.id, c.id);
+    assert_eq!(replayed.progress.get("replay"), Some(&json!(true)));
+    assert_eq!(replayed.progress.get("guards_taken"), None);
+    store.finish(replayed.id, json!({}), vec![]).await.unwrap();
+    assert!(
+        store.requeue(999_999, now_ms()).await.is_err(),
+        "no such job"
+    );
+    // Leave the retried one done so later checks start clean.
+    store
+        .retry_at(a.id, now_ms(), "again".into())
+        .await
+        .unwrap();
+    drain(store).await;
+    store.requeue(b.id, now_ms()).await.unwrap();
+    drain(store).await;
+}
+
+async fn guards_are_taken_all_or_nothing(store: &dyn JobStore) {
+    let now = now_ms();
+    let cooldown = Guard::Cooldown {
+        trigger: "t".into(),
+        user: "u".into(),
+        window_ms: 60_000,
+    };
+    let budget = |limit| Guard::Budget {
+        scope: "t:hour".into(),
+        window_start_ms: now - now % 3_600_000,
+        limit,
+        label: "t: 2 per hour".into(),
+    };
+    assert_eq!(
+        store
+            .take_guards(&[cooldown.clone(), budget(2)], now)
+            .await
+            .unwrap(),
+        None
+    );
+    let refused = store
+        .take_guards(std::slice::from_ref(&cooldown), now + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refused.contains("cooldown"), "{refused}");
+    assert_eq!(store.take_guards(&[budget(2)], now).await.unwrap(), None);
+    let spent = store.take_guards(&[budget(2)], now).await.unwrap().unwrap();
+    assert!(spent.contains("t: 2 per hour"), "{spent}");
+    // A refused budget takes nothing else: this user's cooldown stays free.
+    let other = Guard::Cooldown {
+        trigger: "t".into(),
+        user: "v".into(),
+        window_ms: 60_000,
+    };
+    assert!(store
+        .take_guards(&[other.clone(), budget(2)], now)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.take_guards(&[other], now).await.unwrap(), None);
+    assert!(
+        store
+            .take_guards(&[cooldown], now + 60_001)
+            .await
+            .unwrap()
+            .is_none(),
+        "after the window"
+    );
+}
+
+async fn personas_are_remembered_per_trigger_and_user(store: &dyn JobStore) {
+    assert_eq!(store.persona_for("trial", "u1").await.unwrap(), None);
+    let p = KnownPersona {
+        persona_id: "per_1".into(),
+        name: Some("n".into()),
+    };
+    store
+        .remember_persona("trial", "u1", &p, now_ms())
+        .await
+        .unwrap();
+    let q = KnownPersona {
+        persona_id: "per_2".into(),
+        name: None,
+    };
+    store
+        .remember_persona("trial", "u1", &q, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(store.persona_for("trial", "u1").await.unwrap(), Some(q));
+    assert_eq!(store.persona_for("other", "u1").await.unwrap(), None);
+}
