@@ -163,10 +163,18 @@ impl App {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
-        if tokio::time::timeout(Duration::from_secs(30), workers.join_all())
-            .await
-            .is_err()
-        {
+        let mut workers = workers;
+        let drained = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(done) = workers.join_next().await {
+                match done {
+                    Err(e) if e.is_panic() => tracing::error!(error = %e, "a worker panicked"),
+                    // Cancelled: the runtime is shutting down around us.
+                    _ => {}
+                }
+            }
+        });
+        if drained.await.is_err() {
+            // Their jobs stay `running` and are resumed at the next start (or taken over when the lease ends).
             tracing::warn!("workers still busy after 30 s: stopping anyway");
         }
         served.map_err(Into::into)
