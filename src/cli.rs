@@ -82,7 +82,7 @@ pub enum Command {
 pub enum JobsCommand {
     /// Newest first.
     List {
-        /// pending, running, done or dead
+        /// pending, running, done, dead or held
         #[arg(long)]
         state: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -90,7 +90,8 @@ pub enum JobsCommand {
     },
     /// Everything about one job: its event, attempts, last error and outcome (the brief, in full).
     Show { id: u64 },
-    /// Run a finished or dead job again (a running server picks it up within a second).
+    /// Run a finished, dead or held job again (a running server picks it up within a second). An operator's
+    /// replay is not held back by a cooldown; budgets still apply.
     Replay {
         /// The job to replay.
         #[arg(required_unless_present = "dead", conflicts_with = "dead")]

@@ -359,7 +359,7 @@ impl Settings {
                 return Err(SettingsError {
                     var: "DATABASE_URL",
                     value: v,
-                    fix: "use sqlite://path/to/file.db (the default is sqlite://data/mavera-triggers.db)".into(),
+                    fix: "use sqlite://path/to/file.db (the default is sqlite://data/mavera-triggers.db) or postgres://user:password@host:5432/db".into(),
                 });
             }
             s.database_url = v;
@@ -378,6 +378,19 @@ impl Settings {
             };
         }
         s.job_lease = secs("JOB_LEASE_SECS", s.job_lease)?;
+        for (var, value) in [
+            ("JOB_LEASE_SECS", s.job_lease),
+            ("MAVERA_TIMEOUT_SECS", s.mavera_timeout),
+            ("HTTP_TIMEOUT_SECS", s.http_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(SettingsError {
+                    var,
+                    value: "0".into(),
+                    fix: "use a number of seconds above 0".into(),
+                });
+            }
+        }
         if let Some(v) = get("DB_MAX_CONNECTIONS") {
             s.db_max_connections = positive("DB_MAX_CONNECTIONS", &v)?;
         }

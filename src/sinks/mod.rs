@@ -1,4 +1,4 @@
-//! Where outcomes go: the log (always, in full), and per trigger a file, Slack or any webhook. Deliveries to
+//! Where outcomes go: the log (the default, the brief in full), a file, Slack or any webhook. Deliveries to
 //! files, Slack and webhooks are durable jobs of their own (action `sink:<type>`), retried like any job, so a
 //! Slack outage delays a brief but does not lose it.
 
