@@ -967,6 +967,7 @@ fn smoke(knobs: Knobs) {
 }
 
 fn full(knobs: Knobs) {
+    println!("measuring {}", source_version());
     // Memory first, in a process that has not yet started anything else.
     println!(
         "dedupe memory: remembering {} distinct ids…",
@@ -1092,6 +1093,7 @@ fn full(knobs: Knobs) {
     );
 
     let out = json!({
+        "source": source_version(),
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "knobs": {
             "secs": knobs.secs, "levels": knobs.levels, "log": knobs.log,
@@ -1349,6 +1351,23 @@ async fn futures_join<F: std::future::Future<Output = Tally> + Send + 'static>(
         out.push(h.await.expect("task"));
     }
     out
+}
+
+/// The commit measured, and whether `src/` had uncommitted changes (when git is at hand).
+fn source_version() -> Value {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    json!({
+        "commit": git(&["rev-parse", "--short", "HEAD"]),
+        "src_dirty": git(&["status", "--porcelain", "--", "src", "Cargo.toml", "config"]).map(|s| !s.is_empty()),
+    })
 }
 
 fn target_dir() -> PathBuf {

@@ -30,30 +30,36 @@ pub enum Sighting {
 }
 
 pub struct DedupeMemory {
-    /// key hash → entry. The high 64 bits: expiry in milliseconds since `epoch`, shifted left once, the low
-    /// bit set once the delivery that owns the key has been recorded (only recorded keys make a re-delivery
-    /// a duplicate: a copy that arrives while the first is still being written must not be acknowledged on
-    /// its word). The low 64 bits: the entry's sequence number, which ties it to its slot in `order`.
-    /// (A `u128` value costs nothing over a `u64`: the key's alignment pads the pair to 32 bytes anyway.)
-    seen: DashMap<u128, u128>,
-    /// Insertion order (hash, sequence, expiry), for expiry and the size cap. Slots of forgotten or
-    /// re-remembered keys go stale; they are skipped when they reach the front.
-    order: Mutex<VecDeque<(u128, u64, u64)>>,
+    /// key hash → entry: bits 63..25 the expiry in milliseconds since `epoch` (17 years of them), bits 24..1
+    /// a sequence number that ties the entry to its slot in `order`, bit 0 set once the delivery that owns
+    /// the key has been recorded. Only recorded keys make a re-delivery a duplicate: a copy that arrives
+    /// while the first is still being written must not be acknowledged on its word.
+    seen: DashMap<u64, u64>,
+    /// Insertion order (hash, entry without its recorded bit), for expiry and the size cap. Slots of
+    /// forgotten or re-remembered keys go stale; they are skipped when they reach the front.
+    order: Mutex<VecDeque<(u64, u64)>>,
     next_seq: AtomicU64,
     ttl: Duration,
     capacity: usize,
     epoch: Instant,
 }
 
-const RECORDED: u128 = 1 << 64;
+const RECORDED: u64 = 1;
+const SEQ_BITS: u32 = 24;
 
-fn key_hash(key: &str) -> u128 {
+/// The first 64 bits of the key's SHA-256: 16 bytes an entry. Two of a million remembered ids share a
+/// hash with a probability of about 3 in 100 million.
+fn key_hash(key: &str) -> u64 {
     let digest = Sha256::digest(key.as_bytes());
-    u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-fn entry(expiry: u64, seq: u64) -> u128 {
-    (((expiry as u128) << 1) << 64) | seq as u128
+fn entry(expiry: u64, seq: u64) -> u64 {
+    (expiry << (SEQ_BITS + 1)) | ((seq & ((1 << SEQ_BITS) - 1)) << 1)
+}
+
+fn expiry_of(entry: u64) -> u64 {
+    entry >> (SEQ_BITS + 1)
 }
 
 impl DedupeMemory {
@@ -77,27 +83,29 @@ impl DedupeMemory {
     pub fn sight(&self, key: &str) -> Sighting {
         let hash = key_hash(key);
         let now = self.now_ms();
-        let expiry = now + self.ttl.as_millis() as u64;
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let fresh = entry(
+            now + self.ttl.as_millis() as u64,
+            self.next_seq.fetch_add(1, Ordering::Relaxed),
+        );
         let sighting = match self.seen.entry(hash) {
             Entry::Occupied(mut seen) => {
-                let high = (*seen.get() >> 64) as u64;
-                if high >> 1 <= now {
-                    seen.insert(entry(expiry, seq));
+                let value = *seen.get();
+                if expiry_of(value) <= now {
+                    seen.insert(fresh);
                     Sighting::New
-                } else if high & 1 == 1 {
+                } else if value & RECORDED == RECORDED {
                     Sighting::Seen
                 } else {
                     Sighting::InFlight
                 }
             }
             Entry::Vacant(slot) => {
-                slot.insert(entry(expiry, seq));
+                slot.insert(fresh);
                 Sighting::New
             }
         };
         if sighting == Sighting::New {
-            self.push_and_evict(hash, seq, expiry, now);
+            self.push_and_evict(hash, fresh, now);
         }
         sighting
     }
@@ -132,17 +140,17 @@ impl DedupeMemory {
         self.seen.is_empty()
     }
 
-    fn push_and_evict(&self, hash: u128, seq: u64, expiry: u64, now: u64) {
+    fn push_and_evict(&self, hash: u64, slot: u64, now: u64) {
         let mut order = self.order.lock().expect("dedupe order lock");
-        order.push_back((hash, seq, expiry));
-        while let Some(&(old, old_seq, old_expiry)) = order.front() {
+        order.push_back((hash, slot));
+        while let Some(&(old, old_slot)) = order.front() {
             // Counted in live entries, not queue slots: a forgotten key leaves a stale slot behind.
-            if old_expiry > now && self.seen.len() <= self.capacity {
+            if expiry_of(old_slot) > now && self.seen.len() <= self.capacity {
                 break;
             }
             order.pop_front();
             // Only the entry this slot describes: a key remembered again since keeps living.
-            self.seen.remove_if(&old, |_, e| *e as u64 == old_seq);
+            self.seen.remove_if(&old, |_, e| *e & !RECORDED == old_slot);
         }
     }
 }

@@ -21,7 +21,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The one writer connection.
     pool: SqlitePool,
+    /// Readers.
+    reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -54,20 +57,33 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // SQLite takes one writer at a time. All writes (group commits, claims, outcomes) queue for one
+        // connection, in order, instead of meeting in SQLite's lock and sleeping in its busy handler, which
+        // put long stalls on the webhook's answer. Reads use a pool of their own (WAL lets them run beside
+        // the writer). An in-memory database lives in one connection, so it is both.
         let in_memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
-            // An in-memory database lives in one connection.
-            .max_connections(if in_memory { 1 } else { 4 })
+            .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        let reader = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await?
+        };
+        Ok(Self { pool, reader })
     }
 
     /// The connection pool, for tests that need to break the store on purpose.
@@ -309,7 +325,7 @@ impl JobStore for SqliteStore {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         let row: Option<JobRow> = sqlx::query_as("SELECT * FROM jobs WHERE id = ?1")
             .bind(id as i64)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.map(Job::try_from).transpose()
     }
@@ -320,13 +336,13 @@ impl JobStore for SqliteStore {
                 sqlx::query_as("SELECT * FROM jobs WHERE state = ?1 ORDER BY id DESC LIMIT ?2")
                     .bind(s.as_str())
                     .bind(limit as i64)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reader)
                     .await?
             }
             None => {
                 sqlx::query_as("SELECT * FROM jobs ORDER BY id DESC LIMIT ?1")
                     .bind(limit as i64)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.reader)
                     .await?
             }
         };
@@ -336,12 +352,12 @@ impl JobStore for SqliteStore {
     async fn counts(&self) -> Result<JobCounts, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await?;
         let mut c = JobCounts::from_rows(rows);
         let oldest: Option<(Option<i64>,)> =
             sqlx::query_as("SELECT MIN(created_ms) FROM jobs WHERE state = 'pending'")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?;
         c.oldest_pending_ms = oldest.and_then(|(m,)| m).map(|m| m as u64);
         Ok(c)
@@ -350,7 +366,7 @@ impl JobStore for SqliteStore {
     async fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
         let row: Option<(Option<i64>,)> =
             sqlx::query_as("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'pending'")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await?;
         Ok(row.and_then(|(m,)| m).map(|m| m as u64))
     }
@@ -375,7 +391,7 @@ impl JobStore for SqliteStore {
         )
         .bind(trigger)
         .bind(user)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?;
         Ok(row.map(|(persona_id, name)| KnownPersona { persona_id, name }))
     }
