@@ -1,8 +1,11 @@
 //! The embedded durable store: SQLite in WAL mode, created and migrated on start.
 //!
-//! `synchronous=FULL` by default: a commit is on disk before the webhook is answered, even if the machine
-//! loses power right after (`SQLITE_SYNCHRONOUS=normal` trades that for speed; a killed process still loses
-//! nothing). One process per database file.
+//! Acknowledgements are `synchronous=FULL` by default: the commit that records a webhook's events is on
+//! disk before the webhook is answered, even if the machine loses power right after. Job bookkeeping
+//! (claims, outcomes) commits without its own fsync and is made durable by the next acknowledgement's
+//! (in WAL mode one fsync covers every earlier commit); a killed process loses none of it, a power cut at
+//! worst the last moments of bookkeeping, which re-runs those jobs under the in-flight guards.
+//! `SQLITE_SYNCHRONOUS=normal` drops the fsync from acknowledgements too. One process per database file.
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -25,6 +28,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Readers.
     reader: SqlitePool,
+    /// Acknowledgements fsync (`SQLITE_SYNCHRONOUS=full`).
+    ack_full: bool,
 }
 
 impl SqliteStore {
@@ -50,11 +55,7 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if synchronous_full {
-                SqliteSynchronous::Full
-            } else {
-                SqliteSynchronous::Normal
-            })
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // SQLite takes one writer at a time. All writes (group commits, claims, outcomes) queue for one
@@ -83,7 +84,11 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         };
-        Ok(Self { pool, reader })
+        Ok(Self {
+            pool,
+            reader,
+            ack_full: synchronous_full,
+        })
     }
 
     /// The connection pool, for tests that need to break the store on purpose.
@@ -99,45 +104,19 @@ impl JobStore for SqliteStore {
         deliveries: Vec<Delivery>,
         now_ms: u64,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut fresh = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            let row: Option<(i64,)> = sqlx::query_as(
-                "INSERT INTO events (source, event_id, name, received_ms, raw) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
-            )
-            .bind(d.source.as_str())
-            .bind(&d.event_id)
-            .bind(&d.name)
-            .bind(now_ms as i64)
-            .bind(&d.raw)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((event_row,)) = row else {
-                fresh.push(false);
-                continue;
-            };
-            for job in &d.jobs {
-                sqlx::query(
-                    "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
-                                       created_ms, run_at_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
-                )
-                .bind(event_row)
-                .bind(&job.trigger)
-                .bind(&job.action)
-                .bind(job.source.as_str())
-                .bind(&job.event_id)
-                .bind(&job.user_id)
-                .bind(json_text(&job.context))
-                .bind(now_ms as i64)
-                .execute(&mut *tx)
+        let mut conn = self.pool.acquire().await?;
+        if self.ack_full {
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
                 .await?;
-            }
-            fresh.push(true);
         }
-        tx.commit().await?;
-        Ok(fresh)
+        let recorded = record_on(&mut conn, deliveries, now_ms).await;
+        if self.ack_full {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        recorded
     }
 
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
@@ -417,4 +396,53 @@ impl JobStore for SqliteStore {
         .await?;
         Ok(())
     }
+}
+
+/// Records deliveries in one transaction on the writer connection.
+async fn record_on(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    deliveries: Vec<Delivery>,
+    now_ms: u64,
+) -> Result<Vec<bool>, StoreError> {
+    use sqlx::Acquire;
+    let mut tx = conn.begin().await?;
+
+    let mut fresh = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        let row: Option<(i64,)> = sqlx::query_as(
+                "INSERT INTO events (source, event_id, name, received_ms, raw) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+            )
+            .bind(d.source.as_str())
+            .bind(&d.event_id)
+            .bind(&d.name)
+            .bind(now_ms as i64)
+            .bind(&d.raw)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((event_row,)) = row else {
+            fresh.push(false);
+            continue;
+        };
+        for job in &d.jobs {
+            sqlx::query(
+                    "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
+                                       created_ms, run_at_ms, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
+                )
+                .bind(event_row)
+                .bind(&job.trigger)
+                .bind(&job.action)
+                .bind(job.source.as_str())
+                .bind(&job.event_id)
+                .bind(&job.user_id)
+                .bind(json_text(&job.context))
+                .bind(now_ms as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        fresh.push(true);
+    }
+    tx.commit().await?;
+    Ok(fresh)
 }
