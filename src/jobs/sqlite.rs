@@ -122,9 +122,13 @@ impl JobStore for SqliteStore {
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
         let row: Option<JobRow> = sqlx::query_as(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
-             WHERE id = (SELECT id FROM jobs
-                         WHERE (state = 'pending' AND run_at_ms <= ?1) OR (state = 'running' AND lease_until_ms < ?1)
-                         ORDER BY run_at_ms, id LIMIT 1)
+             WHERE id = (SELECT c.id FROM jobs c
+                         WHERE ((c.state = 'pending' AND c.run_at_ms <= ?1) OR (c.state = 'running' AND c.lease_until_ms < ?1))
+                           AND NOT (c.action = 'create_persona' AND EXISTS (
+                               SELECT 1 FROM jobs r
+                               WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id != c.id
+                                 AND r.state = 'running' AND r.action = 'create_persona' AND r.lease_until_ms >= ?1))
+                         ORDER BY c.run_at_ms, c.id LIMIT 1)
              RETURNING *",
         )
         .bind(now_ms as i64)

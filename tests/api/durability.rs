@@ -174,6 +174,34 @@ async fn a_later_event_for_the_same_user_updates_the_persona_instead_of_creating
 }
 
 #[tokio::test]
+async fn a_batch_for_one_user_creates_one_persona_and_updates_it() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/personas"))
+        .respond_with(persona_ok("per_batch"))
+        .expect(1)
+        .mount(&app.mavera)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/api/v1/personas/per_batch"))
+        .respond_with(persona_ok("per_batch"))
+        .expect(2)
+        .mount(&app.mavera)
+        .await;
+    let batch = format!(
+        "[{},{},{}]",
+        track("trial_started", "batch-user-1", "u-batch"),
+        track("trial_started", "batch-user-2", "u-batch"),
+        track("trial_started", "batch-user-3", "u-batch")
+    );
+    let (status, body) = answer(app.post_segment(&batch).await).await;
+    assert_eq!((status, body["triggered"].clone()), (200, json!(3)));
+    let counts = app.settle().await;
+    assert_eq!(counts.done, 3);
+    app.mavera.verify().await;
+}
+
+#[tokio::test]
 async fn a_create_that_reached_mavera_before_the_attempt_failed_is_found_not_sent_twice() {
     // Mavera creates the persona but answers after our timeout: the retry must look before re-sending.
     let app = spawn_with(Options {
