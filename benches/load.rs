@@ -59,6 +59,9 @@ use common::{
 struct Knobs {
     /// `BENCH_SECS` (default 2): measured seconds per scenario, level and target.
     secs: f64,
+    /// `BENCH_SLICES` (default 4): the seconds are cut into this many slices, ceiling and app alternating
+    /// (ceiling, app, drain, ceiling, app, drain, …), so that whatever else the machine does hits both alike.
+    slices: usize,
     /// `BENCH_LEVELS` (default 1,16,64,256): concurrent connections.
     levels: Vec<usize>,
     /// `BENCH_SCENARIOS`: comma-separated names to run (default: all).
@@ -101,6 +104,7 @@ impl Knobs {
         let only: String = env_or("BENCH_SCENARIOS", String::new());
         Self {
             secs: env_or("BENCH_SECS", 2.0),
+            slices: env_or::<usize>("BENCH_SLICES", 4).max(1),
             levels: levels
                 .split(',')
                 .map(|l| l.trim().parse().expect("BENCH_LEVELS: numbers"))
@@ -471,6 +475,26 @@ struct Run {
 }
 
 impl Run {
+    fn empty() -> Self {
+        Run {
+            tally: Tally::default(),
+            elapsed: Duration::ZERO,
+            cpu: 0.0,
+        }
+    }
+
+    /// Adds a slice: counts add up, CPU is weighted by time.
+    fn absorb(&mut self, other: Run) {
+        let total = self.elapsed + other.elapsed;
+        if !total.is_zero() {
+            self.cpu = (self.cpu * self.elapsed.as_secs_f64()
+                + other.cpu * other.elapsed.as_secs_f64())
+                / total.as_secs_f64();
+        }
+        self.elapsed = total;
+        self.tally.merge(other.tally);
+    }
+
     fn req_per_sec(&self) -> f64 {
         (self.tally.ok + self.tally.errors()) as f64 / self.elapsed.as_secs_f64()
     }
@@ -1096,7 +1120,7 @@ fn full(knobs: Knobs) {
         "source": source_version(),
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "knobs": {
-            "secs": knobs.secs, "levels": knobs.levels, "log": knobs.log,
+            "secs": knobs.secs, "slices": knobs.slices, "levels": knobs.levels, "log": knobs.log,
             "sqlite_synchronous": if knobs.sqlite_full { "full" } else { "normal" },
             "server_threads": knobs.server_threads, "client_threads": knobs.client_threads,
             "batch_matching": knobs.batch_matching, "workers": knobs.workers.unwrap_or(Settings::defaults(Mode::Serve).workers),
@@ -1218,31 +1242,37 @@ impl Bench<'_> {
     async fn level(&mut self, scenario: &Scenario, level: usize, pool: Arc<Vec<Req>>) -> Value {
         let knobs = self.knobs;
         let drain_max = Duration::from_secs_f64(knobs.drain_secs);
-        let duration = Duration::from_secs_f64(knobs.secs);
+        let slice = Duration::from_secs_f64(knobs.secs / knobs.slices as f64);
         self.servers.drain(drain_max).await;
-        let tag = format!("k{}c{level}", scenario.kind as u8);
-        let mut runs = Vec::new();
-        for (base, check) in [
-            (&self.servers.ceiling_base, false),
-            (&self.servers.app_base, true),
-        ] {
-            let run = load(
-                &self.clients,
-                base,
-                scenario.kind,
-                &tag,
-                level,
-                duration,
-                None,
-                check,
-                pool.clone(),
-                knobs.batch_matching,
-            )
-            .await;
-            runs.push(run);
+        let (mut ceiling, mut app) = (Run::empty(), Run::empty());
+        let (mut drained, mut drain_secs, mut settled) = (0, 0.0, true);
+        for n in 0..knobs.slices {
+            // The same events go to both; each slice has its own ids.
+            let tag = format!("k{}c{level}s{n}", scenario.kind as u8);
+            for (base, check, into) in [
+                (&self.servers.ceiling_base, false, &mut ceiling),
+                (&self.servers.app_base, true, &mut app),
+            ] {
+                let run = load(
+                    &self.clients,
+                    base,
+                    scenario.kind,
+                    &tag,
+                    level,
+                    slice,
+                    None,
+                    check,
+                    pool.clone(),
+                    knobs.batch_matching,
+                )
+                .await;
+                into.absorb(run);
+            }
+            let (jobs, secs, done) = self.servers.drain(drain_max).await;
+            drained += jobs;
+            drain_secs += secs;
+            settled = done;
         }
-        let (app, ceiling) = (runs.pop().expect("app"), runs.pop().expect("ceiling"));
-        let (drained, drain_secs, settled) = self.servers.drain(drain_max).await;
         let ratio = app.req_per_sec() / ceiling.req_per_sec();
         let h = app.histogram();
         let p99 = ms(h.value_at_quantile(0.99));
