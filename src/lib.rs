@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod dedupe;
 pub mod error;
 pub mod intake;
