@@ -27,6 +27,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let guarded = Router::new()
         .route("/console", get(pages::overview))
         .route("/console/briefs", get(pages::briefs))
+        .route("/console/dead", get(pages::dead))
+        .route("/console/dead/replay", axum::routing::post(replay))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_session,
@@ -37,12 +39,22 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state, console_enabled))
 }
 
-/// The session value: an HMAC of a fixed label under the admin token. Changing the token ends every session.
-fn session_value(token: &Secret) -> String {
+fn derived(token: &Secret, label: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(token.expose().as_bytes()).expect("any key length");
-    mac.update(b"mavera-triggers console session v1");
+    mac.update(label);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// The session value: an HMAC of a fixed label under the admin token. Changing the token ends every session.
+fn session_value(token: &Secret) -> String {
+    derived(token, b"mavera-triggers console session v1")
+}
+
+/// The token every console form carries: a cross-site form cannot know it (and SameSite=Strict keeps the
+/// cookie off cross-site requests as well).
+pub(crate) fn csrf_value(token: &Secret) -> String {
+    derived(token, b"mavera-triggers console csrf v1")
 }
 
 fn cookie_session(headers: &HeaderMap) -> Option<String> {
@@ -108,4 +120,45 @@ async fn login(State(state): State<AppState>, Form(form): Form<Login>) -> Respon
         session_value(token)
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
+}
+
+#[derive(Deserialize)]
+struct Replay {
+    csrf: String,
+    /// One job, or every dead letter when absent.
+    id: Option<u64>,
+}
+
+/// Replays one dead letter or all of them, through the same durable path as `jobs replay`.
+async fn replay(State(state): State<AppState>, Form(form): Form<Replay>) -> Response {
+    let Some(token) = &state.settings.admin_token else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !Secret::new(csrf_value(token)).matches(&form.csrf) {
+        tracing::warn!("console replay refused: missing or wrong CSRF token");
+        return (
+            StatusCode::FORBIDDEN,
+            "missing or wrong form token: reload the page",
+        )
+            .into_response();
+    }
+    let ids = match form.id {
+        Some(id) => vec![id],
+        None => match state
+            .jobs
+            .store
+            .list(Some(crate::jobs::JobState::Dead), 100_000)
+            .await
+        {
+            Ok(jobs) => jobs.iter().map(|j| j.id).collect(),
+            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        },
+    };
+    for id in &ids {
+        if state.jobs.replay(*id).await.is_err() {
+            return (StatusCode::NOT_FOUND, format!("no job {id}")).into_response();
+        }
+    }
+    tracing::info!(count = ids.len(), "dead letters replayed from the console");
+    Redirect::to("/console/dead").into_response()
 }

@@ -37,7 +37,7 @@ main{{max-width:60rem;margin:1.5rem auto;padding:0 1.2rem}}
 .cards{{display:flex;gap:1rem;flex-wrap:wrap}} .card{{background:#fff;border-radius:8px;padding:1rem 1.2rem;min-width:9rem;box-shadow:0 1px 2px #0002}}
 .card b{{display:block;font-size:1.6rem}} article{{background:#fff;border-radius:8px;padding:1rem 1.4rem;margin:1rem 0;box-shadow:0 1px 2px #0002}}
 .meta{{color:#5b6475;font-size:.9rem}} input{{font:inherit;padding:.4rem}} button{{font:inherit;padding:.4rem .9rem}}
-</style></head><body><nav><a href="/console">Overview</a><a href="/console/briefs">Briefs</a></nav>
+</style></head><body><nav><a href="/console">Overview</a><a href="/console/briefs">Briefs</a><a href="/console/dead">Dead letters</a></nav>
 <main><h1>{title}</h1>{body}</main></body></html>"#,
         title = esc(title)
     ))
@@ -130,6 +130,51 @@ pub async fn briefs(State(state): State<AppState>) -> Html<String> {
         articles
     };
     page("Research briefs", &body)
+}
+
+pub async fn dead(State(state): State<AppState>) -> Html<String> {
+    let csrf = state
+        .settings
+        .admin_token
+        .as_ref()
+        .map(super::csrf_value)
+        .unwrap_or_default();
+    let jobs = state
+        .jobs
+        .store
+        .list(Some(JobState::Dead), 200)
+        .await
+        .unwrap_or_default();
+    let form = |id: Option<u64>, label: &str| {
+        let id = id
+            .map(|id| format!(r#"<input type="hidden" name="id" value="{id}">"#))
+            .unwrap_or_default();
+        format!(
+            r#"<form method="post" action="/console/dead/replay"><input type="hidden" name="csrf" value="{csrf}">{id}<button type="submit">{label}</button></form>"#
+        )
+    };
+    let rows: String = jobs
+        .iter()
+        .map(|j| {
+            format!(
+                "<article><h2>Job {} · {}</h2><p class=meta>{} · event {} · user {} · {} attempts</p><p>{}</p>{}</article>",
+                j.id,
+                esc(&j.new.trigger),
+                esc(&j.new.action),
+                esc(&j.new.event_id),
+                esc(j.new.user_id.as_deref().unwrap_or("unknown")),
+                j.attempts,
+                esc(j.last_error.as_deref().unwrap_or("")),
+                form(Some(j.id), "Replay")
+            )
+        })
+        .collect();
+    let body = if jobs.is_empty() {
+        "<p>No dead letters.</p>".to_string()
+    } else {
+        format!("{}{rows}", form(None, "Replay all"))
+    };
+    page("Dead letters", &body)
 }
 
 #[cfg(test)]

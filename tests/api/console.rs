@@ -129,3 +129,66 @@ async fn scripts_use_the_bearer_token_and_briefs_render_inert() {
     assert!(html.contains("https://research.example/s"));
     app.mavera.verify().await;
 }
+
+#[tokio::test]
+async fn a_dead_letter_is_replayed_from_the_console_and_succeeds() {
+    let app = console_app().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/personas"))
+        .respond_with(ResponseTemplate::new(402).set_body_json(json!({"error": {"message": "Credits exhausted", "type": "billing_error", "code": "credits_exhausted"}})))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&app.mavera)
+        .await;
+    let body = json!({"type": "track", "event": "trial_started", "messageId": "console-dead-1", "userId": "u-console-dead", "properties": {}}).to_string();
+    app.post_segment(&body).await;
+    assert_eq!(app.settle().await.dead, 1);
+
+    let http = no_redirects();
+    let page = http
+        .get(format!("{}/console/dead", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Credits exhausted"), "{page}");
+    let csrf = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let id = app.jobs().await[0].id.to_string();
+
+    let forged = http
+        .post(format!("{}/console/dead/replay", app.address))
+        .bearer_auth(TOKEN)
+        .form(&[("csrf", "forged"), ("id", &id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    Mock::given(method("POST"))
+        .and(path("/api/v1/personas"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "per_console"})))
+        .expect(1)
+        .mount(&app.mavera)
+        .await;
+    let replayed = http
+        .post(format!("{}/console/dead/replay", app.address))
+        .bearer_auth(TOKEN)
+        .form(&[("csrf", csrf.as_str()), ("id", &id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 303);
+    let counts = app.settle().await;
+    assert_eq!((counts.done, counts.dead), (1, 0));
+    app.mavera.verify().await;
+}
