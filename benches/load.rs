@@ -824,19 +824,8 @@ struct Check {
     pass: bool,
 }
 
-/// RSS of this process, from /proc/self/status.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
 fn memory(ids: usize) -> Value {
-    let before = rss_bytes();
+    let before = common::rss_bytes();
     let memory = DedupeMemory::new(Duration::from_secs(24 * 3600), ids.max(1_000_000));
     let started = Instant::now();
     let mut key = String::with_capacity(64);
@@ -846,7 +835,7 @@ fn memory(ids: usize) -> Value {
         assert!(memory.first_sighting(&key));
     }
     let took = started.elapsed();
-    let after = rss_bytes();
+    let after = common::rss_bytes();
     let remembered = memory.len();
     drop(memory);
     let per_id = after.saturating_sub(before) as f64 / remembered as f64;

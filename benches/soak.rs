@@ -22,16 +22,6 @@ use mavera_triggers::{
 };
 use tokio_util::sync::CancellationToken;
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -122,7 +112,7 @@ async fn soak(duration: Duration, per_minute: u64, overload: u64, real: bool) {
             acked += 1;
         }
         if started.elapsed() >= next_sample {
-            samples.push((started.elapsed().as_secs(), rss_bytes()));
+            samples.push((started.elapsed().as_secs(), common::rss_bytes()));
             next_sample += Duration::from_secs(if real { 10 } else { 1 });
         }
     }

@@ -78,3 +78,14 @@ pub fn unix_now() -> u64 {
         .expect("clock after 1970")
         .as_secs()
 }
+
+/// RSS of this process, from /proc/self/status.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
