@@ -128,6 +128,9 @@ pub struct Settings {
     pub db_statement_timeout: Duration,
     /// `SQLITE_SYNCHRONOUS` (`full` default: a commit survives power loss; `normal`: survives a killed process).
     pub sqlite_synchronous_full: bool,
+    /// `EVENT_LOG` (`all` default: the console lists every event; `triggered`: only those that matched a
+    /// trigger are stored, for the least disk and CPU per ignored event).
+    pub log_ignored_events: bool,
     /// `JOB_LEASE_SECS` (default 60): a claimed job is held this long, renewed while it runs; a worker that
     /// dies stops renewing and the job is taken over once the lease ends.
     pub job_lease: Duration,
@@ -202,6 +205,7 @@ impl Settings {
             http_timeout: Duration::from_secs(30),
             database_url: DEFAULT_DATABASE_URL.to_string(),
             sqlite_synchronous_full: true,
+            log_ignored_events: true,
             db_max_connections: 10,
             db_statement_timeout: Duration::from_millis(5000),
             job_lease: Duration::from_secs(60),
@@ -375,6 +379,18 @@ impl Settings {
                         fix: "use `full` (default) or `normal`".into(),
                     })
                 }
+            };
+        }
+        if let Some(v) = get("EVENT_LOG") {
+            s.log_ignored_events = match v.to_ascii_lowercase().as_str() {
+                "all" => true,
+                "triggered" => false,
+                _ => return Err(SettingsError {
+                    var: "EVENT_LOG",
+                    value: v,
+                    fix: "use `all` (default: every event is listed in the console) or `triggered`"
+                        .into(),
+                }),
             };
         }
         s.job_lease = secs("JOB_LEASE_SECS", s.job_lease)?;

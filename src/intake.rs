@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     dedupe::{DedupeMemory, Sighting},
-    jobs::{Delivery, Jobs, NewJob, StoreError},
+    jobs::{events::RequestMeta, Delivery, Jobs, NewJob, StoreError},
     metrics::Metrics,
     sources::{Event, Source},
     triggers::TriggerTable,
@@ -43,6 +43,8 @@ pub struct Intake {
     pub backlog: AtomicU64,
     pub max_backlog: u64,
     pub metrics: Arc<Metrics>,
+    /// Events that match no trigger are listed in the console too (`EVENT_LOG=all`).
+    pub log_ignored: bool,
 }
 
 /// Why the intake could not take a request.
@@ -58,7 +60,12 @@ impl Intake {
     /// Remembers each event, and records a job for every trigger it matches. Events and jobs are written
     /// durably (one transaction) before this returns; if the store refuses them, the events are forgotten
     /// again so that the sender's retry is not taken for a duplicate.
-    pub async fn accept(&self, source: Source, events: Vec<Event>) -> Result<Summary, IntakeError> {
+    pub async fn accept(
+        &self,
+        source: Source,
+        events: Vec<Event>,
+        meta: RequestMeta,
+    ) -> Result<Summary, IntakeError> {
         let pending = self.backlog.load(Ordering::Relaxed);
         if pending > self.max_backlog {
             return Err(IntakeError::Backlog {
@@ -73,6 +80,7 @@ impl Intake {
         };
         let mut remembered = Vec::new();
         let mut deliveries = Vec::new();
+        let mut ignored = Vec::new();
         for event in events {
             let key = event.dedupe_key();
             match self.dedupe.sight(&key) {
@@ -119,12 +127,25 @@ impl Intake {
                     .get_or_create(&Metrics::source(source))
                     .inc();
                 tracing::debug!(source = %source, event_id = %event.id, event = %event.name, "no trigger matches: acknowledged and ignored");
+                if self.log_ignored {
+                    ignored.push(Delivery {
+                        source,
+                        event_id: event.id,
+                        name: event.name,
+                        user_id: event.user_id,
+                        raw: event.raw,
+                        meta: meta.clone(),
+                        jobs,
+                    });
+                }
             } else {
                 deliveries.push(Delivery {
                     source,
                     event_id: event.id,
                     name: event.name,
+                    user_id: event.user_id,
                     raw: event.raw,
+                    meta: meta.clone(),
                     jobs,
                 });
             }
@@ -143,6 +164,7 @@ impl Intake {
         for key in &remembered {
             self.dedupe.commit(key);
         }
+        self.jobs.log(ignored);
         for (delivery, new) in deliveries.iter().zip(fresh) {
             if new {
                 summary.triggered += delivery.jobs.len();

@@ -106,6 +106,7 @@ impl App {
             backlog: AtomicU64::new(counts.pending),
             max_backlog: settings.max_backlog,
             metrics: metrics.clone(),
+            log_ignored: settings.log_ignored_events,
         };
         let policy = RetryPolicy {
             base: settings.retry_base,

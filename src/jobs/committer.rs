@@ -1,7 +1,10 @@
 //! Group commit: concurrent webhook requests share one store transaction, so durability does not cost
 //! throughput. Each request still waits for its own commit before it is answered.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,16 +15,42 @@ type Reply = oneshot::Sender<Result<Vec<bool>, StoreError>>;
 /// The most deliveries one transaction takes; the rest wait for the next.
 const MAX_BATCH: usize = 512;
 
+/// Events waiting for the event log, at most; past that, new ones are not logged (and counted).
+const LOG_QUEUE: usize = 16_384;
+
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(Vec<Delivery>, Reply)>,
+    log: mpsc::Sender<Delivery>,
+    /// Events the log had no room for.
+    pub dropped: Arc<AtomicU64>,
 }
 
 impl Committer {
     pub fn spawn(store: Arc<dyn JobStore>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(store, rx));
-        Self { tx }
+        let (log, log_rx) = mpsc::channel(LOG_QUEUE);
+        tokio::spawn(run(store.clone(), rx));
+        tokio::spawn(run_log(store, log_rx));
+        Self {
+            tx,
+            log,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Queues events that matched no trigger for the event log, without waiting. When the log is behind
+    /// by [`LOG_QUEUE`] events, the rest are counted and left out: the log is for looking, the queue is
+    /// what runs.
+    pub fn log(&self, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            if self.log.try_send(d).is_err() {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(dropped, "event log is behind: events that matched no trigger are not all listed in the console");
+                }
+            }
+        }
     }
 
     /// Records deliveries; returns, per delivery, whether it was new.
@@ -73,6 +102,16 @@ async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<(Vec<Delivery>, Re
                     let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
             }
+        }
+    }
+}
+
+async fn run_log(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Delivery>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let count = batch.len();
+        if let Err(e) = store.log_events(std::mem::take(&mut batch), now_ms()).await {
+            tracing::warn!(error = %e, events = count, "cannot write the event log: these events are not listed in the console");
         }
     }
 }

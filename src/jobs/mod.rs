@@ -5,6 +5,7 @@
 //! Mavera call is retried).
 
 pub mod committer;
+pub mod events;
 pub mod postgres;
 pub mod retry;
 pub mod row;
@@ -86,8 +87,13 @@ pub struct Delivery {
     pub source: Source,
     pub event_id: String,
     pub name: String,
+    /// The user or customer the event is about.
+    pub user_id: Option<String>,
     /// The event's raw JSON, kept for replay and inspection.
     pub raw: String,
+    /// The request's headers (masked) and signature check.
+    pub meta: events::RequestMeta,
+    /// Empty for an event no trigger matched: it is logged for the console, not run.
     pub jobs: Vec<NewJob>,
 }
 
@@ -105,6 +111,8 @@ pub struct Job {
     pub progress: Map<String, Value>,
     pub last_error: Option<String>,
     pub outcome: Option<Value>,
+    /// Each attempt's end: `{attempt, at_ms, result, error}`, oldest first.
+    pub history: Vec<Value>,
 }
 
 /// Jobs per state.
@@ -218,6 +226,21 @@ pub trait JobStore: Send + Sync + 'static {
     /// when its (source, event id) was recorded before (a duplicate: its jobs are not added).
     async fn record(&self, deliveries: Vec<Delivery>, now_ms: u64)
         -> Result<Vec<bool>, StoreError>;
+    /// Logs events that matched no trigger, for the console: not on the acknowledgement's path, and not
+    /// flushed to disk before the sender is answered (nothing is lost that would have run).
+    async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError>;
+    /// One page of events, newest first.
+    async fn events(
+        &self,
+        filter: &events::EventFilter,
+        limit: usize,
+    ) -> Result<Vec<events::EventRow>, StoreError>;
+    /// The jobs of the given events.
+    async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError>;
+    /// One event with its headers, signature check and raw body, and its jobs.
+    async fn event(&self, row: i64) -> Result<Option<(events::EventDetail, Vec<Job>)>, StoreError>;
+    /// Event tallies per minute since `minute` (minutes since the Unix epoch).
+    async fn event_minutes(&self, minute: i64) -> Result<Vec<events::MinuteCount>, StoreError>;
     /// Takes the oldest due job (pending, or running with an expired lease), marks it running until
     /// `now + lease`, and counts the attempt.
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError>;
@@ -300,6 +323,20 @@ impl Jobs {
             self.bell.notify_waiters();
         }
         Ok(fresh)
+    }
+
+    /// Logs events that matched no trigger for the console, without waiting for the disk.
+    pub fn log(&self, deliveries: Vec<Delivery>) {
+        if !deliveries.is_empty() {
+            self.committer.log(deliveries);
+        }
+    }
+
+    /// Events the event log had no room for, since start.
+    pub fn log_dropped(&self) -> u64 {
+        self.committer
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Puts a finished or dead job back in the queue, due now.

@@ -12,6 +12,7 @@ use sqlx::{
 };
 
 use super::{
+    events,
     row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, SharedLimits,
     StoreError,
@@ -21,7 +22,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// The columns of a job, `jsonb` as text, in the names [`JobRow`] reads.
 const JOB: &str = "id, trigger_name, action, source, event_id, user_id, context::text AS context, state, attempts,
-                   created_ms, run_at_ms, progress::text AS progress, last_error, outcome::text AS outcome";
+                   created_ms, run_at_ms, progress::text AS progress, last_error, outcome::text AS outcome,
+                   history::text AS history";
 
 /// The database's clock in milliseconds.
 const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
@@ -70,22 +72,25 @@ impl JobStore for PgStore {
     ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut fresh = Vec::with_capacity(deliveries.len());
+        let mut tally = events::Tally::default();
         for d in deliveries {
-            let row: Option<(i64,)> = sqlx::query_as(
-                "INSERT INTO events (source, event_id, name, received_ms, raw) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
-            )
-            .bind(d.source.as_str())
-            .bind(&d.event_id)
-            .bind(&d.name)
-            .bind(now_ms as i64)
-            .bind(&d.raw)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let row: Option<(i64,)> = sqlx::query_as(events::INSERT_EVENT)
+                .bind(d.source.as_str())
+                .bind(&d.event_id)
+                .bind(&d.name)
+                .bind(now_ms as i64)
+                .bind(&d.raw)
+                .bind(&d.user_id)
+                .bind(&*d.meta.headers)
+                .bind(&*d.meta.signature)
+                .bind(events::status_of(&d))
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some((event_row,)) = row else {
                 fresh.push(false);
                 continue;
             };
+            tally.add(now_ms, d.source, d.jobs.is_empty());
             for job in &d.jobs {
                 sqlx::query(
                     "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
@@ -105,8 +110,73 @@ impl JobStore for PgStore {
             }
             fresh.push(true);
         }
+        for (minute, source, status, count) in tally.rows() {
+            sqlx::query(events::COUNT_MINUTE)
+                .bind(minute)
+                .bind(source)
+                .bind(status)
+                .bind(count)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(fresh)
+    }
+
+    async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
+        self.record(deliveries, now_ms).await.map(|_| ())
+    }
+
+    async fn events(
+        &self,
+        filter: &events::EventFilter,
+        limit: usize,
+    ) -> Result<Vec<events::EventRow>, StoreError> {
+        let (sql, binds) = events::list_query(filter, limit);
+        let mut query = sqlx::query_as(&sql);
+        for b in binds {
+            query = match b {
+                events::Bind::Text(t) => query.bind(t),
+                events::Bind::Int(i) => query.bind(i),
+            };
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = events::jobs_query(rows.len());
+        let mut query = sqlx::query_as(&sql);
+        for row in rows {
+            query = query.bind(*row);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn event(&self, row: i64) -> Result<Option<(events::EventDetail, Vec<Job>)>, StoreError> {
+        let detail: Option<events::EventDetail> = sqlx::query_as(events::DETAIL_QUERY)
+            .bind(row)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(detail) = detail else {
+            return Ok(None);
+        };
+        let jobs: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB} FROM jobs WHERE event_row = $1 ORDER BY id"
+        ))
+        .bind(row)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some((detail, row::jobs(jobs)?)))
+    }
+
+    async fn event_minutes(&self, minute: i64) -> Result<Vec<events::MinuteCount>, StoreError> {
+        Ok(sqlx::query_as(events::MINUTES_SINCE)
+            .bind(minute)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
@@ -166,7 +236,8 @@ impl JobStore for PgStore {
         let now = super::now_ms() as i64;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE jobs SET state = 'done', outcome = $2::jsonb, lease_until_ms = NULL, updated_ms = $3 WHERE id = $1",
+            "UPDATE jobs SET state = 'done', outcome = $2::jsonb, lease_until_ms = NULL, updated_ms = $3,
+                             history = history || jsonb_build_array(jsonb_build_object('attempt', attempts, 'at_ms', $3::bigint, 'result', 'done', 'error', NULL::text)) WHERE id = $1",
         )
         .bind(id as i64)
         .bind(json_text(&outcome))
@@ -196,7 +267,8 @@ impl JobStore for PgStore {
 
     async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE jobs SET state = 'pending', run_at_ms = $2, last_error = $3, lease_until_ms = NULL, updated_ms = $4
+            "UPDATE jobs SET state = 'pending', run_at_ms = $2, last_error = $3, lease_until_ms = NULL, updated_ms = $4,
+                             history = history || jsonb_build_array(jsonb_build_object('attempt', attempts, 'at_ms', $4::bigint, 'result', 'retry', 'error', $3::text))
              WHERE id = $1",
         )
         .bind(id as i64)
@@ -277,7 +349,8 @@ impl JobStore for PgStore {
     async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE jobs SET state = 'pending', run_at_ms = $2, attempts = 0, outcome = NULL, updated_ms = $2,
-                             progress = (progress - 'guards_taken') || '{\"replay\": true}'::jsonb
+                             progress = (progress - 'guards_taken') || '{\"replay\": true}'::jsonb,
+                             history = history || jsonb_build_array(jsonb_build_object('attempt', attempts, 'at_ms', $2::bigint, 'result', 'replayed', 'error', NULL::text))
              WHERE id = $1 AND state IN ('done', 'dead', 'held')",
         )
         .bind(id as i64)
@@ -393,7 +466,8 @@ impl JobStore for PgStore {
 
 impl PgStore {
     async fn set_final(&self, id: JobId, state: &str, reason: String) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = $2, last_error = $3, lease_until_ms = NULL, updated_ms = $4 WHERE id = $1")
+        sqlx::query("UPDATE jobs SET state = $2, last_error = $3, lease_until_ms = NULL, updated_ms = $4,
+                             history = history || jsonb_build_array(jsonb_build_object('attempt', attempts, 'at_ms', $4::bigint, 'result', $2::text, 'error', $3::text)) WHERE id = $1")
             .bind(id as i64)
             .bind(state)
             .bind(reason)

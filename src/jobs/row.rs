@@ -21,6 +21,7 @@ pub struct JobRow {
     progress: String,
     last_error: Option<String>,
     outcome: Option<String>,
+    history: String,
 }
 
 pub fn json_text(v: &impl serde::Serialize) -> String {
@@ -51,6 +52,7 @@ impl TryFrom<JobRow> for Job {
             progress: object(&row.progress),
             last_error: row.last_error,
             outcome: row.outcome.and_then(|o| serde_json::from_str(&o).ok()),
+            history: serde_json::from_str(&row.history).unwrap_or_default(),
         })
     }
 }

@@ -16,6 +16,7 @@ use sqlx::{
 };
 
 use super::{
+    events,
     row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
 };
@@ -119,6 +120,62 @@ impl JobStore for SqliteStore {
         recorded
     }
 
+    async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        record_on(&mut conn, deliveries, now_ms).await.map(|_| ())
+    }
+
+    async fn events(
+        &self,
+        filter: &events::EventFilter,
+        limit: usize,
+    ) -> Result<Vec<events::EventRow>, StoreError> {
+        let (sql, binds) = events::list_query(filter, limit);
+        let mut query = sqlx::query_as(&sql);
+        for b in binds {
+            query = match b {
+                events::Bind::Text(t) => query.bind(t),
+                events::Bind::Int(i) => query.bind(i),
+            };
+        }
+        Ok(query.fetch_all(&self.reader).await?)
+    }
+
+    async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = events::jobs_query(rows.len());
+        let mut query = sqlx::query_as(&sql);
+        for row in rows {
+            query = query.bind(*row);
+        }
+        Ok(query.fetch_all(&self.reader).await?)
+    }
+
+    async fn event(&self, row: i64) -> Result<Option<(events::EventDetail, Vec<Job>)>, StoreError> {
+        let detail: Option<events::EventDetail> = sqlx::query_as(events::DETAIL_QUERY)
+            .bind(row)
+            .fetch_optional(&self.reader)
+            .await?;
+        let Some(detail) = detail else {
+            return Ok(None);
+        };
+        let jobs: Vec<JobRow> =
+            sqlx::query_as("SELECT * FROM jobs WHERE event_row = ?1 ORDER BY id")
+                .bind(row)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(Some((detail, row::jobs(jobs)?)))
+    }
+
+    async fn event_minutes(&self, minute: i64) -> Result<Vec<events::MinuteCount>, StoreError> {
+        Ok(sqlx::query_as(events::MINUTES_SINCE)
+            .bind(minute)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
         let row: Option<JobRow> = sqlx::query_as(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
@@ -173,7 +230,8 @@ impl JobStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let now = super::now_ms() as i64;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE jobs SET state = 'done', outcome = ?2, lease_until_ms = NULL, updated_ms = ?3 WHERE id = ?1")
+        sqlx::query("UPDATE jobs SET state = 'done', outcome = ?2, lease_until_ms = NULL, updated_ms = ?3,
+                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?3, 'result', 'done', 'error', NULL)) WHERE id = ?1")
             .bind(id as i64)
             .bind(json_text(&outcome))
             .bind(now)
@@ -201,7 +259,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'pending', run_at_ms = ?2, last_error = ?3, lease_until_ms = NULL, updated_ms = ?4 WHERE id = ?1")
+        sqlx::query("UPDATE jobs SET state = 'pending', run_at_ms = ?2, last_error = ?3, lease_until_ms = NULL, updated_ms = ?4,
+                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?4, 'result', 'retry', 'error', ?3)) WHERE id = ?1")
             .bind(id as i64)
             .bind(run_at_ms as i64)
             .bind(error)
@@ -212,7 +271,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'dead', last_error = ?2, lease_until_ms = NULL, updated_ms = ?3 WHERE id = ?1")
+        sqlx::query("UPDATE jobs SET state = 'dead', last_error = ?2, lease_until_ms = NULL, updated_ms = ?3,
+                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?3, 'result', 'dead', 'error', ?2)) WHERE id = ?1")
             .bind(id as i64)
             .bind(reason)
             .bind(super::now_ms() as i64)
@@ -222,7 +282,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'held', last_error = ?2, lease_until_ms = NULL, updated_ms = ?3 WHERE id = ?1")
+        sqlx::query("UPDATE jobs SET state = 'held', last_error = ?2, lease_until_ms = NULL, updated_ms = ?3,
+                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?3, 'result', 'held', 'error', ?2)) WHERE id = ?1")
             .bind(id as i64)
             .bind(reason)
             .bind(super::now_ms() as i64)
@@ -292,7 +353,8 @@ impl JobStore for SqliteStore {
     async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE jobs SET state = 'pending', run_at_ms = ?2, attempts = 0, outcome = NULL, updated_ms = ?2,
-                             progress = json_set(json_remove(progress, '$.guards_taken'), '$.replay', json('true'))
+                             progress = json_set(json_remove(progress, '$.guards_taken'), '$.replay', json('true')),
+                             history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?2, 'result', 'replayed', 'error', NULL))
              WHERE id = ?1 AND state IN ('done', 'dead', 'held')",
         )
         .bind(id as i64)
@@ -412,22 +474,25 @@ async fn record_on(
     let mut tx = conn.begin().await?;
 
     let mut fresh = Vec::with_capacity(deliveries.len());
+    let mut tally = events::Tally::default();
     for d in deliveries {
-        let row: Option<(i64,)> = sqlx::query_as(
-                "INSERT INTO events (source, event_id, name, received_ms, raw) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
-            )
+        let row: Option<(i64,)> = sqlx::query_as(events::INSERT_EVENT)
             .bind(d.source.as_str())
             .bind(&d.event_id)
             .bind(&d.name)
             .bind(now_ms as i64)
             .bind(&d.raw)
+            .bind(&d.user_id)
+            .bind(&*d.meta.headers)
+            .bind(&*d.meta.signature)
+            .bind(events::status_of(&d))
             .fetch_optional(&mut *tx)
             .await?;
         let Some((event_row,)) = row else {
             fresh.push(false);
             continue;
         };
+        tally.add(now_ms, d.source, d.jobs.is_empty());
         for job in &d.jobs {
             sqlx::query(
                     "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
@@ -446,6 +511,15 @@ async fn record_on(
                 .await?;
         }
         fresh.push(true);
+    }
+    for (minute, source, status, count) in tally.rows() {
+        sqlx::query(events::COUNT_MINUTE)
+            .bind(minute)
+            .bind(source)
+            .bind(status)
+            .bind(count)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(fresh)

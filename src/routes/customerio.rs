@@ -50,9 +50,17 @@ async fn handle(
         settings.cio_timestamp_tolerance,
         SystemTime::now(),
     )?;
-    if verified.authenticity == Authenticity::UnsignedDevMode {
+    let signature = if verified.authenticity == Authenticity::UnsignedDevMode {
         warn_unsigned(Source::CustomerIo, "CIO_WEBHOOK_SECRET");
-    }
+        "not checked: dev mode and CIO_WEBHOOK_SECRET is not set".to_string()
+    } else {
+        let stamp = headers
+            .get(customerio::TIMESTAMP_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim();
+        format!("verified: X-CIO-Signature, HMAC-SHA256 of v0:{stamp}:<body>")
+    };
     // A genuine object is never refused (a 4xx stalls Customer.io's queue for an hour): one too deep or too
     // long to read is acknowledged and ignored; anything that is not an object at all is a 400.
     let parsed = match check_shape(state, &body) {
@@ -63,7 +71,9 @@ async fn handle(
         Err(e) => return Err(e),
     };
     match parsed {
-        Parsed::Event(event) => hand_over(state, Source::CustomerIo, vec![*event]).await,
+        Parsed::Event(event) => {
+            hand_over(state, Source::CustomerIo, vec![*event], headers, signature).await
+        }
         Parsed::Unrecognised(why) => {
             tracing::warn!(source = "customerio", reason = %why, "signed body is not an event we know: acknowledged and ignored");
             state

@@ -17,6 +17,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::{
     error::ApiError,
     intake::{IntakeError, Summary},
+    jobs::events::{masked_headers, RequestMeta},
     limits::{self, RemoteAddr},
     sources::Source,
     state::AppState,
@@ -64,8 +65,14 @@ pub(crate) async fn hand_over(
     state: &AppState,
     source: Source,
     events: Vec<crate::sources::Event>,
+    headers: &HeaderMap,
+    signature: String,
 ) -> Result<Summary, ApiError> {
-    state.intake.accept(source, events).await.map_err(|e| {
+    let meta = RequestMeta {
+        headers: masked_headers(headers).into(),
+        signature: signature.into(),
+    };
+    state.intake.accept(source, events, meta).await.map_err(|e| {
         match &e {
             IntakeError::Store(_) => tracing::error!(source = %source, error = %e, "cannot record events: answering 503 so the sender retries"),
             IntakeError::Backlog { .. } => tracing::warn!(source = %source, error = %e, "backpressure: answering 503 so the sender retries later"),

@@ -6,7 +6,10 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use mavera_triggers::{
-    jobs::{now_ms, Delivery, Guard, JobState, JobStore, KnownPersona, NewJob},
+    jobs::{
+        events::{EventFilter, RequestMeta, StatusFilter},
+        now_ms, Delivery, Guard, JobState, JobStore, KnownPersona, NewJob,
+    },
     sources::Source,
 };
 use serde_json::json;
@@ -27,7 +30,13 @@ fn delivery(event_id: &str, jobs: usize) -> Delivery {
         source: Source::Segment,
         event_id: event_id.into(),
         name: "e".into(),
+        user_id: Some(format!("user-{event_id}")),
         raw: format!(r#"{{"messageId":"{event_id}"}}"#),
+        meta: RequestMeta {
+            headers: r#"{"user-agent":"Segment.io/1.0","x-signature":"abcdef01… (40 characters)"}"#
+                .into(),
+            signature: "verified: X-Signature".into(),
+        },
         jobs: (0..jobs).map(|i| job(&format!("t{i}"), event_id)).collect(),
     }
 }
@@ -41,6 +50,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     retries_wait_and_finals_are_kept_and_replayable(&*store).await;
     guards_are_taken_all_or_nothing(&*store).await;
     personas_are_remembered_per_trigger_and_user(&*store).await;
+    events_are_listed_filtered_and_paged_by_key(&*store).await;
     store.ping(now_ms()).await.expect("the store takes writes");
 }
 
@@ -300,4 +310,151 @@ async fn personas_are_remembered_per_trigger_and_user(store: &dyn JobStore) {
         .unwrap();
     assert_eq!(store.persona_for("trial", "u1").await.unwrap(), Some(q));
     assert_eq!(store.persona_for("other", "u1").await.unwrap(), None);
+}
+
+async fn events_are_listed_filtered_and_paged_by_key(store: &dyn JobStore) {
+    let now = now_ms();
+    let mut batch: Vec<Delivery> = (0..5)
+        .map(|i| Delivery {
+            name: "Listed".into(),
+            ..delivery(&format!("list-{i}"), 1)
+        })
+        .collect();
+    batch.push(Delivery {
+        name: "Listed".into(),
+        ..delivery("list-ignored", 0)
+    });
+    store.record(batch, now).await.unwrap();
+    store
+        .log_events(
+            vec![
+                Delivery {
+                    name: "Listed".into(),
+                    ..delivery("list-logged", 0)
+                },
+                Delivery {
+                    name: "Listed".into(),
+                    ..delivery("list-0", 0)
+                },
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+
+    let named = |before| EventFilter {
+        name: Some("Listed".into()),
+        before,
+        ..Default::default()
+    };
+    let first = store.events(&named(None), 4).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["list-logged", "list-ignored", "list-4", "list-3"],
+        "newest first; a logged repeat of list-0 adds no row"
+    );
+    let second = store
+        .events(&named(Some(first.last().unwrap().id)), 4)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = second.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["list-2", "list-1", "list-0"], "the next page by key");
+
+    let ignored = store
+        .events(
+            &EventFilter {
+                status: Some(StatusFilter::Ignored),
+                ..named(None)
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ignored.len(), 2);
+    assert!(ignored.iter().all(|e| e.status == "ignored"));
+
+    let by_user = store
+        .events(
+            &EventFilter {
+                user: Some("user-list-3".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_user.len(), 1);
+    assert_eq!(by_user[0].event_id, "list-3");
+
+    // A job state filter: list-1's job dies; only its event is listed as dead.
+    let jobs = store.event_jobs(&[by_user[0].id]).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, "pending");
+    let mut dead_id = None;
+    while let Some(j) = store.claim(now_ms(), 60_000).await.unwrap() {
+        if j.new.event_id == "list-1" && j.attempts == 1 {
+            store
+                .retry_at(j.id, now_ms(), "Mavera 503".into())
+                .await
+                .unwrap();
+        } else if j.new.event_id == "list-1" {
+            store
+                .bury(j.id, "Mavera 422: bad persona".into())
+                .await
+                .unwrap();
+            dead_id = Some(j.id);
+        } else {
+            store.finish(j.id, json!({}), vec![]).await.unwrap();
+        }
+    }
+    let dead = store
+        .events(
+            &EventFilter {
+                status: Some(StatusFilter::Job(JobState::Dead)),
+                ..named(None)
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = dead.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["list-1"]);
+
+    let (detail, jobs) = store.event(dead[0].id).await.unwrap().unwrap();
+    assert_eq!(detail.row.event_id, "list-1");
+    assert_eq!(detail.row.user_id.as_deref(), Some("user-list-1"));
+    assert!(detail.headers.contains("Segment.io/1.0"));
+    assert_eq!(detail.signature, "verified: X-Signature");
+    assert_eq!(detail.raw, r#"{"messageId":"list-1"}"#);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(Some(jobs[0].id), dead_id);
+    let story: Vec<(u64, &str)> = jobs[0]
+        .history
+        .iter()
+        .map(|h| {
+            (
+                h["attempt"].as_u64().unwrap(),
+                h["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [(1, "retry"), (2, "dead")],
+        "each attempt's end is kept"
+    );
+    assert_eq!(jobs[0].history[0]["error"], "Mavera 503");
+    assert!(store.event(i64::MAX).await.unwrap().is_none());
+
+    let minutes = store.event_minutes((now / 60_000) as i64).await.unwrap();
+    let count = |status: &str| -> i64 {
+        minutes
+            .iter()
+            .filter(|m| m.source == "segment" && m.status == status)
+            .map(|m| m.count)
+            .sum()
+    };
+    assert!(count("triggered") >= 5, "{minutes:?}");
+    assert!(count("ignored") >= 2, "{minutes:?}");
 }

@@ -1,0 +1,327 @@
+//! The event log the console reads: every event a source sent us (those that matched no trigger too), with
+//! the request's headers (secrets masked), the signature check, and its jobs.
+//!
+//! Both SQL stores run the same statements: they use `$n` placeholders, which SQLite reads as well as
+//! Postgres (numbered in order of first use). Lists go by key (`id < before`), never by offset, and each
+//! filter has an index, so a page costs the same with a million events in the store.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use serde::Serialize;
+
+use super::{JobState, StoreError};
+use crate::sources::Source;
+
+/// What the request carried besides the event: shown on the event's page.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// The request's headers as a JSON object, secrets masked (see [`masked_headers`]).
+    pub headers: Arc<str>,
+    /// How the signature check went, in words.
+    pub signature: Arc<str>,
+}
+
+/// Headers whose value is a credential: never stored.
+const SECRET_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-admin-token",
+];
+
+/// The request's headers as a JSON object, fit to keep and show: credentials are replaced by
+/// `•••• (masked)`, and signatures are cut to their first 8 characters (enough to compare by eye, not to
+/// replay).
+pub fn masked_headers(headers: &HeaderMap) -> String {
+    let mut out = serde_json::Map::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        let value = String::from_utf8_lossy(value.as_bytes());
+        let shown = if SECRET_HEADERS.contains(&name)
+            || name.contains("secret")
+            || name.contains("token")
+            || name.contains("password")
+        {
+            "•••• (masked)".to_string()
+        } else if name.contains("signature") {
+            let cut: String = value.chars().take(8).collect();
+            format!("{cut}… ({} characters)", value.chars().count())
+        } else {
+            value.chars().take(512).collect()
+        };
+        match out.get_mut(name) {
+            Some(serde_json::Value::String(first)) => {
+                first.push_str(", ");
+                first.push_str(&shown);
+            }
+            _ => {
+                out.insert(name.to_string(), shown.into());
+            }
+        }
+    }
+    serde_json::Value::Object(out).to_string()
+}
+
+/// Which events a list shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub source: Option<Source>,
+    /// The event name (Segment) or metric (Customer.io), exactly.
+    pub name: Option<String>,
+    /// The user (Segment) or customer (Customer.io), exactly.
+    pub user: Option<String>,
+    pub status: Option<StatusFilter>,
+    /// Only events older than this row: the key of the next page.
+    pub before: Option<i64>,
+}
+
+/// An event's status: `ignored` (no trigger matched), or one of its jobs' states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Ignored,
+    Triggered,
+    Job(JobState),
+}
+
+impl std::str::FromStr for StatusFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ignored" => Ok(StatusFilter::Ignored),
+            "triggered" => Ok(StatusFilter::Triggered),
+            other => other.parse().map(StatusFilter::Job).map_err(|_| {
+                format!("unknown status `{other}`: use ignored, triggered, pending, running, done, dead or held")
+            }),
+        }
+    }
+}
+
+/// A bound value of a statement built at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// The columns of an event row in a list.
+pub const LIST_COLUMNS: &str =
+    "e.id, e.source, e.event_id, e.name, e.user_id, e.received_ms, e.status";
+
+/// The statement for one page of events (`limit` rows), newest first, and its values.
+pub fn list_query(filter: &EventFilter, limit: usize) -> (String, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let mut conditions = Vec::new();
+    let bind = |value: Bind, binds: &mut Vec<Bind>| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    // Driven by the jobs' (state, event_row) index when the filter is a job state: dead letters are few
+    // among a million finished jobs, and this reads only theirs, in key order.
+    let (from, key) = match filter.status {
+        Some(StatusFilter::Job(state)) => {
+            let p = bind(Bind::Text(state.as_str().into()), &mut binds);
+            conditions.push(format!("j.state = {p}"));
+            (
+                "jobs j JOIN events e ON e.id = j.event_row".to_string(),
+                "j.event_row",
+            )
+        }
+        Some(StatusFilter::Ignored) | Some(StatusFilter::Triggered) => {
+            let word = if filter.status == Some(StatusFilter::Ignored) {
+                "ignored"
+            } else {
+                "triggered"
+            };
+            let p = bind(Bind::Text(word.into()), &mut binds);
+            conditions.push(format!("e.status = {p}"));
+            ("events e".to_string(), "e.id")
+        }
+        None => ("events e".to_string(), "e.id"),
+    };
+    if let Some(before) = filter.before {
+        let p = bind(Bind::Int(before), &mut binds);
+        conditions.push(format!("{key} < {p}"));
+    }
+    if let Some(source) = filter.source {
+        let p = bind(Bind::Text(source.as_str().into()), &mut binds);
+        conditions.push(format!("e.source = {p}"));
+    }
+    if let Some(name) = &filter.name {
+        let p = bind(Bind::Text(name.clone()), &mut binds);
+        conditions.push(format!("e.name = {p}"));
+    }
+    if let Some(user) = &filter.user {
+        let p = bind(Bind::Text(user.clone()), &mut binds);
+        conditions.push(format!("e.user_id = {p}"));
+    }
+    let filter_sql = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let group = if key == "j.event_row" {
+        format!(" GROUP BY {key}, {LIST_COLUMNS}")
+    } else {
+        String::new()
+    };
+    (
+        format!("SELECT {LIST_COLUMNS} FROM {from}{filter_sql}{group} ORDER BY {key} DESC LIMIT {limit}"),
+        binds,
+    )
+}
+
+/// An event in a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub source: String,
+    pub event_id: String,
+    pub name: String,
+    pub user_id: Option<String>,
+    pub received_ms: i64,
+    /// `triggered` or `ignored`; the jobs say the rest.
+    pub status: String,
+}
+
+/// A job of an event, as a list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct JobBrief {
+    pub event_row: i64,
+    pub id: i64,
+    pub trigger_name: String,
+    pub action: String,
+    pub state: String,
+}
+
+/// One event with what the request carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct EventDetail {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub row: EventRow,
+    pub headers: String,
+    pub signature: String,
+    pub raw: String,
+}
+
+pub const DETAIL_QUERY: &str =
+    "SELECT e.id, e.source, e.event_id, e.name, e.user_id, e.received_ms, e.status, e.headers, e.signature, e.raw
+     FROM events e WHERE e.id = $1";
+
+/// The jobs of some events (from the `jobs (event_row)` index).
+pub fn jobs_query(rows: usize) -> String {
+    let marks: Vec<String> = (1..=rows).map(|i| format!("${i}")).collect();
+    format!(
+        "SELECT event_row, id, trigger_name, action, state FROM jobs WHERE event_row IN ({}) ORDER BY id",
+        marks.join(", ")
+    )
+}
+
+/// Records an event; no row when its (source, event id) is there already.
+pub const INSERT_EVENT: &str =
+    "INSERT INTO events (source, event_id, name, received_ms, raw, user_id, headers, signature, status)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     ON CONFLICT (source, event_id) DO NOTHING RETURNING id";
+
+/// `triggered` for an event with jobs, `ignored` for one without.
+pub fn status_of(delivery: &super::Delivery) -> &'static str {
+    if delivery.jobs.is_empty() {
+        "ignored"
+    } else {
+        "triggered"
+    }
+}
+
+/// Adds `count` events to a minute's tally.
+pub const COUNT_MINUTE: &str =
+    "INSERT INTO event_minutes (minute, source, status, count) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (minute, source, status) DO UPDATE SET count = event_minutes.count + excluded.count";
+
+/// Minutes since `$1` (a minute number), with their tallies.
+pub const MINUTES_SINCE: &str =
+    "SELECT minute, source, status, count FROM event_minutes WHERE minute >= $1 ORDER BY minute";
+
+/// One minute's tally of events by source and status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct MinuteCount {
+    pub minute: i64,
+    pub source: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// Tallies of `(source, status)` per minute for recorded events.
+#[derive(Debug, Default)]
+pub struct Tally(std::collections::BTreeMap<(i64, &'static str, &'static str), i64>);
+
+impl Tally {
+    pub fn add(&mut self, now_ms: u64, source: Source, ignored: bool) {
+        let status = if ignored { "ignored" } else { "triggered" };
+        *self
+            .0
+            .entry(((now_ms / 60_000) as i64, source.as_str(), status))
+            .or_default() += 1;
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = (i64, &'static str, &'static str, i64)> + '_ {
+        self.0.iter().map(|(&(m, s, st), &n)| (m, s, st, n))
+    }
+}
+
+/// Reads an error of the event queries.
+pub fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_masked_and_signatures_cut() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer sk-live-123".parse().unwrap());
+        h.insert("x-signature", "0123456789abcdef0123".parse().unwrap());
+        h.insert("x-my-secret-thing", "hunter2".parse().unwrap());
+        h.insert("user-agent", "Segment.io/1.0".parse().unwrap());
+        let shown = masked_headers(&h);
+        assert!(
+            !shown.contains("sk-live-123") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(!shown.contains("0123456789abcdef0123"), "{shown}");
+        assert!(shown.contains("01234567… (20 characters)"), "{shown}");
+        assert!(shown.contains("Segment.io/1.0"), "{shown}");
+    }
+
+    #[test]
+    fn a_job_state_filter_reads_through_the_jobs_index_in_key_order() {
+        let (sql, binds) = list_query(
+            &EventFilter {
+                status: Some(StatusFilter::Job(JobState::Dead)),
+                before: Some(99),
+                user: Some("u1".into()),
+                ..Default::default()
+            },
+            51,
+        );
+        assert!(
+            sql.contains("j.state = $1") && sql.contains("j.event_row < $2"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("e.user_id = $3") && sql.ends_with("ORDER BY j.event_row DESC LIMIT 51"),
+            "{sql}"
+        );
+        assert_eq!(
+            binds,
+            vec![
+                Bind::Text("dead".into()),
+                Bind::Int(99),
+                Bind::Text("u1".into())
+            ]
+        );
+    }
+}
