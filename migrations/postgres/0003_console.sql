@@ -13,6 +13,9 @@ CREATE INDEX IF NOT EXISTS events_user ON events (user_id, id);
 CREATE INDEX IF NOT EXISTS events_status ON events (status, id);
 CREATE INDEX IF NOT EXISTS jobs_event ON jobs (event_row);
 CREATE INDEX IF NOT EXISTS jobs_state_event ON jobs (state, event_row);
+-- Dead letters, and briefs and personas (finished jobs of one action), newest first.
+CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
+CREATE INDEX IF NOT EXISTS jobs_action_state_id ON jobs (action, state, id);
 
 -- Events per minute, source and status, kept as they are recorded: the overview and its chart read at most
 -- a day of minutes, never the events themselves.

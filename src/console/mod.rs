@@ -2,10 +2,17 @@
 //! `ADMIN_TOKEN`; a login form sets a session cookie (HttpOnly, Secure, SameSite=Strict) derived from the
 //! token, and `Authorization: Bearer <token>` works too, for scripts.
 //!
-//! So far: the login, the overview and the research briefs (Markdown rendered, then sanitised: briefs are
-//! third-party text). Events, dead letters and triggers pages are still to come.
+//! Pages: the overview (with a chart of the last hour), events (filtered, paged by key) and each event's
+//! headers, body, signature check and jobs; research briefs (Markdown rendered, then sanitised: briefs are
+//! third-party text) and personas; dead letters with replay; the trigger table with a dry-run test form.
+//! Every form carries a CSRF token; pages are server-rendered HTML without scripts.
 
+mod events;
+mod layout;
 mod pages;
+mod triggers;
+
+pub use layout::render_markdown;
 
 use axum::{
     extract::{Request, State},
@@ -26,9 +33,17 @@ const COOKIE: &str = "mt_console";
 pub fn routes(state: AppState) -> Router<AppState> {
     let guarded = Router::new()
         .route("/console", get(pages::overview))
+        .route("/console/events", get(events::list))
+        .route("/console/events/{id}", get(events::detail))
         .route("/console/briefs", get(pages::briefs))
+        .route("/console/briefs/{id}", get(pages::brief))
         .route("/console/dead", get(pages::dead))
         .route("/console/dead/replay", axum::routing::post(replay))
+        .route("/console/triggers", get(triggers::show))
+        .route(
+            "/console/triggers/test",
+            axum::routing::post(triggers::test),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_session,
@@ -55,6 +70,33 @@ fn session_value(token: &Secret) -> String {
 /// cookie off cross-site requests as well).
 pub(crate) fn csrf_value(token: &Secret) -> String {
     derived(token, b"mavera-triggers console csrf v1")
+}
+
+/// The CSRF token of this server's forms.
+fn csrf_for(state: &AppState) -> String {
+    state
+        .settings
+        .admin_token
+        .as_ref()
+        .map(csrf_value)
+        .unwrap_or_default()
+}
+
+fn csrf_ok(state: &AppState, presented: &str) -> bool {
+    state
+        .settings
+        .admin_token
+        .as_ref()
+        .is_some_and(|token| Secret::new(csrf_value(token)).matches(presented))
+}
+
+fn csrf_refused() -> Response {
+    tracing::warn!("console form refused: missing or wrong CSRF token");
+    (
+        StatusCode::FORBIDDEN,
+        "missing or wrong form token: reload the page",
+    )
+        .into_response()
 }
 
 fn cookie_session(headers: &HeaderMap) -> Option<String> {
@@ -127,20 +169,14 @@ struct Replay {
     csrf: String,
     /// One job, or every dead letter when absent.
     id: Option<u64>,
+    /// The console page to go back to.
+    back: Option<String>,
 }
 
-/// Replays one dead letter or all of them, through the same durable path as `jobs replay`.
+/// Replays one job or every dead letter, through the same durable path as `jobs replay`.
 async fn replay(State(state): State<AppState>, Form(form): Form<Replay>) -> Response {
-    let Some(token) = &state.settings.admin_token else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    if !Secret::new(csrf_value(token)).matches(&form.csrf) {
-        tracing::warn!("console replay refused: missing or wrong CSRF token");
-        return (
-            StatusCode::FORBIDDEN,
-            "missing or wrong form token: reload the page",
-        )
-            .into_response();
+    if !csrf_ok(&state, &form.csrf) {
+        return csrf_refused();
     }
     let ids = match form.id {
         Some(id) => vec![id],
@@ -156,9 +192,14 @@ async fn replay(State(state): State<AppState>, Form(form): Form<Replay>) -> Resp
     };
     for id in &ids {
         if state.jobs.replay(*id).await.is_err() {
-            return (StatusCode::NOT_FOUND, format!("no job {id}")).into_response();
+            return pages::not_found(&format!("There is no job {id}."));
         }
     }
-    tracing::info!(count = ids.len(), "dead letters replayed from the console");
-    Redirect::to("/console/dead").into_response()
+    tracing::info!(count = ids.len(), "jobs replayed from the console");
+    // Only back to a console page: never an open redirect.
+    let back = form
+        .back
+        .filter(|b| b.starts_with("/console/") && !b.contains("//") && !b.contains('\\'))
+        .unwrap_or_else(|| "/console/dead".into());
+    Redirect::to(&back).into_response()
 }

@@ -1,47 +1,22 @@
-//! The console's pages: plain HTML from the server, escaped where it shows data, no scripts.
+//! The overview, the research briefs and personas, the dead letters, and the login form.
 
-use axum::{extract::State, response::Html};
+use std::sync::atomic::Ordering;
 
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{Html, IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::layout::{ago, badge, esc, page, plain_text, render_markdown, time};
 use crate::{
-    jobs::{Job, JobState},
+    jobs::{now_ms, Job, JobState},
+    metrics::UpstreamHealth,
+    sources::Source,
     state::AppState,
 };
-
-/// Escapes text for HTML.
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// Markdown from a brief, rendered and then sanitised (no scripts, no `javascript:` links, no event handlers).
-pub fn render_brief(markdown: &str) -> String {
-    let mut html = String::new();
-    pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new(markdown));
-    ammonia::Builder::default()
-        .link_rel(Some("noopener noreferrer nofollow"))
-        .clean(&html)
-        .to_string()
-}
-
-fn page(title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title} · mavera-triggers</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{{font:15px/1.5 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}}
-nav{{background:#1d2330;padding:.6rem 1.2rem}} nav a{{color:#fff;margin-right:1.2rem;text-decoration:none}}
-main{{max-width:60rem;margin:1.5rem auto;padding:0 1.2rem}}
-.cards{{display:flex;gap:1rem;flex-wrap:wrap}} .card{{background:#fff;border-radius:8px;padding:1rem 1.2rem;min-width:9rem;box-shadow:0 1px 2px #0002}}
-.card b{{display:block;font-size:1.6rem}} article{{background:#fff;border-radius:8px;padding:1rem 1.4rem;margin:1rem 0;box-shadow:0 1px 2px #0002}}
-.meta{{color:#5b6475;font-size:.9rem}} input{{font:inherit;padding:.4rem}} button{{font:inherit;padding:.4rem .9rem}}
-</style></head><body><nav><a href="/console">Overview</a><a href="/console/briefs">Briefs</a><a href="/console/dead">Dead letters</a></nav>
-<main><h1>{title}</h1>{body}</main></body></html>"#,
-        title = esc(title)
-    ))
-}
 
 pub fn login_page(error: Option<&str>) -> Html<String> {
     let error = error
@@ -57,32 +32,172 @@ pub fn login_page(error: Option<&str>) -> Html<String> {
     )
 }
 
-pub async fn overview(State(state): State<AppState>) -> Html<String> {
-    let counts = state.jobs.store.counts().await.unwrap_or_default();
-    let c = &state.intake.counters;
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    let card =
-        |label: &str, value: u64| format!("<div class=card><b>{value}</b>{}</div>", esc(label));
-    let cards = [
-        card("webhooks received", load(&c.received)),
-        card("duplicates", load(&c.duplicates)),
-        card("rejected", load(&c.rejected)),
-        card("jobs pending", counts.pending),
-        card("jobs done", counts.done),
-        card("dead letters", counts.dead),
-        card("held by cost guards", counts.held),
-    ]
-    .join("");
-    page("Overview", &format!("<div class=cards>{cards}</div>"))
+fn card(label: &str, value: impl std::fmt::Display) -> String {
+    format!("<div class=card><b>{value}</b>{}</div>", esc(label))
 }
 
-fn brief_article(job: &Job) -> Option<String> {
+fn health_row(name: &str, h: &UpstreamHealth, now: u64) -> String {
+    let last = h.last_success_ms.load(Ordering::Relaxed);
+    format!(
+        "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        badge(h.state()),
+        h.consecutive_failures.load(Ordering::Relaxed),
+        if last == 0 {
+            "none yet".to_string()
+        } else {
+            format!("{} ago", ago(last, now))
+        }
+    )
+}
+
+/// Bars of events per minute over the last hour (triggered dark, ignored light).
+fn chart(per_minute: &[(u64, u64)]) -> String {
+    let max = per_minute
+        .iter()
+        .map(|(t, i)| t + i)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (w, h) = (10u64, 120u64);
+    let bars: String = per_minute
+        .iter()
+        .enumerate()
+        .map(|(n, (triggered, ignored))| {
+            let x = n as u64 * w;
+            let th = triggered * h / max;
+            let ih = ignored * h / max;
+            format!(
+                "<rect x=\"{x}\" y=\"{}\" width=\"8\" height=\"{th}\" fill=\"#3f51b5\"><title>{triggered} triggered</title></rect>\
+                 <rect x=\"{x}\" y=\"{}\" width=\"8\" height=\"{ih}\" fill=\"#b0bec5\"><title>{ignored} ignored</title></rect>",
+                h - th,
+                h - th - ih
+            )
+        })
+        .collect();
+    format!(
+        "<svg role=img aria-label=\"events per minute, last hour\" viewBox=\"0 0 {} {}\" width=\"100%\" height=\"150\">{bars}\
+         <text x=\"0\" y=\"{}\">60 min ago</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">now · peak {max}/min</text></svg>",
+        60 * w,
+        h + 14,
+        h + 12,
+        60 * w,
+        h + 12
+    )
+}
+
+pub async fn overview(State(state): State<AppState>) -> Response {
+    let now = now_ms();
+    let this_minute = (now / 60_000) as i64;
+    let (counts, minutes) = match tokio::try_join!(
+        state.jobs.store.counts(),
+        state.jobs.store.event_minutes(this_minute - 24 * 60 + 1)
+    ) {
+        Ok(both) => both,
+        Err(e) => return unavailable(e),
+    };
+    // events per (source, status) in the last hour and day, and per minute for the chart
+    let mut table = std::collections::BTreeMap::<(String, String), (i64, i64)>::new();
+    let mut per_minute = vec![(0u64, 0u64); 60];
+    for m in &minutes {
+        let cell = table
+            .entry((m.source.clone(), m.status.clone()))
+            .or_default();
+        cell.1 += m.count;
+        if m.minute > this_minute - 60 {
+            cell.0 += m.count;
+            let slot = &mut per_minute[(59 - (this_minute - m.minute)) as usize];
+            if m.status == "ignored" {
+                slot.1 += m.count as u64;
+            } else {
+                slot.0 += m.count as u64;
+            }
+        }
+    }
+    let rows: String = Source::all()
+        .iter()
+        .flat_map(|s| ["triggered", "ignored"].map(move |st| (s.as_str(), st)))
+        .map(|(s, st)| {
+            let (hour, day) = table
+                .get(&(s.to_string(), st.to_string()))
+                .copied()
+                .unwrap_or_default();
+            format!(
+                "<tr><td>{s}</td><td>{}</td><td>{hour}</td><td>{day}</td></tr>",
+                badge(st)
+            )
+        })
+        .collect();
+    let c = &state.intake.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let cards = [
+        card("queue depth", counts.pending + counts.running),
+        card(
+            "oldest pending",
+            counts
+                .oldest_pending_ms
+                .map(|t| ago(t, now))
+                .unwrap_or_else(|| "—".into()),
+        ),
+        card("dead letters", counts.dead),
+        card("held by cost guards", counts.held),
+        card("jobs done", counts.done),
+        card(
+            "Mavera credits used",
+            format!("{:.1}", state.metrics.mavera_credits_used.get()),
+        ),
+    ]
+    .join("");
+    let since_start = [
+        card("webhooks received", load(&c.received)),
+        card("duplicates dropped", load(&c.duplicates)),
+        card("requests refused", load(&c.rejected)),
+        card("not listed (log behind)", state.jobs.log_dropped()),
+    ]
+    .join("");
+    let health = format!(
+        "<table><tr><th>upstream</th><th>state</th><th>failures in a row</th><th>last success</th></tr>{}{}</table>",
+        health_row("Mavera", &state.metrics.mavera_health, now),
+        health_row("Customer.io App API", &state.metrics.customerio_health, now)
+    );
+    page(
+        "Overview",
+        &format!(
+            "<div class=cards>{cards}</div>\
+             <section><h2>Events, last hour</h2>{}</section>\
+             <section><h2>Events by source and outcome</h2><table><tr><th>source</th><th>outcome</th><th>last hour</th><th>last day</th></tr>{rows}</table>\
+             <p class=meta>Outcomes of the jobs they started: <a href=\"/console/events?status=done\">done</a> · <a href=\"/console/events?status=pending\">pending</a> · <a href=\"/console/events?status=dead\">dead</a> · <a href=\"/console/events?status=held\">held</a></p></section>\
+             <section><h2>Since this process started</h2><div class=cards>{since_start}</div></section>\
+             <section><h2>Upstream health</h2>{health}</section>",
+            chart(&per_minute)
+        ),
+    )
+    .into_response()
+}
+
+pub(super) fn unavailable(e: crate::jobs::StoreError) -> Response {
+    tracing::warn!(error = %e, "console: the store did not answer");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        page(
+            "Store unavailable",
+            &format!("<p>{}</p>", esc(&e.to_string())),
+        ),
+    )
+        .into_response()
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v[key].as_str().filter(|s| !s.is_empty())
+}
+
+fn brief_article(job: &Job, full: bool) -> Option<String> {
     let outcome = job.outcome.as_ref()?;
     let brief = outcome["brief"].as_str()?;
-    let title = outcome["title"].as_str().unwrap_or(&job.new.trigger);
-    let persona = outcome["persona_type"].as_str().unwrap_or("—");
-    let who = outcome["customer_id"]
-        .as_str()
+    let title = str_of(outcome, "title").unwrap_or(&job.new.trigger);
+    let persona = str_of(outcome, "persona_type")
+        .or_else(|| job.new.context.get("persona_type").and_then(Value::as_str))
+        .unwrap_or("—");
+    let who = str_of(outcome, "customer_id")
         .or(job.new.user_id.as_deref())
         .unwrap_or("unknown");
     let sources: String = outcome["sources"]
@@ -97,84 +212,167 @@ fn brief_article(job: &Job) -> Option<String> {
         .map(|(url, title)| {
             format!(
                 "<li>{}</li>",
-                render_brief(&format!("[{}]({})", title.replace(['[', ']'], ""), url))
+                render_markdown(&format!("[{}](<{}>)", title.replace(['[', ']'], ""), url))
             )
         })
         .collect();
+    let sources = if sources.is_empty() {
+        String::new()
+    } else {
+        format!("<h3>Sources</h3><ul>{sources}</ul>")
+    };
+    let body = if full {
+        format!("{}{sources}", render_markdown(brief))
+    } else {
+        let summary = str_of(outcome, "summary")
+            .map(str::to_string)
+            .unwrap_or_else(|| plain_text(brief, 280));
+        format!(
+            "<p>{}</p><p><a href=\"/console/briefs/{}\">Read the brief</a></p>",
+            esc(&summary),
+            job.id
+        )
+    };
     Some(format!(
-        "<article><h2>{}</h2><p class=meta>job {} · trigger {} · about {} · persona type {}</p>{}<ul>{sources}</ul></article>",
+        "<article id=\"job-{id}\"><h2>{}</h2><p class=meta>job {id} · {} · trigger {} · about {} · persona type {}</p>{body}</article>",
         esc(title),
-        job.id,
+        time(job.created_ms),
         esc(&job.new.trigger),
         esc(who),
         esc(persona),
-        render_brief(brief)
+        id = job.id,
     ))
 }
 
-pub async fn briefs(State(state): State<AppState>) -> Html<String> {
-    let jobs = state
-        .jobs
-        .store
-        .list(Some(JobState::Done), 200)
-        .await
-        .unwrap_or_default();
-    let articles: String = jobs
+#[derive(Deserialize, Default)]
+pub struct Before {
+    before: Option<u64>,
+}
+
+const PAGE: usize = 50;
+
+pub async fn briefs(State(state): State<AppState>, Query(q): Query<Before>) -> Response {
+    let store = &state.jobs.store;
+    let (research, personas) = match tokio::try_join!(
+        store.finished("research", q.before, PAGE),
+        store.finished("create_persona", None, PAGE)
+    ) {
+        Ok(both) => both,
+        Err(e) => return unavailable(e),
+    };
+    let articles: String = research
         .iter()
-        .filter(|j| j.new.action == "research")
-        .filter_map(brief_article)
+        .filter_map(|j| brief_article(j, false))
         .collect();
-    let body = if articles.is_empty() {
+    let articles = if articles.is_empty() {
         "<p>No research briefs yet.</p>".to_string()
     } else {
         articles
     };
-    page("Research briefs", &body)
+    let older = if research.len() == PAGE {
+        format!(
+            "<p class=pager><a href=\"/console/briefs?before={}\">Older briefs →</a></p>",
+            research.last().map_or(0, |j| j.id)
+        )
+    } else {
+        String::new()
+    };
+    let persona_rows: String = personas
+        .iter()
+        .filter_map(|j| {
+            let o = j.outcome.as_ref()?;
+            let id = str_of(o, "persona_id")?;
+            Some(format!(
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(str_of(o, "name").unwrap_or("—")),
+                esc(id),
+                match (str_of(o, "action"), o["adopted"].as_bool()) {
+                    (Some("update_persona"), _) => "updated",
+                    (_, Some(true)) => "adopted (found by name after an interrupted attempt)",
+                    _ => "created",
+                },
+                esc(&j.new.trigger),
+                esc(j.new.user_id.as_deref().unwrap_or("unknown")),
+                time(j.created_ms)
+            ))
+        })
+        .collect();
+    let personas = if persona_rows.is_empty() {
+        "<p>No personas yet.</p>".to_string()
+    } else {
+        format!("<table><tr><th>persona</th><th>Mavera id</th><th>what</th><th>trigger</th><th>user</th><th>when</th></tr>{persona_rows}</table>")
+    };
+    page(
+        "Research briefs",
+        &format!(
+            "{articles}{older}<section><h2>Personas created or updated</h2>{personas}</section>"
+        ),
+    )
+    .into_response()
 }
 
-pub async fn dead(State(state): State<AppState>) -> Html<String> {
-    let csrf = state
-        .settings
-        .admin_token
-        .as_ref()
-        .map(super::csrf_value)
+pub async fn brief(State(state): State<AppState>, Path(id): Path<u64>) -> Response {
+    match state.jobs.store.get(id).await {
+        Ok(Some(job)) => match brief_article(&job, true) {
+            Some(article) => page("Research brief", &article).into_response(),
+            None => not_found(&format!("Job {id} has no research brief.")),
+        },
+        Ok(None) => not_found(&format!("There is no job {id}.")),
+        Err(e) => unavailable(e),
+    }
+}
+
+pub(super) fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        page("Not found", &format!("<p>{}</p>", esc(what))),
+    )
+        .into_response()
+}
+
+/// A form that replays one job (or every dead letter without `id`), with the CSRF token.
+pub(super) fn replay_form(csrf: &str, id: Option<u64>, label: &str, back: &str) -> String {
+    let id = id
+        .map(|id| format!(r#"<input type="hidden" name="id" value="{id}">"#))
         .unwrap_or_default();
-    let jobs = state
-        .jobs
-        .store
-        .list(Some(JobState::Dead), 200)
-        .await
-        .unwrap_or_default();
-    let form = |id: Option<u64>, label: &str| {
-        let id = id
-            .map(|id| format!(r#"<input type="hidden" name="id" value="{id}">"#))
-            .unwrap_or_default();
-        format!(
-            r#"<form method="post" action="/console/dead/replay"><input type="hidden" name="csrf" value="{csrf}">{id}<button type="submit">{label}</button></form>"#
-        )
+    format!(
+        r#"<form method="post" action="/console/dead/replay"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="back" value="{}">{id}<button type="submit">{label}</button></form>"#,
+        esc(back)
+    )
+}
+
+pub async fn dead(State(state): State<AppState>) -> Response {
+    let csrf = super::csrf_for(&state);
+    let jobs = match state.jobs.store.list(Some(JobState::Dead), 200).await {
+        Ok(jobs) => jobs,
+        Err(e) => return unavailable(e),
     };
     let rows: String = jobs
         .iter()
         .map(|j| {
             format!(
-                "<article><h2>Job {} · {}</h2><p class=meta>{} · event {} · user {} · {} attempts</p><p>{}</p>{}</article>",
+                "<article><h2>Job {} · {}</h2><p class=meta>{} · event {} · user {} · {} attempts · {}</p><p>{}</p>{}</article>",
                 j.id,
                 esc(&j.new.trigger),
                 esc(&j.new.action),
                 esc(&j.new.event_id),
                 esc(j.new.user_id.as_deref().unwrap_or("unknown")),
                 j.attempts,
+                time(j.created_ms),
                 esc(j.last_error.as_deref().unwrap_or("")),
-                form(Some(j.id), "Replay")
+                replay_form(&csrf, Some(j.id), "Replay", "/console/dead")
             )
         })
         .collect();
     let body = if jobs.is_empty() {
         "<p>No dead letters.</p>".to_string()
     } else {
-        format!("{}{rows}", form(None, "Replay all"))
+        format!(
+            "{}{rows}",
+            replay_form(&csrf, None, "Replay all", "/console/dead")
+        )
     };
-    page("Dead letters", &body)
+    page("Dead letters", &body).into_response()
 }
 
 #[cfg(test)]
@@ -183,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_brief_with_script_or_javascript_links_renders_inert() {
-        let html = render_brief(
+        let html = render_markdown(
             "# Plan\n<script>alert(1)</script>\n[click](javascript:alert(2)) <img src=x onerror=alert(3)> **bold**",
         );
         assert!(!html.contains("<script"), "{html}");
@@ -193,5 +391,27 @@ mod tests {
             html.contains("<h1>Plan</h1>") && html.contains("<strong>bold</strong>"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn a_summary_is_the_brief_s_words_without_markup() {
+        let text = plain_text(
+            "## Win-back plan\n<script>alert(1)</script>\n[open](javascript:alert(1)) **Call** now.",
+            200,
+        );
+        assert_eq!(text, "Win-back plan open Call now.");
+        assert_eq!(plain_text("one two three", 7), "one two…");
+    }
+
+    #[test]
+    fn the_chart_scales_to_the_busiest_minute() {
+        let mut minutes = vec![(0, 0); 60];
+        minutes[59] = (6, 4);
+        let svg = chart(&minutes);
+        assert!(
+            svg.contains("height=\"72\"") && svg.contains("height=\"48\""),
+            "{svg}"
+        );
+        assert!(svg.contains("peak 10/min"), "{svg}");
     }
 }

@@ -110,6 +110,11 @@ pub const LIST_COLUMNS: &str =
     "e.id, e.source, e.event_id, e.name, e.user_id, e.received_ms, e.status";
 
 /// The statement for one page of events (`limit` rows), newest first, and its values.
+///
+/// Each shape walks one index in key order and stops at the limit, never sorting: a name or user filter
+/// reads its index (and checks a job state through `jobs (event_row)`); a job state alone reads
+/// `jobs (state, event_row)`, where dead letters are few among a million finished jobs. That walk may
+/// meet an event twice (two jobs in the same state): [`dedupe_page`] folds them.
 pub fn list_query(filter: &EventFilter, limit: usize) -> (String, Vec<Bind>) {
     let mut binds = Vec::new();
     let mut conditions = Vec::new();
@@ -117,36 +122,12 @@ pub fn list_query(filter: &EventFilter, limit: usize) -> (String, Vec<Bind>) {
         binds.push(value);
         format!("${}", binds.len())
     };
-    // Driven by the jobs' (state, event_row) index when the filter is a job state: dead letters are few
-    // among a million finished jobs, and this reads only theirs, in key order.
-    let (from, key) = match filter.status {
-        Some(StatusFilter::Job(state)) => {
-            let p = bind(Bind::Text(state.as_str().into()), &mut binds);
-            conditions.push(format!("j.state = {p}"));
-            (
-                "jobs j JOIN events e ON e.id = j.event_row".to_string(),
-                "j.event_row",
-            )
-        }
-        Some(StatusFilter::Ignored) | Some(StatusFilter::Triggered) => {
-            let word = if filter.status == Some(StatusFilter::Ignored) {
-                "ignored"
-            } else {
-                "triggered"
-            };
-            let p = bind(Bind::Text(word.into()), &mut binds);
-            conditions.push(format!("e.status = {p}"));
-            ("events e".to_string(), "e.id")
-        }
-        None => ("events e".to_string(), "e.id"),
-    };
+    let narrow = filter.name.is_some() || filter.user.is_some();
+    let by_jobs = matches!(filter.status, Some(StatusFilter::Job(_))) && !narrow;
+    let key = if by_jobs { "j.event_row" } else { "e.id" };
     if let Some(before) = filter.before {
         let p = bind(Bind::Int(before), &mut binds);
         conditions.push(format!("{key} < {p}"));
-    }
-    if let Some(source) = filter.source {
-        let p = bind(Bind::Text(source.as_str().into()), &mut binds);
-        conditions.push(format!("e.source = {p}"));
     }
     if let Some(name) = &filter.name {
         let p = bind(Bind::Text(name.clone()), &mut binds);
@@ -156,20 +137,74 @@ pub fn list_query(filter: &EventFilter, limit: usize) -> (String, Vec<Bind>) {
         let p = bind(Bind::Text(user.clone()), &mut binds);
         conditions.push(format!("e.user_id = {p}"));
     }
+    if let Some(source) = filter.source {
+        // Two sources: walking by key finds a page quickly; an index would not narrow it.
+        let p = bind(Bind::Text(source.as_str().into()), &mut binds);
+        conditions.push(format!("(e.source || '') = {p}"));
+    }
+    match filter.status {
+        Some(StatusFilter::Job(state)) => {
+            let p = bind(Bind::Text(state.as_str().into()), &mut binds);
+            conditions.push(if by_jobs {
+                format!("j.state = {p}")
+            } else {
+                format!("EXISTS (SELECT 1 FROM jobs j WHERE j.event_row = e.id AND j.state = {p})")
+            });
+        }
+        Some(word @ (StatusFilter::Ignored | StatusFilter::Triggered)) => {
+            let word = if word == StatusFilter::Ignored {
+                "ignored"
+            } else {
+                "triggered"
+            };
+            let p = bind(Bind::Text(word.into()), &mut binds);
+            // With a name or user, their index is the narrow one: the status is only checked.
+            conditions.push(if narrow {
+                format!("(e.status || '') = {p}")
+            } else {
+                format!("e.status = {p}")
+            });
+        }
+        None => {}
+    }
+    let from = if by_jobs {
+        "jobs j JOIN events e ON e.id = j.event_row"
+    } else {
+        "events e"
+    };
     let filter_sql = if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
-    let group = if key == "j.event_row" {
-        format!(" GROUP BY {key}, {LIST_COLUMNS}")
-    } else {
-        String::new()
-    };
     (
-        format!("SELECT {LIST_COLUMNS} FROM {from}{filter_sql}{group} ORDER BY {key} DESC LIMIT {limit}"),
+        format!("SELECT {LIST_COLUMNS} FROM {from}{filter_sql} ORDER BY {key} DESC LIMIT {limit}"),
         binds,
     )
+}
+
+/// One page of events and the key of the next, if there may be more.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPage {
+    pub rows: Vec<EventRow>,
+    pub next_before: Option<i64>,
+}
+
+/// Folds repeats of an event (met once per job in the filtered state) and says where the next page starts:
+/// a full page of `limit` rows may have more after it.
+pub fn dedupe_page(rows: Vec<EventRow>, limit: usize) -> EventPage {
+    let full = rows.len() == limit;
+    let next_before = rows.last().map(|r| r.id).filter(|_| full);
+    let mut out: Vec<EventRow> = Vec::with_capacity(rows.len());
+    for row in rows {
+        if out.last().map(|r| r.id) != Some(row.id) {
+            out.push(row);
+        }
+    }
+    EventPage {
+        rows: out,
+        next_before,
+    }
 }
 
 /// An event in a list.
@@ -297,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn a_job_state_filter_reads_through_the_jobs_index_in_key_order() {
+    fn a_job_state_filter_reads_the_narrowest_index_in_key_order() {
         let (sql, binds) = list_query(
             &EventFilter {
                 status: Some(StatusFilter::Job(JobState::Dead)),
@@ -308,20 +343,32 @@ mod tests {
             51,
         );
         assert!(
-            sql.contains("j.state = $1") && sql.contains("j.event_row < $2"),
+            sql.contains("e.id < $1") && sql.contains("e.user_id = $2"),
             "{sql}"
         );
         assert!(
-            sql.contains("e.user_id = $3") && sql.ends_with("ORDER BY j.event_row DESC LIMIT 51"),
+            sql.contains("j.state = $3)") && sql.ends_with("ORDER BY e.id DESC LIMIT 51"),
             "{sql}"
         );
         assert_eq!(
             binds,
             vec![
-                Bind::Text("dead".into()),
                 Bind::Int(99),
-                Bind::Text("u1".into())
+                Bind::Text("u1".into()),
+                Bind::Text("dead".into())
             ]
+        );
+        let (sql, _) = list_query(
+            &EventFilter {
+                status: Some(StatusFilter::Job(JobState::Dead)),
+                ..Default::default()
+            },
+            51,
+        );
+        assert!(
+            sql.contains("FROM jobs j JOIN events e")
+                && sql.ends_with("ORDER BY j.event_row DESC LIMIT 51"),
+            "{sql}"
         );
     }
 }

@@ -229,12 +229,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// Logs events that matched no trigger, for the console: not on the acknowledgement's path, and not
     /// flushed to disk before the sender is answered (nothing is lost that would have run).
     async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError>;
-    /// One page of events, newest first.
+    /// One page of events (at most `limit`), newest first, and the key of the next page.
     async fn events(
         &self,
         filter: &events::EventFilter,
         limit: usize,
-    ) -> Result<Vec<events::EventRow>, StoreError>;
+    ) -> Result<events::EventPage, StoreError>;
     /// The jobs of the given events.
     async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError>;
     /// One event with its headers, signature check and raw body, and its jobs.
@@ -272,6 +272,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// (which no cooldown holds back).
     async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError>;
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// Finished (`done`) jobs of one action, newest first, older than job `before` when given.
+    async fn finished(
+        &self,
+        action: &str,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError>;
     /// Newest first.
     async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError>;
     async fn counts(&self) -> Result<JobCounts, StoreError>;

@@ -131,7 +131,7 @@ impl JobStore for PgStore {
         &self,
         filter: &events::EventFilter,
         limit: usize,
-    ) -> Result<Vec<events::EventRow>, StoreError> {
+    ) -> Result<events::EventPage, StoreError> {
         let (sql, binds) = events::list_query(filter, limit);
         let mut query = sqlx::query_as(&sql);
         for b in binds {
@@ -140,7 +140,10 @@ impl JobStore for PgStore {
                 events::Bind::Int(i) => query.bind(i),
             };
         }
-        Ok(query.fetch_all(&self.pool).await?)
+        Ok(events::dedupe_page(
+            query.fetch_all(&self.pool).await?,
+            limit,
+        ))
     }
 
     async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError> {
@@ -369,6 +372,23 @@ impl JobStore for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.map(Job::try_from).transpose()
+    }
+
+    async fn finished(
+        &self,
+        action: &str,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let rows: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB} FROM jobs WHERE action = $1 AND state = 'done' AND id < $2 ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(action)
+        .bind(before.map_or(i64::MAX, |b| b as i64))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        row::jobs(rows)
     }
 
     async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError> {

@@ -7,6 +7,10 @@
 
 pub mod config;
 
+mod dry_run;
+
+pub use dry_run::{Plan, Planned};
+
 use std::{path::Path, sync::Arc};
 
 use minijinja::{Environment, Value as JinjaValue};

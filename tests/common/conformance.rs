@@ -348,16 +348,22 @@ async fn events_are_listed_filtered_and_paged_by_key(store: &dyn JobStore) {
         ..Default::default()
     };
     let first = store.events(&named(None), 4).await.unwrap();
+    let next = first.next_before;
+    let first = first.rows;
     let ids: Vec<&str> = first.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(
         ids,
         ["list-logged", "list-ignored", "list-4", "list-3"],
         "newest first; a logged repeat of list-0 adds no row"
     );
-    let second = store
-        .events(&named(Some(first.last().unwrap().id)), 4)
-        .await
-        .unwrap();
+    assert_eq!(
+        next,
+        Some(first.last().unwrap().id),
+        "a full page has a next"
+    );
+    let second = store.events(&named(next), 4).await.unwrap();
+    assert_eq!(second.next_before, None, "the last page has none");
+    let second = second.rows;
     let ids: Vec<&str> = second.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids, ["list-2", "list-1", "list-0"], "the next page by key");
 
@@ -370,7 +376,8 @@ async fn events_are_listed_filtered_and_paged_by_key(store: &dyn JobStore) {
             10,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .rows;
     assert_eq!(ignored.len(), 2);
     assert!(ignored.iter().all(|e| e.status == "ignored"));
 
@@ -383,7 +390,8 @@ async fn events_are_listed_filtered_and_paged_by_key(store: &dyn JobStore) {
             10,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .rows;
     assert_eq!(by_user.len(), 1);
     assert_eq!(by_user[0].event_id, "list-3");
 
@@ -417,7 +425,8 @@ async fn events_are_listed_filtered_and_paged_by_key(store: &dyn JobStore) {
             10,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .rows;
     let ids: Vec<&str> = dead.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids, ["list-1"]);
 

@@ -1,0 +1,226 @@
+//! The active trigger table, and a form that runs a test event through it in dry run: nothing is recorded,
+//! nothing is sent.
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    Form,
+};
+use serde::Deserialize;
+
+use super::layout::{badge, esc, page};
+use crate::{
+    clients::customerio::dry_run_attributes,
+    config::Secret,
+    sources::{customerio, segment, Source},
+    state::AppState,
+    triggers::{config::SinkSpec, Plan, TriggerTable},
+};
+
+/// The sample bodies the form starts with.
+const SEGMENT_SAMPLE: &str = r#"{
+  "type": "track",
+  "event": "trial_started",
+  "userId": "usr_test_1",
+  "messageId": "console-test-1",
+  "timestamp": "2026-11-25T12:00:00.000Z",
+  "properties": { "plan": "pro", "source": "google_ads" }
+}"#;
+
+const CIO_SAMPLE: &str = r#"{
+  "metric": "unsubscribed",
+  "event_id": "01CONSOLETEST0000000000000",
+  "object_type": "customer",
+  "timestamp": 1764072000,
+  "data": {
+    "customer_id": "cust_test_1",
+    "email_address": "test@example.com",
+    "identifiers": { "id": "cust_test_1", "email": "test@example.com" }
+  }
+}"#;
+
+fn sink_label(sink: &SinkSpec) -> String {
+    match sink {
+        SinkSpec::Log => "log".into(),
+        SinkSpec::File { path } => format!("file {}", esc(path)),
+        // A Slack webhook URL is a credential: only its kind is shown.
+        SinkSpec::Slack { .. } => "slack".into(),
+        SinkSpec::Webhook { url, secret } => format!(
+            "webhook {}{}",
+            esc(&reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| "(url)".into())),
+            if secret.is_some() { " (signed)" } else { "" }
+        ),
+    }
+}
+
+fn table_html(table: &TriggerTable) -> String {
+    let rows: String = table
+        .triggers()
+        .iter()
+        .map(|t| {
+            let sinks: Vec<String> = if t.sinks.is_empty() {
+                vec!["log".into()]
+            } else {
+                t.sinks.iter().map(sink_label).collect()
+            };
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&t.name),
+                t.source,
+                esc(&t.events.join(", ")),
+                esc(t.action.kind()),
+                t.condition_source().map(|c| format!("<code>{}</code>", esc(c))).unwrap_or_else(|| "—".into()),
+                t.cooldown
+                    .map(|c| humantime::format_duration(c).to_string())
+                    .unwrap_or_else(|| "—".into()),
+                sinks.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "<p class=meta>From <code>{}</code>. <code>POST /admin/reload</code> or SIGHUP reads it again.</p>\
+         <table><tr><th>trigger</th><th>source</th><th>events / metrics</th><th>action</th><th>when</th><th>cooldown</th><th>sinks</th></tr>{rows}</table>",
+        esc(&table.path)
+    )
+}
+
+fn form_html(csrf: &str, source: Source, body: &str) -> String {
+    let option = |s: Source| {
+        format!(
+            "<option value=\"{s}\"{}>{s}</option>",
+            if s == source { " selected" } else { "" }
+        )
+    };
+    format!(
+        "<section><h2>Send a test event (dry run)</h2>\
+         <p class=meta>Runs the event through the table above and shows what each trigger would send to Mavera. Nothing is recorded or sent; no signature is needed. Customer.io triggers use a sample pro-plan profile for the customer look-up.</p>\
+         <form method=post action=\"/console/triggers/test\"><input type=hidden name=csrf value=\"{csrf}\">\
+         <p><label>source <select name=source>{}{}</select></label></p>\
+         <p><textarea name=body rows=12 cols=90 spellcheck=false>{}</textarea></p>\
+         <button type=submit>Run through the triggers</button></form></section>",
+        option(Source::Segment),
+        option(Source::CustomerIo),
+        esc(body)
+    )
+}
+
+pub async fn show(State(state): State<AppState>) -> Response {
+    let table = state.table.load_full();
+    let csrf = super::csrf_for(&state);
+    page(
+        "Triggers",
+        &format!(
+            "{}{}<p class=meta>Customer.io sample: <code>{}</code></p>",
+            table_html(&table),
+            form_html(&csrf, Source::Segment, SEGMENT_SAMPLE),
+            esc(&CIO_SAMPLE.replace('\n', " "))
+        ),
+    )
+    .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct TestEvent {
+    csrf: String,
+    source: Source,
+    body: String,
+}
+
+/// Parses a test body as its source would, without a signature.
+fn parse(source: Source, body: &[u8]) -> Result<Vec<crate::sources::Event>, String> {
+    let none: [Secret; 0] = [];
+    let headers = HeaderMap::new();
+    match source {
+        Source::Segment => segment::verify(&headers, body, &none, true)
+            .and_then(|v| segment::parse(&v))
+            .map_err(|e| e.to_string()),
+        Source::CustomerIo => {
+            let verified = customerio::verify(
+                &headers,
+                body,
+                &none,
+                true,
+                std::time::Duration::ZERO,
+                std::time::SystemTime::now(),
+            )
+            .map_err(|e| e.to_string())?;
+            match customerio::parse(&verified).map_err(|e| e.to_string())? {
+                customerio::Parsed::Event(e) => Ok(vec![*e]),
+                customerio::Parsed::Unrecognised(why) => Err(format!(
+                    "Customer.io would get a 200, but the event is ignored: {why}"
+                )),
+            }
+        }
+    }
+}
+
+pub async fn test(State(state): State<AppState>, Form(form): Form<TestEvent>) -> Response {
+    if !super::csrf_ok(&state, &form.csrf) {
+        return super::csrf_refused();
+    }
+    let table = state.table.load_full();
+    let results = match parse(form.source, form.body.as_bytes()) {
+        Err(e) => format!("<p role=alert>{}</p>", esc(&e)),
+        Ok(events) => {
+            let attributes = dry_run_attributes();
+            events
+                .iter()
+                .map(|event| {
+                    let plans = table.dry_run(event, &attributes);
+                    let items: String = plans
+                        .iter()
+                        .map(|p| {
+                            let detail = match &p.outcome {
+                                Plan::Send { method, path, body } => format!(
+                                    "{} would send <code>{method} {path}</code><pre>{}</pre>",
+                                    badge("triggered"),
+                                    esc(&serde_json::to_string_pretty(body).unwrap_or_default())
+                                ),
+                                Plan::Skipped { reason } => {
+                                    format!("{} {}", badge("skipped"), esc(reason))
+                                }
+                                Plan::Failed { error } => {
+                                    format!("{} {}", badge("failed"), esc(error))
+                                }
+                            };
+                            format!(
+                                "<article><h3><code>{}</code> · {}</h3>{detail}</article>",
+                                esc(&p.trigger),
+                                esc(p.action)
+                            )
+                        })
+                        .collect();
+                    let items = if plans.is_empty() {
+                        "<p>No trigger matches: the server would answer 200 and ignore it.</p>"
+                            .to_string()
+                    } else {
+                        items
+                    };
+                    format!(
+                        "<section><h2>Event <code>{}</code> · {} · user {}</h2>{items}</section>",
+                        esc(&event.id),
+                        esc(&event.name),
+                        esc(event.user_id.as_deref().unwrap_or("unknown"))
+                    )
+                })
+                .collect()
+        }
+    };
+    let csrf = super::csrf_for(&state);
+    (
+        StatusCode::OK,
+        page(
+            "Test event: dry run",
+            &format!(
+                "{results}{}{}",
+                form_html(&csrf, form.source, &form.body),
+                table_html(&table)
+            ),
+        ),
+    )
+        .into_response()
+}
