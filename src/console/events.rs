@@ -227,11 +227,11 @@ fn job_section(job: &Job, csrf: &str, back: &str) -> String {
         String::new()
     };
     format!(
-        "<section><h3>Job {} · {} · {}</h3><p class=meta>{} attempts · created {}{}</p>{}{}{history}{replay}</section>",
+        "<section><h3>Job {} · {} · {}</h3><p class=meta>{} · created {}{}</p>{}{}{history}{replay}</section>",
         job.id,
         esc(&job.new.trigger),
         badge(job.state.as_str()),
-        job.attempts,
+        super::layout::count(job.attempts, "attempt", "attempts"),
         time(job.created_ms),
         job.last_error
             .as_deref()
@@ -298,7 +298,11 @@ pub async fn detail(State(state): State<AppState>, Path(id): Path<i64>) -> Respo
         time(row.received_ms as u64),
         badge(&status_of(row, &states)),
         badge(signature_state),
-        esc(&event.signature),
+        esc(event
+            .signature
+            .strip_prefix("verified: ")
+            .or(event.signature.strip_prefix("not checked: "))
+            .unwrap_or(&event.signature)),
         if triggers.is_empty() {
             "none: acknowledged and ignored".to_string()
         } else {

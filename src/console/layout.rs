@@ -96,11 +96,27 @@ const NAV: [(&str, &str); 5] = [
     ("/console/triggers", "Triggers"),
 ];
 
+/// `1 attempt`, `2 attempts`.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A console page with the navigation.
 pub fn page(title: &str, body: &str) -> Html<String> {
     let nav: String = NAV
         .iter()
         .map(|(href, label)| format!("<a href=\"{href}\">{label}</a>"))
         .collect();
+    frame(title, &nav, body)
+}
+
+/// A page without the navigation (the sign-in form: its links would only lead back to it).
+pub fn bare_page(title: &str, body: &str) -> Html<String> {
+    frame(title, "", body)
+}
+
+fn frame(title: &str, nav: &str, body: &str) -> Html<String> {
     Html(format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title} · mavera-triggers</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -118,6 +134,7 @@ code{{font-size:.9em}} .badge{{padding:.05rem .45rem;border-radius:4px;font-size
 .badge.done,.badge.triggered,.badge.verified,.badge.closed{{background:#d5f5e3}} .badge.dead,.badge.open,.badge.failed{{background:#fadbd8}}
 .badge.pending,.badge.running,.badge.held{{background:#fdebd0}} .badge.ignored,.badge.skipped{{background:#eaecee}}
 form.filters{{display:flex;gap:.5rem;flex-wrap:wrap;align-items:end;margin-bottom:1rem}} form.filters label{{display:flex;flex-direction:column;font-size:.85rem}}
+p[role=alert]{{background:#fadbd8;padding:.6rem .9rem;border-radius:6px}} .warn{{background:#fdebd0;padding:.6rem .9rem;border-radius:6px}}
 .pager{{margin:1rem 0;display:flex;gap:1rem}} svg text{{font-size:10px;fill:#5b6475}}
 </style></head><body><nav><b>mavera-triggers</b>{nav}</nav>
 <main><h1>{title}</h1>{body}</main></body></html>"#,

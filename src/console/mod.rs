@@ -136,8 +136,28 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
     }
 }
 
-async fn login_form() -> Html<String> {
-    pages::login_page(None)
+async fn login_form(headers: HeaderMap) -> Html<String> {
+    pages::login_page(None, insecure_host(&headers).as_deref())
+}
+
+/// The host, when the console was reached over plain http on a name browsers do not treat as secure
+/// (anything but loopback): they drop a `Secure` cookie there.
+fn insecure_host(headers: &HeaderMap) -> Option<String> {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!https && !loopback).then(|| host.to_string())
 }
 
 #[derive(Deserialize)]
@@ -145,7 +165,11 @@ struct Login {
     token: String,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<Login>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<Login>,
+) -> Response {
     let Some(token) = &state.settings.admin_token else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -153,7 +177,10 @@ async fn login(State(state): State<AppState>, Form(form): Form<Login>) -> Respon
         tracing::warn!("console login refused: wrong token");
         return (
             StatusCode::UNAUTHORIZED,
-            pages::login_page(Some("That is not the admin token.")),
+            pages::login_page(
+                Some("That is not the admin token."),
+                insecure_host(&headers).as_deref(),
+            ),
         )
             .into_response();
     }
@@ -162,6 +189,42 @@ async fn login(State(state): State<AppState>, Form(form): Form<Login>) -> Respon
         session_value(token)
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(value: &str, proto: Option<&str>) -> Option<String> {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, value.parse().unwrap());
+        if let Some(p) = proto {
+            h.insert("x-forwarded-proto", p.parse().unwrap());
+        }
+        insecure_host(&h)
+    }
+
+    #[test]
+    fn plain_http_is_flagged_except_on_loopback_or_behind_https() {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "app.localhost",
+            "127.0.0.2",
+        ] {
+            assert_eq!(host(ok, None), None, "{ok}");
+        }
+        assert_eq!(
+            host("192.168.1.20:8080", None).as_deref(),
+            Some("192.168.1.20:8080")
+        );
+        assert_eq!(
+            host("triggers.internal", None).as_deref(),
+            Some("triggers.internal")
+        );
+        assert_eq!(host("abc.ngrok.app", Some("https")), None);
+    }
 }
 
 #[derive(Deserialize)]

@@ -10,7 +10,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::layout::{ago, badge, esc, page, plain_text, render_markdown, time};
+use super::layout::{ago, badge, bare_page, count, esc, page, plain_text, render_markdown, time};
 use crate::{
     jobs::{now_ms, Job, JobState},
     metrics::UpstreamHealth,
@@ -18,14 +18,24 @@ use crate::{
     state::AppState,
 };
 
-pub fn login_page(error: Option<&str>) -> Html<String> {
+/// The sign-in form. `insecure_host` names the host when the page was reached over plain http on a name
+/// that is not loopback: browsers then drop the `Secure` session cookie, and signing in would not stick.
+pub fn login_page(error: Option<&str>, insecure_host: Option<&str>) -> Html<String> {
     let error = error
         .map(|e| format!("<p role=alert>{}</p>", esc(e)))
         .unwrap_or_default();
-    page(
+    let warning = insecure_host
+        .map(|host| {
+            format!(
+                "<p class=warn>This page came over plain http to <code>{}</code>. Browsers keep the console's session                  cookie (Secure) only over https or on 127.0.0.1/localhost, so signing in here will not stick. Open the                  console over https (for example through ngrok) or at http://127.0.0.1, or send                  <code>Authorization: Bearer &lt;ADMIN_TOKEN&gt;</code> from a script.</p>",
+                esc(host)
+            )
+        })
+        .unwrap_or_default();
+    bare_page(
         "Sign in",
         &format!(
-            r#"{error}<form method="post" action="/console/login"><label>Admin token
+            r#"{warning}{error}<form method="post" action="/console/login"><label>Admin token
 <input type="password" name="token" autocomplete="current-password" required></label>
 <button type="submit">Sign in</button></form>"#
         ),
@@ -351,13 +361,13 @@ pub async fn dead(State(state): State<AppState>) -> Response {
         .iter()
         .map(|j| {
             format!(
-                "<article><h2>Job {} · {}</h2><p class=meta>{} · event {} · user {} · {} attempts · {}</p><p>{}</p>{}</article>",
+                "<article><h2>Job {} · {}</h2><p class=meta>{} · event {} · user {} · {} · {}</p><p>{}</p>{}</article>",
                 j.id,
                 esc(&j.new.trigger),
                 esc(&j.new.action),
                 esc(&j.new.event_id),
                 esc(j.new.user_id.as_deref().unwrap_or("unknown")),
-                j.attempts,
+                count(j.attempts, "attempt", "attempts"),
                 time(j.created_ms),
                 esc(j.last_error.as_deref().unwrap_or("")),
                 replay_form(&csrf, Some(j.id), "Replay", "/console/dead")

@@ -431,7 +431,6 @@ async fn signing_in_through_the_form_opens_the_overview_and_keeps_the_session() 
     // Step 1: the form, the right token, the overview.
     browser.sign_in().await;
     browser.wait_for_text("dead letters").await;
-    browser.screenshot("overview").await;
 
     // Step 2: Chromium stored the session cookie, Secure as it is, although the console is plain
     // http://127.0.0.1 (a loopback origin counts as secure), and sends it on the next page load.
@@ -449,20 +448,20 @@ async fn signing_in_through_the_form_opens_the_overview_and_keeps_the_session() 
     browser.wait_for_path("/console/briefs").await;
     browser.expect_heading("Research briefs").await;
 
-    // Step 3: the triggers page, once it exists.
-    let triggers = app
-        .http
-        .get(format!("{}/console/triggers", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    if triggers.status() == 200 {
-        browser.goto("/console/triggers").await;
-        browser.wait_for_path("/console/triggers").await;
-        browser.wait_for_text("plan_upgraded").await;
-        browser.screenshot("triggers").await;
-    }
+    // Step 3: the triggers page, and its test form run in dry run (the form carries its CSRF token).
+    browser.goto("/console/triggers").await;
+    browser.wait_for_path("/console/triggers").await;
+    browser.wait_for_text("plan_upgraded").await;
+    browser.screenshot("triggers").await;
+    let run = browser
+        .element("//button[normalize-space(.)='Run through the triggers']")
+        .await;
+    browser.click_and_wait(&run).await;
+    browser.wait_for_path("/console/triggers/test").await;
+    browser.wait_for_text("POST /personas").await;
+    browser.wait_for_text("Segment RT: Trial User").await;
+    browser.screenshot("triggers-dry-run").await;
+    assert!(app.jobs().await.is_empty(), "a dry run records nothing");
     browser.close().await;
 }
 
@@ -485,7 +484,12 @@ async fn an_event_leads_from_the_events_page_to_its_detail_and_its_rendered_brie
         .mount(&app.mavera)
         .await;
 
-    // Step 1: a signed Segment event for the research trigger, worked off by the runner.
+    // Step 1: a signed Segment event for the research trigger, worked off by the runner, and a few that
+    // match no trigger (listed too, as ignored).
+    for i in 0..3 {
+        let ignored = json!({"type": "track", "event": "Button Clicked", "messageId": format!("browser-click-{i}"), "userId": "u-browser"});
+        assert_eq!(app.post_segment(&ignored.to_string()).await.status(), 200);
+    }
     let message_id = "browser-upgrade-1";
     let body = json!({
         "type": "track", "event": "plan_upgraded", "messageId": message_id, "userId": "u-browser",
@@ -543,6 +547,23 @@ async fn an_event_leads_from_the_events_page_to_its_detail_and_its_rendered_brie
     assert_eq!(browser.count("article script").await, 0);
     assert_ne!(browser.client.title().await.unwrap(), "pwned");
     browser.screenshot("brief").await;
+
+    // Step 5: the overview counts it, with the ignored ones, and the credits Mave reported.
+    browser.goto("/console").await;
+    browser.wait_for_path("/console").await;
+    browser.wait_for_text("25.0").await;
+    // The chart's bar for this minute: 3 ignored events (and 1 triggered).
+    browser
+        .element(
+            "//*[local-name()='svg']//*[local-name()='title' and normalize-space(.)='3 ignored']",
+        )
+        .await;
+    browser
+        .element(
+            "//*[local-name()='svg']//*[local-name()='title' and normalize-space(.)='1 triggered']",
+        )
+        .await;
+    browser.screenshot("overview").await;
     browser.close().await;
     app.mavera.verify().await;
 }

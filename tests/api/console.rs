@@ -305,7 +305,10 @@ async fn every_event_is_listed_and_its_page_shows_masked_headers_signature_and_j
         .to_string();
     let (status, page) = console_get(&app, &format!("/console/events/{link}")).await;
     assert_eq!(status, 200);
-    assert!(page.contains("verified: X-Signature"), "{page}");
+    assert!(
+        page.contains("<span class=\"badge verified\">verified</span> X-Signature, HMAC-SHA1"),
+        "{page}"
+    );
     assert!(page.contains("<code>trial_started</code>"), "{page}");
     assert!(
         page.contains("per_listed"),
