@@ -300,6 +300,12 @@ impl Tally {
             .or_default() += 1;
     }
 
+    pub fn merge(&mut self, other: Tally) {
+        for (key, n) in other.0 {
+            *self.0.entry(key).or_default() += n;
+        }
+    }
+
     pub fn rows(&self) -> impl Iterator<Item = (i64, &'static str, &'static str, i64)> + '_ {
         self.0.iter().map(|(&(m, s, st), &n)| (m, s, st, n))
     }

@@ -4,6 +4,7 @@
 //! A job keeps its progress between attempts (an enrichment that succeeded is not repeated when the
 //! Mavera call is retried).
 
+pub mod batch;
 pub mod committer;
 pub mod events;
 pub mod postgres;

@@ -16,7 +16,7 @@ use sqlx::{
 };
 
 use super::{
-    events,
+    batch, events,
     row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
 };
@@ -484,7 +484,7 @@ impl JobStore for SqliteStore {
     }
 }
 
-/// Records deliveries in one transaction on the writer connection.
+/// Records deliveries in one transaction on the writer connection: one statement per table per chunk.
 async fn record_on(
     conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
     deliveries: Vec<Delivery>,
@@ -492,45 +492,21 @@ async fn record_on(
 ) -> Result<Vec<bool>, StoreError> {
     use sqlx::Acquire;
     let mut tx = conn.begin().await?;
-
     let mut fresh = Vec::with_capacity(deliveries.len());
     let mut tally = events::Tally::default();
-    for d in deliveries {
-        let row: Option<(i64,)> = sqlx::query_as(events::INSERT_EVENT)
-            .bind(d.source.as_str())
-            .bind(&d.event_id)
-            .bind(&d.name)
-            .bind(now_ms as i64)
-            .bind(&d.raw)
-            .bind(&d.user_id)
-            .bind(&*d.meta.headers)
-            .bind(&*d.meta.signature)
-            .bind(events::status_of(&d))
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((event_row,)) = row else {
-            fresh.push(false);
-            continue;
-        };
-        tally.add(now_ms, d.source, d.jobs.is_empty());
-        for job in &d.jobs {
-            sqlx::query(
-                    "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
-                                       created_ms, run_at_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
-                )
-                .bind(event_row)
-                .bind(&job.trigger)
-                .bind(&job.action)
-                .bind(job.source.as_str())
-                .bind(&job.event_id)
-                .bind(&job.user_id)
-                .bind(json_text(&job.context))
-                .bind(now_ms as i64)
-                .execute(&mut *tx)
+    for chunk in deliveries.chunks(batch::CHUNK) {
+        let inserted: Vec<(i64, String, String)> =
+            batch::insert_events::<sqlx::Sqlite>(chunk, now_ms as i64)
+                .build_query_as()
+                .fetch_all(&mut *tx)
                 .await?;
+        let rows = batch::fresh_rows(chunk, inserted);
+        if let Some(mut jobs) = batch::insert_jobs::<sqlx::Sqlite>(chunk, &rows, now_ms as i64, "")
+        {
+            jobs.build().execute(&mut *tx).await?;
         }
-        fresh.push(true);
+        tally.merge(batch::tally(chunk, &rows, now_ms));
+        fresh.extend(rows.iter().map(Option::is_some));
     }
     for (minute, source, status, count) in tally.rows() {
         sqlx::query(events::COUNT_MINUTE)
