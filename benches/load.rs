@@ -73,6 +73,8 @@ struct Knobs {
     log: String,
     /// `BENCH_SQLITE_SYNCHRONOUS` (default `full`, the server's default) or `normal`.
     sqlite_full: bool,
+    /// `BENCH_EVENT_LOG` (default `all`, the server's default) or `triggered`.
+    event_log_all: bool,
     /// `BENCH_E2E_RATE` (default 20 req/s) and `BENCH_E2E_SECS` (default 5).
     e2e_rate: u32,
     e2e_secs: f64,
@@ -113,6 +115,7 @@ impl Knobs {
             drain_secs: env_or("BENCH_DRAIN_SECS", 60.0),
             log: env_or("BENCH_LOG", "info".to_string()),
             sqlite_full: env_or("BENCH_SQLITE_SYNCHRONOUS", "full".to_string()) != "normal",
+            event_log_all: env_or("BENCH_EVENT_LOG", "all".to_string()) != "triggered",
             e2e_rate: env_or("BENCH_E2E_RATE", 20),
             e2e_secs: env_or("BENCH_E2E_SECS", 5.0),
             server_threads: env_or("BENCH_SERVER_THREADS", 2),
@@ -687,6 +690,7 @@ fn settings(stand_in_port: u16, data: &Path, knobs: &Knobs) -> Settings {
     s.port = 0;
     s.database_url = format!("sqlite://{}/bench.db", data.display());
     s.sqlite_synchronous_full = knobs.sqlite_full;
+    s.log_ignored_events = knobs.event_log_all;
     if let Some(workers) = knobs.workers {
         s.workers = workers;
     }
@@ -1111,6 +1115,7 @@ fn full(knobs: Knobs) {
         "knobs": {
             "secs": knobs.secs, "slices": knobs.slices, "levels": knobs.levels, "log": knobs.log,
             "sqlite_synchronous": if knobs.sqlite_full { "full" } else { "normal" },
+            "event_log": if knobs.event_log_all { "all" } else { "triggered" },
             "server_threads": knobs.server_threads, "client_threads": knobs.client_threads,
             "batch_matching": knobs.batch_matching, "workers": knobs.workers.unwrap_or(Settings::defaults(Mode::Serve).workers),
         },

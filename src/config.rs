@@ -131,6 +131,9 @@ pub struct Settings {
     /// `EVENT_LOG` (`all` default: the console lists every event; `triggered`: only those that matched a
     /// trigger are stored, for the least disk and CPU per ignored event).
     pub log_ignored_events: bool,
+    /// `EVENT_LOG_MAX_PER_SEC` (default 1000): at most this many events that matched no trigger are logged
+    /// per second; the rest are counted on the console's overview ("not listed") instead.
+    pub event_log_max_per_sec: u64,
     /// `JOB_LEASE_SECS` (default 60): a claimed job is held this long, renewed while it runs; a worker that
     /// dies stops renewing and the job is taken over once the lease ends.
     pub job_lease: Duration,
@@ -206,6 +209,7 @@ impl Settings {
             database_url: DEFAULT_DATABASE_URL.to_string(),
             sqlite_synchronous_full: true,
             log_ignored_events: true,
+            event_log_max_per_sec: 1000,
             db_max_connections: 10,
             db_statement_timeout: Duration::from_millis(5000),
             job_lease: Duration::from_secs(60),
@@ -392,6 +396,9 @@ impl Settings {
                         .into(),
                 }),
             };
+        }
+        if let Some(v) = get("EVENT_LOG_MAX_PER_SEC") {
+            s.event_log_max_per_sec = positive("EVENT_LOG_MAX_PER_SEC", &v)?;
         }
         s.job_lease = secs("JOB_LEASE_SECS", s.job_lease)?;
         for (var, value) in [

@@ -64,8 +64,11 @@ impl Intake {
         &self,
         source: Source,
         events: Vec<Event>,
-        meta: RequestMeta,
+        meta: &(dyn Fn() -> RequestMeta + Sync),
     ) -> Result<Summary, IntakeError> {
+        // Headers are masked and copied only for an event that is recorded or logged.
+        let mut built: Option<RequestMeta> = None;
+        let mut meta = || built.get_or_insert_with(meta).clone();
         let pending = self.backlog.load(Ordering::Relaxed);
         if pending > self.max_backlog {
             return Err(IntakeError::Backlog {
@@ -127,14 +130,14 @@ impl Intake {
                     .get_or_create(&Metrics::source(source))
                     .inc();
                 tracing::debug!(source = %source, event_id = %event.id, event = %event.name, "no trigger matches: acknowledged and ignored");
-                if self.log_ignored {
+                if self.log_ignored && self.jobs.log_has_room() {
                     ignored.push(Delivery {
                         source,
                         event_id: event.id,
                         name: event.name,
                         user_id: event.user_id,
                         raw: event.raw,
-                        meta: meta.clone(),
+                        meta: meta(),
                         jobs,
                     });
                 }
@@ -145,7 +148,7 @@ impl Intake {
                     name: event.name,
                     user_id: event.user_id,
                     raw: event.raw,
-                    meta: meta.clone(),
+                    meta: meta(),
                     jobs,
                 });
             }

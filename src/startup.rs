@@ -97,7 +97,7 @@ impl App {
             &settings,
             metrics.clone(),
         );
-        let jobs = Jobs::new(store);
+        let jobs = Jobs::new(store, settings.event_log_max_per_sec);
         let intake = Intake {
             dedupe: DedupeMemory::new(settings.dedupe_ttl, settings.dedupe_capacity),
             table: table.clone(),

@@ -24,10 +24,14 @@ pub struct Committer {
     log: mpsc::Sender<Delivery>,
     /// Events the log had no room for.
     pub dropped: Arc<AtomicU64>,
+    /// At most this many events per second are logged (`EVENT_LOG_MAX_PER_SEC`).
+    max_per_sec: u64,
+    /// The current second and how many events it logged, packed: `second << 32 | count`.
+    window: Arc<AtomicU64>,
 }
 
 impl Committer {
-    pub fn spawn(store: Arc<dyn JobStore>) -> Self {
+    pub fn spawn(store: Arc<dyn JobStore>, log_max_per_sec: u64) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let (log, log_rx) = mpsc::channel(LOG_QUEUE);
         tokio::spawn(run(store.clone(), rx));
@@ -36,6 +40,38 @@ impl Committer {
             tx,
             log,
             dropped: Arc::default(),
+            max_per_sec: log_max_per_sec,
+            window: Arc::default(),
+        }
+    }
+
+    /// Takes a place in this second's share of the event log, or counts the event as not listed. A flood
+    /// of events no trigger wants then costs the writer (which the acknowledgements of events that do
+    /// matter also need) at most this much.
+    pub fn log_has_room(&self) -> bool {
+        let second = (super::now_ms() / 1000) & 0xffff_ffff;
+        let taken = self
+            .window
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                if w >> 32 != second {
+                    Some(second << 32 | 1)
+                } else if w & 0xffff_ffff < self.max_per_sec {
+                    Some(w + 1)
+                } else {
+                    None
+                }
+            })
+            .is_ok();
+        if !taken {
+            self.note_dropped();
+        }
+        taken
+    }
+
+    fn note_dropped(&self) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(dropped, max_per_sec = self.max_per_sec, "event log: over EVENT_LOG_MAX_PER_SEC or behind, so some events that matched no trigger are not listed in the console (counted on its overview)");
         }
     }
 
@@ -45,10 +81,7 @@ impl Committer {
     pub fn log(&self, deliveries: Vec<Delivery>) {
         for d in deliveries {
             if self.log.try_send(d).is_err() {
-                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if dropped.is_power_of_two() {
-                    tracing::warn!(dropped, "event log is behind: events that matched no trigger are not all listed in the console");
-                }
+                self.note_dropped();
             }
         }
     }

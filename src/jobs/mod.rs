@@ -316,9 +316,10 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn new(store: Arc<dyn JobStore>) -> Self {
+    /// `log_max_per_sec`: how many events that matched no trigger the event log takes per second.
+    pub fn new(store: Arc<dyn JobStore>, log_max_per_sec: u64) -> Self {
         Self {
-            committer: committer::Committer::spawn(store.clone()),
+            committer: committer::Committer::spawn(store.clone(), log_max_per_sec),
             store,
             bell: Arc::new(Notify::new()),
         }
@@ -338,6 +339,11 @@ impl Jobs {
         if !deliveries.is_empty() {
             self.committer.log(deliveries);
         }
+    }
+
+    /// Whether the event log takes another event this second (else it is counted as not listed).
+    pub fn log_has_room(&self) -> bool {
+        self.committer.log_has_room()
     }
 
     /// Events the event log had no room for, since start.

@@ -7,12 +7,22 @@
 //! worst the last moments of bookkeeping, which re-runs those jobs under the in-flight guards.
 //! `SQLITE_SYNCHRONOUS=normal` drops the fsync from acknowledgements too. One process per database file.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::sync::Notify;
 
 use serde_json::Value;
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    SqlitePool,
+    Acquire, SqlitePool,
 };
 
 use super::{
@@ -23,6 +33,26 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Claims the next due job (see `claim`); `CLAIM_BUSY` is replaced by [`CLAIM_BUSY`].
+pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
+     WHERE id = (
+         SELECT id FROM (
+             SELECT * FROM (SELECT c.id, c.run_at_ms FROM jobs c
+                            WHERE c.state = 'pending' AND c.run_at_ms <= ?1 AND NOT (CLAIM_BUSY)
+                            ORDER BY c.run_at_ms, c.id LIMIT 1)
+             UNION ALL
+             SELECT * FROM (SELECT c.id, c.run_at_ms FROM jobs c
+                            WHERE c.state = 'running' AND c.lease_until_ms < ?1 AND NOT (CLAIM_BUSY)
+                            ORDER BY c.run_at_ms, c.id LIMIT 1))
+         ORDER BY run_at_ms, id LIMIT 1)
+     RETURNING *";
+
+/// A persona job whose (trigger, user) has another persona job running: it waits its turn.
+pub const CLAIM_BUSY_SQL: &str = "c.action = 'create_persona' AND EXISTS (
+         SELECT 1 FROM jobs r INDEXED BY jobs_trigger_user
+         WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id != c.id
+           AND r.state = 'running' AND r.action = 'create_persona' AND r.lease_until_ms >= ?1)";
+
 #[derive(Clone)]
 pub struct SqliteStore {
     /// The one writer connection.
@@ -31,6 +61,34 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Acknowledgements fsync (`SQLITE_SYNCHRONOUS=full`).
     ack_full: bool,
+    /// Acknowledgements go first: bookkeeping waits while one is waiting for the writer.
+    gate: Arc<Gate>,
+}
+
+/// The writer's queue order. Without it, a group commit waited behind every worker's claim and outcome
+/// (16 workers: ~10 ms per commit under load) while the webhooks it answers were waiting too.
+#[derive(Default)]
+struct Gate {
+    acks: AtomicUsize,
+    open: Notify,
+}
+
+/// An acknowledgement's claim on the writer, from before it queues until it is done.
+struct AckTurn<'a>(&'a Gate);
+
+impl<'a> AckTurn<'a> {
+    fn take(gate: &'a Gate) -> Self {
+        gate.acks.fetch_add(1, Ordering::SeqCst);
+        AckTurn(gate)
+    }
+}
+
+impl Drop for AckTurn<'_> {
+    fn drop(&mut self) {
+        if self.0.acks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.open.notify_waiters();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -89,7 +147,21 @@ impl SqliteStore {
             pool,
             reader,
             ack_full: synchronous_full,
+            gate: Arc::default(),
         })
+    }
+
+    /// The writer, for job bookkeeping and the event log: after any acknowledgement that is waiting.
+    async fn bookkeeping(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
+        loop {
+            // Registered before the check: a notification between the two is not lost.
+            let opened = self.gate.open.notified();
+            if self.gate.acks.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            opened.await;
+        }
+        Ok(self.pool.acquire().await?)
     }
 
     /// The connection pool, for tests that need to break the store on purpose.
@@ -105,6 +177,7 @@ impl JobStore for SqliteStore {
         deliveries: Vec<Delivery>,
         now_ms: u64,
     ) -> Result<Vec<bool>, StoreError> {
+        let _first = AckTurn::take(&self.gate);
         let mut conn = self.pool.acquire().await?;
         if self.ack_full {
             sqlx::query("PRAGMA synchronous = FULL")
@@ -121,7 +194,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.bookkeeping().await?;
         record_on(&mut conn, deliveries, now_ms).await.map(|_| ())
     }
 
@@ -180,21 +253,13 @@ impl JobStore for SqliteStore {
     }
 
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
-        let row: Option<JobRow> = sqlx::query_as(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
-             WHERE id = (SELECT c.id FROM jobs c
-                         WHERE ((c.state = 'pending' AND c.run_at_ms <= ?1) OR (c.state = 'running' AND c.lease_until_ms < ?1))
-                           AND NOT (c.action = 'create_persona' AND EXISTS (
-                               SELECT 1 FROM jobs r
-                               WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id != c.id
-                                 AND r.state = 'running' AND r.action = 'create_persona' AND r.lease_until_ms >= ?1))
-                         ORDER BY c.run_at_ms, c.id LIMIT 1)
-             RETURNING *",
-        )
-        .bind(now_ms as i64)
-        .bind(lease_ms as i64)
-        .fetch_optional(&self.pool)
-        .await?;
+        // Pending and expired jobs are looked for apart, each along its index in run order: one search over
+        // both states (an OR) collected the whole backlog and sorted it, on every claim.
+        let row: Option<JobRow> = sqlx::query_as(&CLAIM_SQL.replace("CLAIM_BUSY", CLAIM_BUSY_SQL))
+            .bind(now_ms as i64)
+            .bind(lease_ms as i64)
+            .fetch_optional(&mut *self.bookkeeping().await?)
+            .await?;
         row.map(Job::try_from).transpose()
     }
 
@@ -202,7 +267,7 @@ impl JobStore for SqliteStore {
         let done = sqlx::query(
             "UPDATE jobs SET state = 'pending', lease_until_ms = NULL WHERE state = 'running'",
         )
-        .execute(&self.pool)
+        .execute(&mut *self.bookkeeping().await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -211,7 +276,7 @@ impl JobStore for SqliteStore {
         sqlx::query("UPDATE jobs SET lease_until_ms = ?2 WHERE id = ?1 AND state = 'running'")
             .bind(id as i64)
             .bind((super::now_ms() + lease_ms) as i64)
-            .execute(&self.pool)
+            .execute(&mut *self.bookkeeping().await?)
             .await?;
         Ok(())
     }
@@ -220,7 +285,7 @@ impl JobStore for SqliteStore {
         sqlx::query("UPDATE jobs SET progress = json_patch(progress, ?2) WHERE id = ?1")
             .bind(id as i64)
             .bind(json_text(&patch))
-            .execute(&self.pool)
+            .execute(&mut *self.bookkeeping().await?)
             .await?;
         Ok(())
     }
@@ -232,14 +297,19 @@ impl JobStore for SqliteStore {
         followups: Vec<NewJob>,
     ) -> Result<(), StoreError> {
         let now = super::now_ms() as i64;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE jobs SET state = 'done', outcome = ?2, lease_until_ms = NULL, updated_ms = ?3,
+        let done = sqlx::query("UPDATE jobs SET state = 'done', outcome = ?2, lease_until_ms = NULL, updated_ms = ?3,
                          history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?3, 'result', 'done', 'error', NULL)) WHERE id = ?1")
             .bind(id as i64)
             .bind(json_text(&outcome))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            .bind(now);
+        let mut conn = self.bookkeeping().await?;
+        if followups.is_empty() {
+            // One statement commits on its own: no BEGIN and COMMIT round trips.
+            done.execute(&mut *conn).await?;
+            return Ok(());
+        }
+        let mut tx = conn.begin().await?;
+        done.execute(&mut *tx).await?;
         for job in &followups {
             sqlx::query(
                 "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
@@ -268,7 +338,7 @@ impl JobStore for SqliteStore {
             .bind(run_at_ms as i64)
             .bind(error)
             .bind(super::now_ms() as i64)
-            .execute(&self.pool)
+            .execute(&mut *self.bookkeeping().await?)
             .await?;
         Ok(())
     }
@@ -279,7 +349,7 @@ impl JobStore for SqliteStore {
             .bind(id as i64)
             .bind(reason)
             .bind(super::now_ms() as i64)
-            .execute(&self.pool)
+            .execute(&mut *self.bookkeeping().await?)
             .await?;
         Ok(())
     }
@@ -290,7 +360,7 @@ impl JobStore for SqliteStore {
             .bind(id as i64)
             .bind(reason)
             .bind(super::now_ms() as i64)
-            .execute(&self.pool)
+            .execute(&mut *self.bookkeeping().await?)
             .await?;
         Ok(())
     }
@@ -300,7 +370,8 @@ impl JobStore for SqliteStore {
         guards: &[Guard],
         now_ms: u64,
     ) -> Result<Option<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.bookkeeping().await?;
+        let mut tx = conn.begin().await?;
         for guard in guards {
             let refused = match guard {
                 Guard::Cooldown {
@@ -362,7 +433,7 @@ impl JobStore for SqliteStore {
         )
         .bind(id as i64)
         .bind(now_ms as i64)
-        .execute(&self.pool)
+        .execute(&mut *self.bookkeeping().await?)
         .await?;
         if done.rows_affected() == 0 && self.get(id).await?.is_none() {
             return Err(StoreError::NotFound(id));
@@ -441,7 +512,7 @@ impl JobStore for SqliteStore {
             "INSERT INTO heartbeat (id, at_ms) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms",
         )
         .bind(now_ms as i64)
-        .execute(&self.pool)
+        .execute(&mut *self.bookkeeping().await?)
         .await?;
         Ok(())
     }
@@ -478,7 +549,7 @@ impl JobStore for SqliteStore {
         .bind(&persona.persona_id)
         .bind(&persona.name)
         .bind(now_ms as i64)
-        .execute(&self.pool)
+        .execute(&mut *self.bookkeeping().await?)
         .await?;
         Ok(())
     }
@@ -490,7 +561,6 @@ async fn record_on(
     deliveries: Vec<Delivery>,
     now_ms: u64,
 ) -> Result<Vec<bool>, StoreError> {
-    use sqlx::Acquire;
     let mut tx = conn.begin().await?;
     let mut fresh = Vec::with_capacity(deliveries.len());
     let mut tally = events::Tally::default();

@@ -66,13 +66,13 @@ pub(crate) async fn hand_over(
     source: Source,
     events: Vec<crate::sources::Event>,
     headers: &HeaderMap,
-    signature: String,
+    signature: &(dyn Fn() -> String + Sync),
 ) -> Result<Summary, ApiError> {
-    let meta = RequestMeta {
+    let meta = || RequestMeta {
         headers: masked_headers(headers).into(),
-        signature: signature.into(),
+        signature: signature().into(),
     };
-    state.intake.accept(source, events, meta).await.map_err(|e| {
+    state.intake.accept(source, events, &meta).await.map_err(|e| {
         match &e {
             IntakeError::Store(_) => tracing::error!(source = %source, error = %e, "cannot record events: answering 503 so the sender retries"),
             IntakeError::Backlog { .. } => tracing::warn!(source = %source, error = %e, "backpressure: answering 503 so the sender retries later"),
