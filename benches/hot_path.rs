@@ -189,7 +189,7 @@ fn triggers(c: &mut Criterion) {
         .get("cio_churn_alert")
         .expect("shipped trigger")
         .clone();
-    let mut ctx = unsubscribed.context.clone();
+    let mut ctx = unsubscribed.context().clone();
     let attributes: Value = json!({
         "plan_type": "pro", "mrr": "850", "industry": "fintech", "tenure_days": "342",
         "usage_tier": "high", "last_active_at": "1732541458", "email": "jane@acme.example"
@@ -219,7 +219,7 @@ fn triggers(c: &mut Criterion) {
     let persona = table.get("trial_started").expect("shipped trigger").clone();
     g.bench_function("prepare + render: trial_started persona", |b| {
         b.iter_batched(
-            || trial.context.clone(),
+            || trial.context().clone(),
             |ctx| {
                 let ctx = table.prepare(&persona, ctx).unwrap();
                 table.render(&persona, &ctx).unwrap()

@@ -100,7 +100,7 @@ impl Intake {
             for trigger in table.matching(&event) {
                 if !trigger.decides_in_job() {
                     let decided = table
-                        .prepare(trigger, event.context.clone())
+                        .prepare(trigger, event.context().clone())
                         .and_then(|ctx| table.condition_holds(trigger, &ctx));
                     match decided {
                         Ok(true) => {}
@@ -120,7 +120,7 @@ impl Intake {
                     source,
                     event_id: event.id.clone(),
                     user_id: event.user_id.clone(),
-                    context: event.context.clone(),
+                    context: event.context().clone(),
                 });
             }
             if jobs.is_empty() {

@@ -724,7 +724,7 @@ fn check_segment(
             for e in &events {
                 prop_assert_eq!(e.source, Source::Segment);
                 prop_assert!(!e.id.is_empty());
-                prop_assert!(e.context.contains_key("payload"));
+                prop_assert!(e.context().contains_key("payload"));
             }
         }
         Err(e) => prop_assert!(
@@ -917,13 +917,13 @@ fn check_event(got: &Event, want: &SegmentEvent, raw: &str) -> Result<(), TestCa
     prop_assert_eq!(got.dedupe_key(), format!("segment:{}", want.id));
     prop_assert_eq!(&got.user_id, &want.user_id);
     prop_assert_eq!(&got.raw, raw);
-    prop_assert_eq!(&got.context["payload"], &want.value);
+    prop_assert_eq!(&got.context()["payload"], &want.value);
     prop_assert_eq!(
-        &got.context["properties"],
+        &got.context()["properties"],
         &Value::Object(want.properties.clone().unwrap_or_default())
     );
-    prop_assert_eq!(&got.context["event"], &Value::from(want.name.clone()));
-    prop_assert_eq!(&got.context["message_id"], &Value::from(want.id.clone()));
+    prop_assert_eq!(&got.context()["event"], &Value::from(want.name.clone()));
+    prop_assert_eq!(&got.context()["message_id"], &Value::from(want.id.clone()));
     Ok(())
 }
 
@@ -958,7 +958,7 @@ proptest! {
         // The same bytes, unsigned in dev mode, give the same event.
         let dev = segment::parse(&segment::verify(&HeaderMap::new(), body.as_bytes(), &[], true).unwrap()).unwrap();
         prop_assert_eq!(&dev[0].id, &events[0].id);
-        prop_assert_eq!(&dev[0].context, &events[0].context);
+        prop_assert_eq!(&dev[0].context(), &events[0].context());
     }
 
 }
@@ -1244,13 +1244,13 @@ proptest! {
             (customerio::Parsed::Event(e), Some((kind, metric))) => {
                 prop_assert_eq!(&e.kind, &kind);
                 prop_assert_eq!(&e.name, &metric);
-                prop_assert_eq!(&e.context["metric"], &Value::from(metric));
+                prop_assert_eq!(&e.context()["metric"], &Value::from(metric));
                 match expected_id(obj.get("event_id")) {
                     Some(id) => prop_assert_eq!(&e.id, &id),
                     None => prop_assert!(e.id.starts_with("content:"), "{}", e.id),
                 }
                 prop_assert_eq!(&e.user_id, &expected_cio_user(&obj));
-                prop_assert_eq!(&e.context["payload"], &Value::Object(obj.clone()));
+                prop_assert_eq!(&e.context()["payload"], &Value::Object(obj.clone()));
                 prop_assert_eq!(e.raw.as_bytes(), &body[..]);
             }
             (customerio::Parsed::Unrecognised(_), None) => {}

@@ -241,7 +241,7 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Parsed {
         name: metric,
         kind: object_type,
         user_id,
-        context: ctx,
+        context: ctx.into(),
         raw: String::from_utf8_lossy(raw).into_owned(),
     }))
 }
@@ -415,10 +415,10 @@ mod tests {
         );
         assert_eq!(e.dedupe_key(), "customerio:01E4C4CT6YDC7Y5M7FE1GWWPQJ");
         assert_eq!(
-            e.context["lookup"],
+            e.context()["lookup"],
             serde_json::json!({"id": "42", "id_type": "id"})
         );
-        assert_eq!(e.context["email"], "test@example.com");
+        assert_eq!(e.context()["email"], "test@example.com");
     }
 
     #[test]
@@ -427,7 +427,7 @@ mod tests {
             panic!()
         };
         assert_eq!((e.kind.as_str(), e.name.as_str()), ("email", "delivered"));
-        assert_eq!(e.context["lookup"]["id"], "568");
+        assert_eq!(e.context()["lookup"]["id"], "568");
         let body = br#"{"event_type":"in_app_clicked","event_id":"x","data":{}}"#;
         let v = verify(
             &HeaderMap::new(),
@@ -478,7 +478,7 @@ mod tests {
                 panic!()
             };
             assert_eq!(
-                e.context["lookup"],
+                e.context()["lookup"],
                 serde_json::json!({"id": id, "id_type": id_type}),
                 "{data}"
             );

@@ -63,13 +63,22 @@ pub struct Event {
     pub kind: String,
     /// The person the event is about, when known.
     pub user_id: Option<String>,
-    /// Everything templates and conditions may read.
-    pub context: Map<String, Value>,
+    /// Everything templates and conditions may read: see [`Event::context`].
+    pub(crate) context: std::sync::OnceLock<Map<String, Value>>,
     /// The event's JSON exactly as received (for a batch, its element), kept for replay.
     pub raw: String,
 }
 
 impl Event {
+    /// Everything templates and conditions may read. A Segment event is read in full only here, when a
+    /// trigger wants it: a re-delivery or an event no trigger matches is answered from its head alone.
+    pub fn context(&self) -> &Map<String, Value> {
+        self.context.get_or_init(|| match self.source {
+            Source::Segment => segment::full_context(&self.raw),
+            Source::CustomerIo => Map::new(),
+        })
+    }
+
     /// The key that is remembered to drop re-deliveries: one mechanism, one key space per source.
     pub fn dedupe_key(&self) -> String {
         format!("{}:{}", self.source, self.id)

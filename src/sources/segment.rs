@@ -151,6 +151,9 @@ pub fn parse(verified: &Verified<'_>) -> Result<Vec<Event>, RejectReason> {
             } else {
                 String::new()
             };
+            if let Some(event) = from_head(raw) {
+                return Ok(event);
+            }
             let value: Value = serde_json::from_str(raw.get()).map_err(malformed)?;
             let Value::Object(obj) = value else {
                 return Err(RejectReason::BadRequest(format!(
@@ -279,8 +282,223 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Result<Event, String> {
         name,
         kind,
         user_id: who,
-        context: ctx,
+        context: ctx.into(),
         raw: String::from_utf8_lossy(raw).into_owned(),
+    })
+}
+
+/// The template context of an event that [`parse`] accepted from its head: the whole event read now.
+pub(crate) fn full_context(raw: &str) -> Map<String, Value> {
+    match serde_json::from_str(raw) {
+        Ok(Value::Object(obj)) => to_event(obj, raw.as_bytes())
+            .ok()
+            .and_then(|e| e.context.into_inner())
+            .unwrap_or_default(),
+        _ => Map::new(),
+    }
+}
+
+/// The fields of a Segment event that dedupe and trigger matching need, and those whose type [`to_event`]
+/// checks, each left unread ([`RawValue`]): most of an event (its `context`, `properties`, `traits`) is
+/// skipped over, not built.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    #[serde(rename = "messageId", borrow, default)]
+    message_id: Option<&'a RawValue>,
+    #[serde(rename = "userId", borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(rename = "User ID", borrow, default)]
+    user_id_doc: Option<&'a RawValue>,
+    #[serde(rename = "anonymousId", borrow, default)]
+    anonymous_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    properties: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    traits: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(rename = "receivedAt", borrow, default)]
+    received_at: Option<&'a RawValue>,
+    #[serde(rename = "sentAt", borrow, default)]
+    sent_at: Option<&'a RawValue>,
+    #[serde(rename = "originalTimestamp", borrow, default)]
+    original_timestamp: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct ContextHead<'a> {
+    #[serde(borrow, default)]
+    traits: Option<&'a RawValue>,
+}
+
+/// Whether valid JSON text (a [`RawValue`]) also reads as a [`Value`]: skipping over a value, as
+/// `RawValue` does, lets through two things a `Value` refuses, numbers out of `f64`'s range (`1e400`) and
+/// unpaired UTF-16 surrogates in `\u` escapes (and it has no nesting limit). Those go the slow way, which refuses them with a reason.
+fn reads_as_value(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    // serde_json's `Value` stops at 128 levels of nesting; anything near that goes the slow way.
+    let mut depth = 0usize;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > 100 {
+                    return false;
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'"' => {
+                i += 1;
+                // A high surrogate waiting for its low half.
+                let mut pending_high = false;
+                while bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        if bytes[i + 1] == b'u' {
+                            let hex = std::str::from_utf8(&bytes[i + 2..i + 6]).unwrap_or("");
+                            let unit = u16::from_str_radix(hex, 16).unwrap_or(0);
+                            match unit {
+                                0xD800..=0xDBFF if !pending_high => pending_high = true,
+                                0xDC00..=0xDFFF if pending_high => pending_high = false,
+                                0xD800..=0xDFFF => return false,
+                                _ if pending_high => return false,
+                                _ => {}
+                            }
+                            i += 6;
+                            continue;
+                        }
+                        if pending_high {
+                            return false;
+                        }
+                        i += 2;
+                        continue;
+                    }
+                    if pending_high {
+                        return false;
+                    }
+                    i += 1;
+                }
+                if pending_high {
+                    return false;
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let number = std::str::from_utf8(&bytes[start..i]).unwrap_or("");
+                if !number.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
+}
+
+/// What a JSON value is, from its first byte (`RawValue` holds valid JSON, trimmed).
+fn first(raw: Option<&RawValue>) -> u8 {
+    raw.and_then(|r| r.get().bytes().next()).unwrap_or(b'n')
+}
+
+fn text(raw: Option<&RawValue>) -> Option<String> {
+    raw.filter(|r| first(Some(r)) == b'"')
+        .and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
+/// An id: a non-empty string, or a number as written (what [`id_string`] makes of it).
+fn id_of(raw: Option<&RawValue>) -> Option<String> {
+    match first(raw) {
+        b'"' => text(raw).filter(|s| !s.is_empty()),
+        b'-' | b'0'..=b'9' => raw.and_then(|r| {
+            serde_json::from_str::<serde_json::Number>(r.get())
+                .ok()
+                .map(|n| n.to_string())
+        }),
+        _ => None,
+    }
+}
+
+/// The event from its head alone, when every field it has is of the type [`to_event`] wants; `None` sends
+/// the event through [`to_event`], which reads all of it and names what is wrong.
+fn from_head(raw: &RawValue) -> Option<Event> {
+    if !reads_as_value(raw.get()) {
+        return None;
+    }
+    let head: Head = serde_json::from_str(raw.get()).ok()?;
+    let is = |v: Option<&RawValue>, allowed: &[u8]| allowed.contains(&first(v));
+    let string = [b'n', b'"'];
+    let object = [b'n', b'{'];
+    let id = [
+        b'n', b'"', b'-', b'0', b'1', b'2', b'3', b'4', b'5', b'6', b'7', b'8', b'9',
+    ];
+    let typed = is(head.kind, &string)
+        && is(head.event, &string)
+        && is(head.message_id, &string)
+        && is(head.user_id, &id)
+        && is(head.user_id_doc, &id)
+        && is(head.anonymous_id, &id)
+        && is(head.properties, &object)
+        && is(head.traits, &object)
+        && is(head.context, &object)
+        && [
+            head.timestamp,
+            head.received_at,
+            head.sent_at,
+            head.original_timestamp,
+        ]
+        .into_iter()
+        .all(|t| is(t, &string));
+    if !typed {
+        return None;
+    }
+    if let Some(context) = head.context.filter(|c| first(Some(c)) == b'{') {
+        let inner: ContextHead = serde_json::from_str(context.get()).ok()?;
+        if !is(inner.traits, &object) {
+            return None;
+        }
+    }
+    let event_name = text(head.event);
+    let kind = match (text(head.kind), &event_name) {
+        (Some(t), _) => t,
+        (None, Some(_)) => "track".to_string(),
+        (None, None) => return None,
+    };
+    let name = match (kind.as_str(), event_name) {
+        (_, Some(e)) => e,
+        ("track", None) => return None,
+        (other, None) => other.to_string(),
+    };
+    let user_id = id_of(head.user_id)
+        .or_else(|| id_of(head.user_id_doc))
+        .or_else(|| id_of(head.anonymous_id));
+    let raw = raw.get();
+    let id = text(head.message_id)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| content_id(raw.as_bytes()));
+    Some(Event {
+        source: Source::Segment,
+        id,
+        name,
+        kind,
+        user_id,
+        context: std::sync::OnceLock::new(),
+        raw: raw.to_string(),
     })
 }
 
@@ -396,11 +614,11 @@ mod tests {
         assert_eq!(e.id, "m1");
         assert_eq!(e.dedupe_key(), "segment:m1");
         assert_eq!(e.user_id.as_deref(), Some("anon"));
-        assert_eq!(e.context["traits"]["company"], "Acme");
-        assert_eq!(e.context["traits"]["seat"], 3);
+        assert_eq!(e.context()["traits"]["company"], "Acme");
+        assert_eq!(e.context()["traits"]["seat"], 3);
         // Traits win over properties at the top level, as in the seed.
-        assert_eq!(e.context["plan"], "team");
-        assert_eq!(e.context["properties"]["plan"], "pro");
+        assert_eq!(e.context()["plan"], "team");
+        assert_eq!(e.context()["properties"]["plan"], "pro");
     }
 
     #[test]
@@ -436,5 +654,49 @@ mod tests {
             };
             assert!(reason.contains(why), "{reason} should mention {why}");
         }
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+
+    #[test]
+    fn what_a_value_refuses_goes_the_slow_way() {
+        for bad in [
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00x"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+            r#"{"a":1e400}"#,
+            r#"{"a":-1e999}"#,
+        ] {
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+            assert!(!reads_as_value(bad), "{bad}");
+        }
+        for good in [
+            r#"{"a":"\ud83d\ude00 \"q\" \\","b":[1,-2.5e10,0],"c":{"d":null}}"#,
+            r#"{"a":123456789012345678901234567890,"b":"é\u00e9"}"#,
+        ] {
+            assert!(serde_json::from_str::<Value>(good).is_ok(), "{good}");
+            assert!(reads_as_value(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn the_head_gives_the_same_event_as_reading_it_all() {
+        let raw = r#"{"type":"track","event":"Signed Up","messageId":"m-1","userId":42,"anonymousId":"a",
+            "properties":{"plan":"pro"},"context":{"traits":{"company":"Acme"},"ip":"1.2.3.4"},"timestamp":"2026-11-25T00:00:00Z"}"#;
+        let raw: &RawValue = serde_json::from_str(raw).unwrap();
+        let fast = from_head(raw).expect("the fast path takes it");
+        let Value::Object(obj) = serde_json::from_str(raw.get()).unwrap() else {
+            panic!()
+        };
+        let slow = to_event(obj, raw.get().as_bytes()).unwrap();
+        assert_eq!(
+            (&fast.id, &fast.name, &fast.kind, &fast.user_id),
+            (&slow.id, &slow.name, &slow.kind, &slow.user_id)
+        );
+        assert_eq!(fast.context(), slow.context());
+        assert_eq!(fast.raw, slow.raw);
     }
 }

@@ -36,7 +36,7 @@ impl TriggerTable {
     pub fn dry_run(&self, event: &Event, attributes: &Map<String, Value>) -> Vec<Planned> {
         self.matching(event)
             .map(|trigger| {
-                let mut ctx = event.context.clone();
+                let mut ctx = event.context().clone();
                 if trigger.enrich == Some(Enrichment::CustomerioAttributes) {
                     ctx.insert("attributes".into(), Value::Object(attributes.clone()));
                 }
