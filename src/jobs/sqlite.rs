@@ -6,12 +6,17 @@
 //! (in WAL mode one fsync covers every earlier commit); a killed process loses none of it, a power cut at
 //! worst the last moments of bookkeeping, which re-runs those jobs under the in-flight guards.
 //! `SQLITE_SYNCHRONOUS=normal` drops the fsync from acknowledgements too. One process per database file.
+//!
+//! Every statement is a round trip to the connection's thread (about 0.2 ms on a busy 2-core machine), and
+//! SQLite has one writer: so acknowledgements go first (job bookkeeping waits while one is queued), a group
+//! commit writes each table with one multi-row statement, and the writer stays in `FULL` between
+//! acknowledgements instead of switching for each.
 
 use std::{
     path::Path,
     str::FromStr,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -71,6 +76,8 @@ pub struct SqliteStore {
 struct Gate {
     acks: AtomicUsize,
     open: Notify,
+    /// The writer connection is in `synchronous = FULL` (set for acknowledgements).
+    full: AtomicBool,
 }
 
 /// An acknowledgement's claim on the writer, from before it queues until it is done.
@@ -114,7 +121,12 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(if synchronous_full {
+                // A connection the pool opens anew is safe for acknowledgements from the start.
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // SQLite takes one writer at a time. All writes (group commits, claims, outcomes) queue for one
@@ -147,7 +159,10 @@ impl SqliteStore {
             pool,
             reader,
             ack_full: synchronous_full,
-            gate: Arc::default(),
+            gate: Arc::new(Gate {
+                full: AtomicBool::new(synchronous_full),
+                ..Gate::default()
+            }),
         })
     }
 
@@ -161,7 +176,14 @@ impl SqliteStore {
             }
             opened.await;
         }
-        Ok(self.pool.acquire().await?)
+        let mut conn = self.pool.acquire().await?;
+        if self.gate.full.load(Ordering::SeqCst) {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+            self.gate.full.store(false, Ordering::SeqCst);
+        }
+        Ok(conn)
     }
 
     /// The connection pool, for tests that need to break the store on purpose.
@@ -179,18 +201,14 @@ impl JobStore for SqliteStore {
     ) -> Result<Vec<bool>, StoreError> {
         let _first = AckTurn::take(&self.gate);
         let mut conn = self.pool.acquire().await?;
-        if self.ack_full {
+        // The writer stays in FULL from one acknowledgement to the next; bookkeeping switches it back.
+        if self.ack_full && !self.gate.full.load(Ordering::SeqCst) {
             sqlx::query("PRAGMA synchronous = FULL")
                 .execute(&mut *conn)
                 .await?;
+            self.gate.full.store(true, Ordering::SeqCst);
         }
-        let recorded = record_on(&mut conn, deliveries, now_ms).await;
-        if self.ack_full {
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await?;
-        }
-        recorded
+        record_on(&mut conn, deliveries, now_ms).await
     }
 
     async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
