@@ -94,8 +94,16 @@ fn sources(c: &mut Criterion) {
         b.iter(|| segment::verify(black_box(&headers), black_box(bytes), &secrets, false).unwrap())
     });
     let verified = segment::verify(&headers, bytes, &secrets, false).unwrap();
-    g.bench_function("parse + normalise", |b| {
+    // What dedupe and trigger matching need: the event's head (id, name, type, user).
+    g.bench_function("parse + normalise (head)", |b| {
         b.iter(|| segment::parse(black_box(&verified)).unwrap())
+    });
+    // What a matching event costs besides: the whole template context, built when a trigger wants it.
+    g.bench_function("parse + full context", |b| {
+        b.iter(|| {
+            let events = segment::parse(black_box(&verified)).unwrap();
+            black_box(events[0].context().len())
+        })
     });
     g.bench_function("verify + parse", |b| {
         b.iter(|| {
