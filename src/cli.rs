@@ -317,6 +317,19 @@ async fn run_server(mut settings: Settings, args: RunArgs) -> ExitCode {
     for t in table.triggers() {
         tracing::info!(trigger = %t.name, source = %t.source, events = %t.events.join(","), action = t.action.kind(), "trigger loaded");
     }
+    let host = match settings.bind_addr {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    if settings.admin_token.is_some() {
+        tracing::info!(
+            "web console on http://{host}:{}/console (sign in with ADMIN_TOKEN)",
+            app.port()
+        );
+    } else {
+        tracing::info!("web console off: set ADMIN_TOKEN to turn on /console and /admin");
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
     #[cfg(unix)]
