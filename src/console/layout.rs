@@ -37,32 +37,6 @@ pub fn render_markdown(markdown: &str) -> String {
         .to_string()
 }
 
-/// The words of a Markdown text without its markup, links or HTML, cut to about `max` characters.
-pub fn plain_text(markdown: &str, max: usize) -> String {
-    use pulldown_cmark::{Event, Parser, TagEnd};
-    let mut out = String::new();
-    for event in Parser::new(markdown) {
-        match event {
-            Event::Text(t) | Event::Code(t) => out.push_str(&t),
-            Event::SoftBreak | Event::HardBreak => out.push(' '),
-            Event::End(
-                TagEnd::Paragraph | TagEnd::Heading(_) | TagEnd::Item | TagEnd::CodeBlock,
-            ) => out.push(' '),
-            _ => {}
-        }
-        if out.chars().count() > max + 64 {
-            break;
-        }
-    }
-    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    if words.chars().count() > max {
-        let cut: String = words.chars().take(max).collect();
-        format!("{}…", cut.trim_end())
-    } else {
-        words
-    }
-}
-
 /// A time as `2026-11-25 15:41:50 UTC`.
 pub fn time(ms: u64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(ms);

@@ -10,7 +10,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::layout::{ago, badge, bare_page, count, esc, page, plain_text, render_markdown, time};
+use super::layout::{ago, badge, bare_page, count, esc, page, render_markdown, time};
 use crate::{
     jobs::{now_ms, Job, JobState},
     metrics::UpstreamHealth,
@@ -231,18 +231,18 @@ fn brief_article(job: &Job, full: bool) -> Option<String> {
     } else {
         format!("<h3>Sources</h3><ul>{sources}</ul>")
     };
-    let body = if full {
-        format!("{}{sources}", render_markdown(brief))
+    let summary = str_of(outcome, "summary")
+        .map(|s| format!("<p><em>{}</em></p>", esc(s)))
+        .unwrap_or_default();
+    let link = if full {
+        String::new()
     } else {
-        let summary = str_of(outcome, "summary")
-            .map(str::to_string)
-            .unwrap_or_else(|| plain_text(brief, 280));
         format!(
-            "<p>{}</p><p><a href=\"/console/briefs/{}\">Read the brief</a></p>",
-            esc(&summary),
+            "<p><a href=\"/console/briefs/{}\">Read the brief</a> on its own page</p>",
             job.id
         )
     };
+    let body = format!("{summary}{}{sources}{link}", render_markdown(brief));
     Some(format!(
         "<article id=\"job-{id}\"><h2>{}</h2><p class=meta>job {id} · {} · trigger {} · about {} · persona type {}</p>{body}</article>",
         esc(title),
@@ -259,7 +259,8 @@ pub struct Before {
     before: Option<u64>,
 }
 
-const PAGE: usize = 50;
+/// Briefs are long: 20 to a page.
+const PAGE: usize = 20;
 
 pub async fn briefs(State(state): State<AppState>, Query(q): Query<Before>) -> Response {
     let store = &state.jobs.store;
@@ -401,16 +402,6 @@ mod tests {
             html.contains("<h1>Plan</h1>") && html.contains("<strong>bold</strong>"),
             "{html}"
         );
-    }
-
-    #[test]
-    fn a_summary_is_the_brief_s_words_without_markup() {
-        let text = plain_text(
-            "## Win-back plan\n<script>alert(1)</script>\n[open](javascript:alert(1)) **Call** now.",
-            200,
-        );
-        assert_eq!(text, "Win-back plan open Call now.");
-        assert_eq!(plain_text("one two three", 7), "one two…");
     }
 
     #[test]

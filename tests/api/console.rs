@@ -121,6 +121,10 @@ async fn scripts_use_the_bearer_token_and_briefs_render_inert() {
         !list.contains("<script>alert") && !list.contains("javascript:"),
         "{list}"
     );
+    assert!(
+        list.contains("<h2>Win-back plan</h2>"),
+        "the list shows each brief rendered: {list}"
+    );
     let link = list
         .split("<a href=\"/console/briefs/")
         .nth(1)
