@@ -161,17 +161,27 @@ impl JobStore for PgStore {
     }
 
     async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
+        // Pending and expired jobs are looked for apart, each along `jobs_due` in run order: one search
+        // over both states (an OR) can make the planner collect and sort the whole due backlog per claim.
+        let busy = format!(
+            "c.action = 'create_persona' AND EXISTS (
+                 SELECT 1 FROM jobs r
+                 WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id <> c.id
+                   AND r.state = 'running' AND r.action = 'create_persona'
+                   AND r.lease_until_ms >= {DB_NOW})"
+        );
         let row: Option<JobRow> = sqlx::query_as(&format!(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = {DB_NOW} + $2, updated_ms = $1
-             WHERE id = (SELECT c.id FROM jobs c
-                         WHERE ((c.state = 'pending' AND c.run_at_ms <= $1)
-                                OR (c.state = 'running' AND c.lease_until_ms < {DB_NOW}))
-                           AND NOT (c.action = 'create_persona' AND EXISTS (
-                               SELECT 1 FROM jobs r
-                               WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id <> c.id
-                                 AND r.state = 'running' AND r.action = 'create_persona'
-                                 AND r.lease_until_ms >= {DB_NOW}))
-                         ORDER BY c.run_at_ms, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED)
+            "WITH pending AS (
+                 SELECT c.id, c.run_at_ms FROM jobs c
+                 WHERE c.state = 'pending' AND c.run_at_ms <= $1 AND NOT ({busy})
+                 ORDER BY c.run_at_ms, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED),
+             expired AS (
+                 SELECT c.id, c.run_at_ms FROM jobs c
+                 WHERE c.state = 'running' AND c.lease_until_ms < {DB_NOW} AND NOT ({busy})
+                 ORDER BY c.run_at_ms, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED)
+             UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = {DB_NOW} + $2, updated_ms = $1
+             WHERE id = (SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM expired) due
+                         ORDER BY run_at_ms, id LIMIT 1)
              RETURNING {JOB}"
         ))
         .bind(now_ms as i64)
