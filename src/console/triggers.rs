@@ -97,7 +97,7 @@ fn form_html(csrf: &str, source: Source, body: &str) -> String {
     };
     format!(
         "<section><h2>Send a test event (dry run)</h2>\
-         <p class=meta>Runs the event through the table above and shows what each trigger would send to Mavera. Nothing is recorded or sent; no signature is needed. Customer.io triggers use a sample pro-plan profile for the customer look-up.</p>\
+         <p class=meta>Runs the event through the active trigger table and shows what each trigger would send to Mavera. Nothing is recorded or sent; no signature is needed. Customer.io triggers use a sample pro-plan profile for the customer look-up.</p>\
          <form method=post action=\"/console/triggers/test\"><input type=hidden name=csrf value=\"{csrf}\">\
          <p><label>source <select name=source>{}{}</select></label></p>\
          <p><textarea name=body rows=12 cols=90 spellcheck=false>{}</textarea></p>\
