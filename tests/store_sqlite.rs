@@ -90,20 +90,16 @@ async fn query_plan(
     sql: &str,
     binds: Vec<mavera_triggers::jobs::events::Bind>,
 ) -> Vec<String> {
-    use mavera_triggers::jobs::events::Bind;
+    use mavera_triggers::jobs::events;
     let explain = format!("EXPLAIN QUERY PLAN {sql}");
-    let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(&explain);
-    for b in binds {
-        query = match b {
-            Bind::Text(t) => query.bind(t),
-            Bind::Int(i) => query.bind(i),
-        };
-    }
-    query
-        .fetch_all(pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.3)
-        .collect()
+    events::bind_all(
+        sqlx::query_as::<_, (i64, i64, i64, String)>(&explain),
+        binds,
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| r.3)
+    .collect()
 }

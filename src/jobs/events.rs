@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use serde::Serialize;
 
-use super::{JobState, StoreError};
+use super::JobState;
 use crate::sources::Source;
 
 /// What the request carried besides the event: shown on the event's page.
@@ -103,6 +103,25 @@ impl std::str::FromStr for StatusFilter {
 pub enum Bind {
     Text(String),
     Int(i64),
+}
+
+/// Binds [`list_query`]'s values, in order, for either store.
+pub fn bind_all<'q, DB, O>(
+    mut query: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    binds: Vec<Bind>,
+) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for b in binds {
+        query = match b {
+            Bind::Text(t) => query.bind(t),
+            Bind::Int(i) => query.bind(i),
+        };
+    }
+    query
 }
 
 /// The columns of an event row in a list.
@@ -254,12 +273,6 @@ pub fn jobs_query(rows: usize) -> String {
     )
 }
 
-/// Records an event; no row when its (source, event id) is there already.
-pub const INSERT_EVENT: &str =
-    "INSERT INTO events (source, event_id, name, received_ms, raw, user_id, headers, signature, status)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-     ON CONFLICT (source, event_id) DO NOTHING RETURNING id";
-
 /// `triggered` for an event with jobs, `ignored` for one without.
 pub fn status_of(delivery: &super::Delivery) -> &'static str {
     if delivery.jobs.is_empty() {
@@ -309,11 +322,6 @@ impl Tally {
     pub fn rows(&self) -> impl Iterator<Item = (i64, &'static str, &'static str, i64)> + '_ {
         self.0.iter().map(|(&(m, s, st), &n)| (m, s, st, n))
     }
-}
-
-/// Reads an error of the event queries.
-pub fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 #[cfg(test)]

@@ -111,17 +111,10 @@ impl JobStore for PgStore {
         limit: usize,
     ) -> Result<events::EventPage, StoreError> {
         let (sql, binds) = events::list_query(filter, limit);
-        let mut query = sqlx::query_as(&sql);
-        for b in binds {
-            query = match b {
-                events::Bind::Text(t) => query.bind(t),
-                events::Bind::Int(i) => query.bind(i),
-            };
-        }
-        Ok(events::dedupe_page(
-            query.fetch_all(&self.pool).await?,
-            limit,
-        ))
+        let rows = events::bind_all(sqlx::query_as(&sql), binds)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(events::dedupe_page(rows, limit))
     }
 
     async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError> {

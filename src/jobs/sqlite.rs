@@ -189,6 +189,19 @@ impl SqliteStore {
         Ok(conn)
     }
 
+    /// Ends a job's attempt as `dead` or `held`, with the reason, in its history too.
+    async fn set_final(&self, id: JobId, state: &str, reason: String) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET state = ?2, last_error = ?3, lease_until_ms = NULL, updated_ms = ?4,
+                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?4, 'result', ?2, 'error', ?3)) WHERE id = ?1")
+            .bind(id as i64)
+            .bind(state)
+            .bind(reason)
+            .bind(super::now_ms() as i64)
+            .execute(&mut *self.bookkeeping().await?)
+            .await?;
+        Ok(())
+    }
+
     /// The connection pool, for tests that need to break the store on purpose.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
@@ -225,17 +238,10 @@ impl JobStore for SqliteStore {
         limit: usize,
     ) -> Result<events::EventPage, StoreError> {
         let (sql, binds) = events::list_query(filter, limit);
-        let mut query = sqlx::query_as(&sql);
-        for b in binds {
-            query = match b {
-                events::Bind::Text(t) => query.bind(t),
-                events::Bind::Int(i) => query.bind(i),
-            };
-        }
-        Ok(events::dedupe_page(
-            query.fetch_all(&self.reader).await?,
-            limit,
-        ))
+        let rows = events::bind_all(sqlx::query_as(&sql), binds)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(events::dedupe_page(rows, limit))
     }
 
     async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError> {
@@ -365,25 +371,11 @@ impl JobStore for SqliteStore {
     }
 
     async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'dead', last_error = ?2, lease_until_ms = NULL, updated_ms = ?3,
-                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?3, 'result', 'dead', 'error', ?2)) WHERE id = ?1")
-            .bind(id as i64)
-            .bind(reason)
-            .bind(super::now_ms() as i64)
-            .execute(&mut *self.bookkeeping().await?)
-            .await?;
-        Ok(())
+        self.set_final(id, "dead", reason).await
     }
 
     async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'held', last_error = ?2, lease_until_ms = NULL, updated_ms = ?3,
-                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?3, 'result', 'held', 'error', ?2)) WHERE id = ?1")
-            .bind(id as i64)
-            .bind(reason)
-            .bind(super::now_ms() as i64)
-            .execute(&mut *self.bookkeeping().await?)
-            .await?;
-        Ok(())
+        self.set_final(id, "held", reason).await
     }
 
     async fn take_guards(
