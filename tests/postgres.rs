@@ -27,7 +27,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 const SECRET: &str = "pg-suite-segment-secret";
 
 /// Mavera as the replicas see it: creates personas (recording each POST by name and arrival time, before
-/// any delay), and finds them again by name.
+/// any delay), updates them (`PATCH`), and finds them again by name.
 #[derive(Clone, Default)]
 struct FakeMavera {
     book: Arc<Mutex<Book>>,
@@ -80,6 +80,20 @@ impl Respond for FakeMavera {
                     json!({"id": id, "object": "custom_persona", "name": name, "created_at": now}),
                 )
                 .set_delay(delay)
+        } else if request.method.as_str() == "PATCH" {
+            // An update of a persona created before: a job whose create succeeded but whose outcome was
+            // not recorded (Postgres went away in between) is run again and updates what it made.
+            let body: Value = request.body_json().unwrap_or_default();
+            let id = request
+                .url
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            ResponseTemplate::new(200).set_body_json(
+                json!({"id": id, "object": "custom_persona", "name": body["name"], "created_at": now}),
+            )
         } else {
             let search = request
                 .url
