@@ -74,6 +74,8 @@ struct Created {
 struct MaveraBook {
     created: Vec<Created>,
     posts_by_name: HashMap<String, u32>,
+    /// `POST /mave/chat` calls per message.
+    chats_by_message: HashMap<String, u32>,
     lookups: u64,
     lookup_hits: u64,
 }
@@ -91,6 +93,25 @@ impl FakeMavera {
 
 impl Respond for FakeMavera {
     fn respond(&self, request: &Request) -> ResponseTemplate {
+        if request.url.path().ends_with("/mave/chat") {
+            let message = request
+                .body_json::<Value>()
+                .ok()
+                .and_then(|b| b["message"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            *self.book().chats_by_message.entry(message).or_default() += 1;
+            // Mave takes its time: a kill often lands while a chat is in flight.
+            let delay = Duration::from_millis(rand::rng().random_range(0..=60));
+            return ResponseTemplate::new(200)
+                .set_body_json(json!({
+                    "id": "msg_crash",
+                    "thread_id": "thr_crash",
+                    "content": "brief",
+                    "sources": [],
+                    "usage": {"credits_used": 10},
+                }))
+                .set_delay(delay);
+        }
         if request.method.as_str() == "POST" {
             let Ok(body) = request.body_json::<Value>() else {
                 return ResponseTemplate::new(400)
@@ -308,56 +329,15 @@ struct SendStats {
     abandoned_as_acked: AtomicU64,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_under_traffic_loses_nothing_and_doubles_nothing() {
-    let began = Instant::now();
-    let seed: u64 = env_num("CRASH_SEED").unwrap_or_else(|| rand::rng().random());
-    let events: usize = env_num("CRASH_EVENTS").unwrap_or(2000);
-    let stop_when_acked = std::env::var("CRASH_STOP_WHEN_ACKED").map_or(true, |v| v != "0");
-    println!("crash test: seed {seed} (CRASH_SEED={seed} replays the random choices)");
-    let mut rng = StdRng::seed_from_u64(seed);
-
-    // Mavera.
-    let mavera = MockServer::start().await;
-    let fake = FakeMavera::default();
-    Mock::given(method("POST"))
-        .and(path("/api/v1/personas"))
-        .respond_with(fake.clone())
-        .mount(&mavera)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/personas"))
-        .respond_with(fake.clone())
-        .mount(&mavera)
-        .await;
-
-    // The server's files and environment.
-    let mut dir = tempfile::tempdir().expect("temp dir");
-    if std::env::var("CRASH_KEEP_DIR").is_ok_and(|v| v == "1") {
-        dir.disable_cleanup(true);
-        println!("crash test: keeping {}", dir.path().display());
-    }
-    let config = dir.path().join("crash.toml");
-    std::fs::write(
-        &config,
-        r#"
-[[triggers]]
-name = "crash"
-source = "segment"
-events = ["crash_test"]
-
-[triggers.create_persona]
-name = "crash {{ message_id }}"
-description = "d"
-"#,
-    )
-    .expect("write the trigger table");
+/// The server's environment: a SQLite file in `dir`, Mavera at `mavera`, the trigger table `triggers`.
+fn server_spec(dir: &Path, mavera: &MockServer, triggers: &str) -> ServerSpec {
+    let config = dir.join("crash.toml");
+    std::fs::write(&config, triggers).expect("write the trigger table");
     let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let spec = Arc::new(ServerSpec {
-        dir: dir.path().to_path_buf(),
-        log: dir.path().join("server.log"),
-        base: base.clone(),
+    ServerSpec {
+        dir: dir.to_path_buf(),
+        log: dir.join("server.log"),
+        base: format!("http://127.0.0.1:{port}"),
         env: vec![
             ("SEGMENT_SHARED_SECRET", SEGMENT_SECRET.to_string()),
             ("MAVERA_API_KEY", "mvra_live_crash".to_string()),
@@ -365,7 +345,7 @@ description = "d"
             ("MAVERA_TRIGGERS_CONFIG", config.display().to_string()),
             (
                 "DATABASE_URL",
-                format!("sqlite://{}", dir.path().join("crash.db").display()),
+                format!("sqlite://{}", dir.join("crash.db").display()),
             ),
             ("WEBHOOK_PORT", port.to_string()),
             ("BIND_ADDR", "127.0.0.1".to_string()),
@@ -378,7 +358,58 @@ description = "d"
                 std::env::var("CRASH_RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
             ),
         ],
-    });
+    }
+}
+
+/// A fake Mavera on its own wiremock server: personas (create, look up) and chats.
+async fn start_mavera() -> (MockServer, FakeMavera) {
+    let mavera = MockServer::start().await;
+    let fake = FakeMavera::default();
+    for (verb, route) in [
+        ("POST", "/api/v1/personas"),
+        ("GET", "/api/v1/personas"),
+        ("POST", "/api/v1/mave/chat"),
+    ] {
+        Mock::given(method(verb))
+            .and(path(route))
+            .respond_with(fake.clone())
+            .mount(&mavera)
+            .await;
+    }
+    (mavera, fake)
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("temp dir");
+    if std::env::var("CRASH_KEEP_DIR").is_ok_and(|v| v == "1") {
+        dir.disable_cleanup(true);
+        println!("crash test: keeping {}", dir.path().display());
+    }
+    dir
+}
+
+/// What one run of traffic under kills ended with.
+struct Traffic {
+    acked: HashSet<usize>,
+    redeliveries: usize,
+    kills: u32,
+    counts: Counts,
+    send_time: Duration,
+    drain_time: Duration,
+    stats: Arc<SendStats>,
+}
+
+/// Sends `events` distinct events (`body(i)`) and ~30% re-deliveries, each retried until a 2xx, while the
+/// server is SIGKILLed at random moments and restarted; then lets the last server drain the queue.
+async fn traffic_under_kills(
+    spec: Arc<ServerSpec>,
+    events: usize,
+    seed: u64,
+    body: fn(usize) -> Vec<u8>,
+) -> Traffic {
+    let stop_when_acked = std::env::var("CRASH_STOP_WHEN_ACKED").map_or(true, |v| v != "0");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let base = spec.base.clone();
     let probe = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .pool_max_idle_per_host(0)
@@ -430,7 +461,6 @@ description = "d"
             }
         })
     };
-
     // The senders: Segment's behaviour, retry until a 2xx.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -454,7 +484,7 @@ description = "d"
                 let Some(&i) = plan.get(n) else {
                     return Ok::<(), String>(());
                 };
-                let body = event_body(i);
+                let body = body(i);
                 let signature = sign_sha1(&secret, &body);
                 loop {
                     if send_start.elapsed() > SEND_DEADLINE {
@@ -533,11 +563,54 @@ description = "d"
     if let Some(mut child) = slot.take() {
         let _ = child.kill().await;
     }
+    Traffic {
+        acked: (0..events)
+            .filter(|&i| acked[i].load(Ordering::SeqCst))
+            .collect(),
+        redeliveries,
+        kills,
+        counts,
+        send_time,
+        drain_time,
+        stats,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_traffic_loses_nothing_and_doubles_nothing() {
+    let began = Instant::now();
+    let seed: u64 = env_num("CRASH_SEED").unwrap_or_else(|| rand::rng().random());
+    let events: usize = env_num("CRASH_EVENTS").unwrap_or(2000);
+    let stop_when_acked = std::env::var("CRASH_STOP_WHEN_ACKED").map_or(true, |v| v != "0");
+    println!("crash test: seed {seed} (CRASH_SEED={seed} replays the random choices)");
+    let (mavera, fake) = start_mavera().await;
+    let dir = temp_dir();
+    let spec = Arc::new(server_spec(
+        dir.path(),
+        &mavera,
+        r#"
+[[triggers]]
+name = "crash"
+source = "segment"
+events = ["crash_test"]
+
+[triggers.create_persona]
+name = "crash {{ message_id }}"
+description = "d"
+"#,
+    ));
+    let log = spec.log.clone();
+    let Traffic {
+        acked,
+        redeliveries,
+        kills,
+        counts,
+        send_time,
+        drain_time,
+        stats,
+    } = traffic_under_kills(spec, events, seed, event_body).await;
 
     // What Mavera saw, against what was acknowledged.
-    let acked: HashSet<usize> = (0..events)
-        .filter(|&i| acked[i].load(Ordering::SeqCst))
-        .collect();
     let (posts_by_name, created, lookups, lookup_hits) = {
         let book = fake.book();
         (
@@ -661,4 +734,125 @@ description = "d"
         job_problems.len(),
         job_problems[..job_problems.len().min(10)].join("\n")
     );
+}
+
+/// Even events ask for a persona, odd ones for research; every user is new, so no cooldown may refuse.
+fn guarded_event_body(i: usize) -> Vec<u8> {
+    json!({
+        "type": "track",
+        "event": if i % 2 == 0 { "crash_persona" } else { "crash_research" },
+        "messageId": format!("crash-{i}"),
+        "userId": format!("user-{i}"),
+        "properties": {},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The cost guards survive a kill: a job killed after it took its cooldown is not refused by that same
+/// cooldown when it runs again. Every acknowledged event reaches Mavera: each persona exactly once, each
+/// research at least once (a research in flight at a kill is asked again), and no job ends held or dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_cooldowns_on_never_holds_a_job_back_by_its_own_guard() {
+    let seed: u64 = env_num("CRASH_SEED").unwrap_or_else(|| rand::rng().random());
+    let events: usize = env_num("CRASH_GUARDED_EVENTS").unwrap_or(600);
+    println!("guarded crash test: seed {seed} (CRASH_SEED={seed} replays the random choices)");
+    let (mavera, fake) = start_mavera().await;
+    let dir = temp_dir();
+    let spec = Arc::new(server_spec(
+        dir.path(),
+        &mavera,
+        r#"
+[[triggers]]
+name = "crash_persona"
+source = "segment"
+events = ["crash_persona"]
+cooldown = "24h"
+budget = { per_hour = 100000 }
+
+[triggers.create_persona]
+name = "crash {{ message_id }}"
+description = "d"
+
+[[triggers]]
+name = "crash_research"
+source = "segment"
+events = ["crash_research"]
+cooldown = "24h"
+budget = { per_day = 100000 }
+
+[triggers.research]
+message = "research {{ message_id }}"
+title = "t"
+"#,
+    ));
+    let log = spec.log.clone();
+    let traffic = traffic_under_kills(spec, events, seed, guarded_event_body).await;
+
+    let (posts_by_name, chats_by_message) = {
+        let book = fake.book();
+        (book.posts_by_name.clone(), book.chats_by_message.clone())
+    };
+    let mut missed = Vec::new();
+    let mut doubled = Vec::new();
+    let mut asked_again = 0;
+    for &i in &traffic.acked {
+        if i % 2 == 0 {
+            match posts_by_name.get(&persona_name(i)).copied().unwrap_or(0) {
+                1 => {}
+                0 => missed.push(i),
+                n => doubled.push((i, n)),
+            }
+        } else {
+            match chats_by_message
+                .get(&format!("research crash-{i}"))
+                .copied()
+                .unwrap_or(0)
+            {
+                0 => missed.push(i),
+                1 => {}
+                _ => asked_again += 1,
+            }
+        }
+    }
+    missed.sort_unstable();
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", dir.path().join("crash.db").display()),
+        true,
+    )
+    .await
+    .expect("open the crash database");
+    let held: Vec<String> = store
+        .list(Some(JobState::Held), 100)
+        .await
+        .expect("list held jobs")
+        .iter()
+        .map(|j| format!("{} ({}): {:?}", j.id, j.new.event_id, j.last_error))
+        .collect();
+    println!(
+        "guarded crash test: {events} events, {} re-deliveries, {} kills, {} acknowledged, {} missed, {} personas doubled, {asked_again} research asked again after a kill, jobs {:?}, sending {:.1?}, draining {:.1?}, {} delivery attempts",
+        traffic.redeliveries,
+        traffic.kills,
+        traffic.acked.len(),
+        missed.len(),
+        doubled.len(),
+        traffic.counts,
+        traffic.send_time,
+        traffic.drain_time,
+        traffic.stats.attempts.load(Ordering::Relaxed),
+    );
+    let tail = log_tail(&log);
+    assert!(traffic.kills >= MIN_KILLS, "only {} kills", traffic.kills);
+    assert_eq!(traffic.acked.len(), events, "every event is acknowledged");
+    assert!(
+        held.is_empty(),
+        "jobs held back after kills (by their own guard): {held:?}\n{tail}"
+    );
+    assert!(
+        missed.is_empty() && doubled.is_empty(),
+        "acknowledged events Mavera never saw: {:?}; personas created more than once: {:?}\n{tail}",
+        &missed[..missed.len().min(20)],
+        &doubled[..doubled.len().min(20)]
+    );
+    assert_eq!(traffic.counts.dead, 0, "dead jobs\n{tail}");
 }

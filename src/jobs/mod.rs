@@ -264,8 +264,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// Marks a job held back by a cost guard, with the reason.
     async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError>;
     /// Takes every guard at once, or none: `None` when all allow the call, else the first refusal's reason.
+    /// Taking them marks job `job` as holding them (`guards_taken` in its progress) in the same transaction,
+    /// so a kill between the two can never leave the job refused by its own cooldown on its next attempt.
     async fn take_guards(
         &self,
+        job: JobId,
         guards: &[Guard],
         now_ms: u64,
     ) -> Result<Option<String>, StoreError>;

@@ -274,6 +274,7 @@ impl JobStore for PgStore {
 
     async fn take_guards(
         &self,
+        job: JobId,
         guards: &[Guard],
         now_ms: u64,
     ) -> Result<Option<String>, StoreError> {
@@ -326,6 +327,10 @@ impl JobStore for PgStore {
                 return Ok(refused);
             }
         }
+        sqlx::query("UPDATE jobs SET progress = progress || '{\"guards_taken\": true}'::jsonb WHERE id = $1")
+            .bind(job as i64)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(None)
     }

@@ -227,16 +227,16 @@ impl Runner {
                 self.daily_budget.unwrap_or(0)
             ),
         );
-        if !guards.is_empty() {
-            if let Some(reason) = store.take_guards(&guards, now).await.map_err(retry_store)? {
-                tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "held back: {reason}");
-                return Err(Step::Held(reason));
-            }
-        }
-        store
-            .merge_progress(job.id, json!({ "guards_taken": true }))
+        // The mark that the job holds its guards commits with them: one transaction, even with no guard.
+        if let Some(reason) = store
+            .take_guards(job.id, &guards, now)
             .await
-            .map_err(retry_store)
+            .map_err(retry_store)?
+        {
+            tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "held back: {reason}");
+            return Err(Step::Held(reason));
+        }
+        Ok(())
     }
 
     /// Creates the persona, or updates the one this trigger created for the same user before. A create that

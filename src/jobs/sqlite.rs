@@ -380,6 +380,7 @@ impl JobStore for SqliteStore {
 
     async fn take_guards(
         &self,
+        job: JobId,
         guards: &[Guard],
         now_ms: u64,
     ) -> Result<Option<String>, StoreError> {
@@ -433,6 +434,10 @@ impl JobStore for SqliteStore {
                 return Ok(refused);
             }
         }
+        sqlx::query("UPDATE jobs SET progress = json_set(progress, '$.guards_taken', json('true')) WHERE id = ?1")
+            .bind(job as i64)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(None)
     }

@@ -240,6 +240,23 @@ async fn retries_wait_and_finals_are_kept_and_replayable(store: &dyn JobStore) {
 }
 
 async fn guards_are_taken_all_or_nothing(store: &dyn JobStore) {
+    store
+        .record(vec![delivery("guards", 2)], now_ms())
+        .await
+        .unwrap();
+    let first = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    let second = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    let holds = |id| async move {
+        store
+            .get(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .get("guards_taken")
+            == Some(&json!(true))
+    };
+    let j = first.id;
     let now = now_ms();
     let cooldown = Guard::Cooldown {
         trigger: "t".into(),
@@ -254,19 +271,28 @@ async fn guards_are_taken_all_or_nothing(store: &dyn JobStore) {
     };
     assert_eq!(
         store
-            .take_guards(&[cooldown.clone(), budget(2)], now)
+            .take_guards(j, &[cooldown.clone(), budget(2)], now)
             .await
             .unwrap(),
         None
     );
+    assert!(
+        holds(first.id).await,
+        "the job that took its guards is marked in the same transaction"
+    );
     let refused = store
-        .take_guards(std::slice::from_ref(&cooldown), now + 1)
+        .take_guards(second.id, std::slice::from_ref(&cooldown), now + 1)
         .await
         .unwrap()
         .unwrap();
     assert!(refused.contains("cooldown"), "{refused}");
-    assert_eq!(store.take_guards(&[budget(2)], now).await.unwrap(), None);
-    let spent = store.take_guards(&[budget(2)], now).await.unwrap().unwrap();
+    assert!(!holds(second.id).await, "a refused job is not marked");
+    assert_eq!(store.take_guards(j, &[budget(2)], now).await.unwrap(), None);
+    let spent = store
+        .take_guards(j, &[budget(2)], now)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(spent.contains("t: 2 per hour"), "{spent}");
     // A refused budget takes nothing else: this user's cooldown stays free.
     let other = Guard::Cooldown {
@@ -275,19 +301,22 @@ async fn guards_are_taken_all_or_nothing(store: &dyn JobStore) {
         window_ms: 60_000,
     };
     assert!(store
-        .take_guards(&[other.clone(), budget(2)], now)
+        .take_guards(j, &[other.clone(), budget(2)], now)
         .await
         .unwrap()
         .is_some());
-    assert_eq!(store.take_guards(&[other], now).await.unwrap(), None);
+    assert_eq!(store.take_guards(j, &[other], now).await.unwrap(), None);
     assert!(
         store
-            .take_guards(&[cooldown], now + 60_001)
+            .take_guards(j, &[cooldown], now + 60_001)
             .await
             .unwrap()
             .is_none(),
         "after the window"
     );
+    for id in [first.id, second.id] {
+        store.finish(id, json!({}), vec![]).await.unwrap();
+    }
 }
 
 async fn personas_are_remembered_per_trigger_and_user(store: &dyn JobStore) {
