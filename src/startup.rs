@@ -18,7 +18,10 @@ use crate::{
     config::Settings,
     dedupe::DedupeMemory,
     intake::{Counters, Intake},
-    jobs::{open_store, retry::RetryPolicy, runner::Runner, worker::spawn_pool, Jobs},
+    jobs::{
+        lockfile::ServerLock, open_store, retry::RetryPolicy, runner::Runner, sqlite,
+        worker::spawn_pool, Jobs,
+    },
     limits::{LimitedListener, RemoteAddr},
     metrics::Metrics,
     routes,
@@ -48,6 +51,8 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
 
 pub struct App {
     listener: TcpListener,
+    /// This process's claim on its SQLite file, held until the server stops.
+    lock: Option<ServerLock>,
     state: AppState,
     runner: Runner,
     policy: RetryPolicy,
@@ -63,6 +68,10 @@ impl App {
             )
         })?;
         let table = Arc::new(ArcSwap::from_pointee(table));
+        // Before the store is opened: a second server must not touch the first one's running jobs.
+        let lock = sqlite::database_file(&settings.database_url)
+            .map(|file| ServerLock::take(&file))
+            .transpose()?;
         let store = open_store(&settings).await.map_err(|e| {
             anyhow::anyhow!(
                 "{e}. Fix: check DATABASE_URL ({}) and that its folder is writable",
@@ -132,6 +141,7 @@ impl App {
         };
         Ok(Self {
             listener,
+            lock,
             state,
             runner,
             policy,
@@ -178,6 +188,7 @@ impl App {
             // Their jobs stay `running` and are resumed at the next start (or taken over when the lease ends).
             tracing::warn!("workers still busy after 30 s: stopping anyway");
         }
+        drop(self.lock);
         served.map_err(Into::into)
     }
 }

@@ -856,3 +856,72 @@ title = "t"
     );
     assert_eq!(traffic.counts.dead, 0, "dead jobs\n{tail}");
 }
+
+/// The same server on another port and log, on the same database.
+fn second_server(spec: &ServerSpec) -> ServerSpec {
+    let port = free_port();
+    let mut env = spec.env.clone();
+    for (key, value) in env.iter_mut() {
+        if *key == "WEBHOOK_PORT" {
+            *value = port.to_string();
+        }
+    }
+    ServerSpec {
+        dir: spec.dir.clone(),
+        env,
+        log: spec.dir.join("second.log"),
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_file_refuses_to_start_and_a_killed_ones_lock_does_not_block(
+) {
+    let (mavera, _fake) = start_mavera().await;
+    let dir = temp_dir();
+    let first = server_spec(
+        dir.path(),
+        &mavera,
+        r#"
+[[triggers]]
+name = "crash"
+source = "segment"
+events = ["crash_test"]
+
+[triggers.create_persona]
+name = "crash {{ message_id }}"
+description = "d"
+"#,
+    );
+    let probe = reqwest::Client::new();
+    let slot = ChildSlot::default();
+    let _guard = KillOnDrop(slot.clone());
+    slot.put(first.start(1, &probe).await);
+    let holder = slot.lock().as_ref().and_then(Child::id).expect("a pid");
+
+    let second = second_server(&first);
+    let mut refused = second.spawn(1);
+    let status = tokio::time::timeout(READY_DEADLINE, refused.wait())
+        .await
+        .expect("the second server gives up at once")
+        .expect("wait for the second server");
+    let said = std::fs::read_to_string(&second.log).unwrap_or_default();
+    assert!(!status.success(), "the second server must not run\n{said}");
+    let database = dir.path().join("crash.db").display().to_string();
+    assert!(
+        said.contains(&format!(
+            "{database} is in use by another mavera-triggers server (pid {holder}"
+        )),
+        "the refusal names the file and the holder's pid:\n{said}"
+    );
+    assert!(
+        health(&probe, &second.base).await.is_none(),
+        "nothing listens for the refused server"
+    );
+
+    // SIGKILL: the kernel drops the lock; the pid left in the lock file does not block the next start.
+    let mut child = slot.take().expect("the first server");
+    child.kill().await.expect("SIGKILL the first server");
+    slot.put(second.start(2, &probe).await);
+    assert!(health(&probe, &second.base).await.is_some());
+}

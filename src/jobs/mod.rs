@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod committer;
 pub mod events;
+pub mod lockfile;
 pub mod postgres;
 pub mod retry;
 pub mod row;

@@ -13,7 +13,7 @@
 //! acknowledgements instead of switching for each.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     str::FromStr,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -57,6 +57,15 @@ pub const CLAIM_BUSY_SQL: &str = "c.action = 'create_persona' AND EXISTS (
          SELECT 1 FROM jobs r INDEXED BY jobs_trigger_user
          WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id != c.id
            AND r.state = 'running' AND r.action = 'create_persona' AND r.lease_until_ms >= ?1)";
+
+/// The database file a `sqlite:` URL names; `None` for an in-memory database.
+pub fn database_file(url: &str) -> Option<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or("");
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -102,21 +111,14 @@ impl SqliteStore {
     /// Opens (creating the file and its folder when missing) and migrates the database at `url`
     /// (`sqlite://path/to/file.db`, or `sqlite::memory:`).
     pub async fn open(url: &str, synchronous_full: bool) -> Result<Self, StoreError> {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
+        if let Some(dir) = database_file(url)
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|d| !d.as_os_str().is_empty())
         {
-            let path = path.split('?').next().unwrap_or("");
-            if !path.is_empty() && path != ":memory:" {
-                if let Some(dir) = Path::new(path)
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                    })?;
-                }
-            }
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
