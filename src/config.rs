@@ -173,6 +173,18 @@ pub struct Settings {
     pub retry_max_age: Duration,
     /// `LOG_FORMAT` (`pretty` default, or `json`).
     pub log_json: bool,
+    /// `SHUTDOWN_GRACE` (default `120s`): on SIGTERM, how long jobs in flight may run to their end (a Mave
+    /// answer takes 30–90 s) before the rest are put back in the queue. A container platform's stop timeout
+    /// must be longer, or the process is killed first and research in flight is asked again.
+    pub shutdown_grace: Duration,
+    /// `RETENTION_EVENTS` (default `30d`, `off` keeps them): events, with their raw payloads and headers,
+    /// are deleted this long after they arrived. Payloads carry personal data (emails, traits).
+    pub retention_events: Option<Duration>,
+    /// `RETENTION_JOBS` (default `90d`, `off` keeps them): finished, dead and held jobs (outcomes, briefs,
+    /// sink deliveries) are deleted this long after their last change.
+    pub retention_jobs: Option<Duration>,
+    /// `PRUNE_INTERVAL` (default `10m`): how often retention runs.
+    pub prune_interval: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/mavera-triggers.db";
@@ -230,6 +242,10 @@ impl Settings {
             admin_token: None,
             retry_max_age: Duration::from_secs(24 * 3600),
             log_json: false,
+            shutdown_grace: Duration::from_secs(120),
+            retention_events: Some(Duration::from_secs(30 * 86_400)),
+            retention_jobs: Some(Duration::from_secs(90 * 86_400)),
+            prune_interval: Duration::from_secs(600),
         }
     }
 
@@ -310,6 +326,47 @@ impl Settings {
                 None => Ok(default),
             }
         };
+        let human = |var: &'static str, default: Duration| -> Result<Duration, SettingsError> {
+            match get(var) {
+                Some(v) => humantime::parse_duration(&v).map_err(|_| SettingsError {
+                    var,
+                    value: v.clone(),
+                    fix: "use a duration such as 30d, 12h, 10m or 3s".into(),
+                }),
+                None => Ok(default),
+            }
+        };
+        let retention = |var: &'static str,
+                         default: Option<Duration>|
+         -> Result<Option<Duration>, SettingsError> {
+            match get(var) {
+                Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
+                Some(_) => human(var, Duration::ZERO).and_then(|d| {
+                    if d.is_zero() {
+                        Err(SettingsError {
+                            var,
+                            value: "0".into(),
+                            fix: "use a duration above 0 such as 30d, or `off` to keep everything"
+                                .into(),
+                        })
+                    } else {
+                        Ok(Some(d))
+                    }
+                }),
+                None => Ok(default),
+            }
+        };
+        s.shutdown_grace = human("SHUTDOWN_GRACE", s.shutdown_grace)?;
+        s.retention_events = retention("RETENTION_EVENTS", s.retention_events)?;
+        s.retention_jobs = retention("RETENTION_JOBS", s.retention_jobs)?;
+        s.prune_interval = human("PRUNE_INTERVAL", s.prune_interval)?;
+        if s.prune_interval.is_zero() {
+            return Err(SettingsError {
+                var: "PRUNE_INTERVAL",
+                value: "0".into(),
+                fix: "use a duration above 0 such as 10m".into(),
+            });
+        }
         s.cio_timestamp_tolerance =
             secs("CIO_TIMESTAMP_TOLERANCE_SECS", s.cio_timestamp_tolerance)?;
         s.cio_cache_ttl = secs("CIO_ATTRIBUTES_CACHE_TTL_SECS", s.cio_cache_ttl)?;
@@ -556,5 +613,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("above 0"), "{err}");
+    }
+
+    #[test]
+    fn grace_and_retention_take_humantime_durations_and_retention_can_be_off() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(120));
+        assert_eq!(s.retention_events, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(s.retention_jobs, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(s.prune_interval, Duration::from_secs(600));
+        let s = load(&[
+            ("SHUTDOWN_GRACE", "3s"),
+            ("RETENTION_EVENTS", "12h"),
+            ("RETENTION_JOBS", "off"),
+            ("PRUNE_INTERVAL", "1m"),
+        ])
+        .unwrap();
+        assert_eq!(s.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(s.retention_events, Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(s.retention_jobs, None);
+        assert_eq!(s.prune_interval, Duration::from_secs(60));
+        let err = load(&[("RETENTION_EVENTS", "a month")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("RETENTION_EVENTS") && err.contains("30d"),
+            "{err}"
+        );
     }
 }

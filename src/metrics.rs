@@ -92,6 +92,11 @@ pub struct Metrics {
     pub upstream_latency_seconds: Family<EndpointLabel, Histogram, fn() -> Histogram>,
     pub upstream_responses: Family<EndpointStatusLabel, Counter>,
     pub mavera_credits_used: Counter<f64, AtomicU64>,
+    /// Attempts that began again because the last one never ended (the process was killed, or lost its
+    /// lease): what a hard stop costs. A research job counted here asked Mave again.
+    pub jobs_rerun_after_interruption: Family<JobLabel, Counter>,
+    /// Jobs still running when `SHUTDOWN_GRACE` ran out, put back in the queue unfinished.
+    pub jobs_released_at_shutdown: Counter,
 }
 
 impl Default for Metrics {
@@ -112,6 +117,8 @@ impl Default for Metrics {
             upstream_latency_seconds: Family::new_with_constructor(latency_histogram),
             upstream_responses: Family::default(),
             mavera_credits_used: Counter::default(),
+            jobs_rerun_after_interruption: Family::default(),
+            jobs_released_at_shutdown: Counter::default(),
             registry: Registry::default(),
             mavera_health: UpstreamHealth::default(),
             customerio_health: UpstreamHealth::default(),
@@ -181,6 +188,16 @@ impl Default for Metrics {
             "mavera_credits_used",
             "Mavera credits reported by answers (usage.credits_used, credits_charged)",
             m.mavera_credits_used.clone(),
+        );
+        registry.register(
+            "jobs_rerun_after_interruption",
+            "Attempts begun again because the previous one never ended (a hard kill or a lost lease), by trigger and action",
+            m.jobs_rerun_after_interruption.clone(),
+        );
+        registry.register(
+            "jobs_released_at_shutdown",
+            "Jobs still running when SHUTDOWN_GRACE ran out, put back in the queue",
+            m.jobs_released_at_shutdown.clone(),
         );
         Self { registry, ..m }
     }

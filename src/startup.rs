@@ -19,8 +19,13 @@ use crate::{
     dedupe::DedupeMemory,
     intake::{Counters, Intake},
     jobs::{
-        lockfile::ServerLock, open_store, retry::RetryPolicy, runner::Runner, sqlite,
-        worker::spawn_pool, Jobs,
+        lockfile::ServerLock,
+        open_store,
+        retry::RetryPolicy,
+        runner::Runner,
+        sqlite,
+        worker::{spawn_pool, Stop},
+        Jobs,
     },
     limits::{LimitedListener, RemoteAddr},
     metrics::Metrics,
@@ -156,15 +161,20 @@ impl App {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, then stops intake and lets workers finish what they hold.
+    /// Serves until `shutdown` is cancelled, then stops intake, lets jobs in flight run to their end for up
+    /// to `SHUTDOWN_GRACE`, and puts the rest back in the queue.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let stop = Stop {
+            shutdown: shutdown.clone(),
+            abandon: CancellationToken::new(),
+        };
         let workers = spawn_pool(
             self.state.settings.workers,
             self.state.jobs.clone(),
             self.runner,
             self.policy,
             self.state.settings.job_lease,
-            shutdown.clone(),
+            stop.clone(),
         );
         tokio::spawn(watch_backlog(self.state.clone(), shutdown.clone()));
         let app =
@@ -174,22 +184,43 @@ impl App {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
+        let grace = self.state.settings.shutdown_grace;
         let mut workers = workers;
-        let drained = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(done) = workers.join_next().await {
-                match done {
-                    Err(e) if e.is_panic() => tracing::error!(error = %e, "a worker panicked"),
-                    // Cancelled: the runtime is shutting down around us.
-                    _ => {}
-                }
+        let running = self
+            .state
+            .jobs
+            .store
+            .counts()
+            .await
+            .map(|c| c.running)
+            .unwrap_or(0);
+        tracing::info!(running, grace = %humantime::format_duration(grace), "stopping: intake closed; jobs in flight may finish within SHUTDOWN_GRACE");
+        if tokio::time::timeout(grace, join_workers(&mut workers))
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = %humantime::format_duration(grace), "SHUTDOWN_GRACE ran out: putting the jobs still running back in the queue");
+            stop.abandon.cancel();
+            if tokio::time::timeout(Duration::from_secs(10), join_workers(&mut workers))
+                .await
+                .is_err()
+            {
+                // Their jobs stay `running`: resumed at the next start, or taken over when the lease ends.
+                tracing::error!("workers did not let go of their jobs: stopping anyway");
             }
-        });
-        if drained.await.is_err() {
-            // Their jobs stay `running` and are resumed at the next start (or taken over when the lease ends).
-            tracing::warn!("workers still busy after 30 s: stopping anyway");
         }
         drop(self.lock);
         served.map_err(Into::into)
+    }
+}
+
+async fn join_workers(workers: &mut tokio::task::JoinSet<()>) {
+    while let Some(done) = workers.join_next().await {
+        match done {
+            Err(e) if e.is_panic() => tracing::error!(error = %e, "a worker panicked"),
+            // Cancelled: the runtime is shutting down around us.
+            _ => {}
+        }
     }
 }
 

@@ -83,6 +83,8 @@ struct MaveraBook {
 #[derive(Clone, Default)]
 struct FakeMavera {
     book: Arc<Mutex<MaveraBook>>,
+    /// How long a chat takes; `None`: 0–60 ms at random.
+    chat_delay: Option<Duration>,
 }
 
 impl FakeMavera {
@@ -101,7 +103,9 @@ impl Respond for FakeMavera {
                 .unwrap_or_default();
             *self.book().chats_by_message.entry(message).or_default() += 1;
             // Mave takes its time: a kill often lands while a chat is in flight.
-            let delay = Duration::from_millis(rand::rng().random_range(0..=60));
+            let delay = self
+                .chat_delay
+                .unwrap_or_else(|| Duration::from_millis(rand::rng().random_range(0..=60)));
             return ResponseTemplate::new(200)
                 .set_body_json(json!({
                     "id": "msg_crash",
@@ -363,8 +367,11 @@ fn server_spec(dir: &Path, mavera: &MockServer, triggers: &str) -> ServerSpec {
 
 /// A fake Mavera on its own wiremock server: personas (create, look up) and chats.
 async fn start_mavera() -> (MockServer, FakeMavera) {
+    start_mavera_with(FakeMavera::default()).await
+}
+
+async fn start_mavera_with(fake: FakeMavera) -> (MockServer, FakeMavera) {
     let mavera = MockServer::start().await;
-    let fake = FakeMavera::default();
     for (verb, route) in [
         ("POST", "/api/v1/personas"),
         ("GET", "/api/v1/personas"),
@@ -924,4 +931,176 @@ description = "d"
     child.kill().await.expect("SIGKILL the first server");
     slot.put(second.start(2, &probe).await);
     assert!(health(&probe, &second.base).await.is_some());
+}
+
+const RESEARCH_TRIGGER: &str = r#"
+[[triggers]]
+name = "crash_research"
+source = "segment"
+events = ["crash_research"]
+cooldown = "24h"
+
+[triggers.research]
+message = "research {{ message_id }}"
+title = "t"
+"#;
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("a running child") as libc::pid_t;
+    // SAFETY: kill(2) with a pid this test spawned and still holds.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "send SIGTERM");
+}
+
+/// Waits until Mavera has been asked `n` chats in all.
+async fn chats_reach(fake: &FakeMavera, n: u32, within: Duration) {
+    let deadline = Instant::now() + within;
+    while fake.book().chats_by_message.values().sum::<u32>() < n {
+        assert!(
+            Instant::now() < deadline,
+            "Mavera was not asked {n} chat(s) within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts a server with one research trigger, sends one event, and waits until its chat is in flight.
+async fn research_in_flight(fake: FakeMavera, env: &[(&'static str, &str)]) -> InFlight {
+    let (mavera, fake) = start_mavera_with(fake).await;
+    let dir = temp_dir();
+    let mut spec = server_spec(dir.path(), &mavera, RESEARCH_TRIGGER);
+    spec.env
+        .extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+    let probe = reqwest::Client::new();
+    let slot = ChildSlot::default();
+    slot.put(spec.start(1, &probe).await);
+    let body = guarded_event_body(1);
+    let answer = probe
+        .post(format!("{}/segment", spec.base))
+        .header("content-type", "application/json")
+        .header(
+            "x-signature",
+            sign_sha1(&Secret::new(SEGMENT_SECRET), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    chats_reach(&fake, 1, Duration::from_secs(10)).await;
+    InFlight {
+        dir,
+        spec,
+        fake,
+        slot,
+        probe,
+        _mavera: mavera,
+    }
+}
+
+/// A server with one research job in flight.
+struct InFlight {
+    dir: tempfile::TempDir,
+    spec: ServerSpec,
+    fake: FakeMavera,
+    slot: ChildSlot,
+    probe: reqwest::Client,
+    _mavera: MockServer,
+}
+
+#[tokio::test]
+async fn on_sigterm_research_in_flight_finishes_the_process_exits_and_nothing_is_asked_again() {
+    let fake = FakeMavera {
+        chat_delay: Some(Duration::from_secs(2)),
+        ..FakeMavera::default()
+    };
+    let InFlight {
+        dir: _dir,
+        spec,
+        fake,
+        slot,
+        probe,
+        ..
+    } = research_in_flight(fake, &[]).await;
+    let _guard = KillOnDrop(slot.clone());
+    let mut child = slot.take().expect("the server");
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the server exits once its job is done")
+        .expect("wait for the server");
+    assert!(
+        status.success(),
+        "a clean exit: {status}\n{}",
+        log_tail(&spec.log)
+    );
+    assert!(
+        health(&probe, &spec.base).await.is_none(),
+        "intake is closed"
+    );
+
+    slot.put(spec.start(2, &probe).await);
+    let counts = health(&probe, &spec.base)
+        .await
+        .expect("the restarted server");
+    assert_eq!(
+        (counts.pending, counts.running, counts.done, counts.dead),
+        (0, 0, 1, 0),
+        "the research finished before the exit\n{}",
+        log_tail(&spec.log)
+    );
+    // A worker that found work would ask within milliseconds: give it a moment, then look.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        fake.book().chats_by_message.values().sum::<u32>(),
+        1,
+        "Mave was asked once, not again after the restart"
+    );
+}
+
+#[tokio::test]
+async fn when_shutdown_grace_runs_out_the_unfinished_job_goes_back_to_the_queue_due_now() {
+    let fake = FakeMavera {
+        chat_delay: Some(Duration::from_secs(30)),
+        ..FakeMavera::default()
+    };
+    let InFlight {
+        dir,
+        spec,
+        fake,
+        slot,
+        ..
+    } = research_in_flight(fake, &[("SHUTDOWN_GRACE", "1s")]).await;
+    let _guard = KillOnDrop(slot.clone());
+    let mut child = slot.take().expect("the server");
+    let stopping = Instant::now();
+    let stopping_ms = unix_now() as u64 * 1000 + 1000;
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the server exits soon after SHUTDOWN_GRACE")
+        .expect("wait for the server");
+    assert!(status.success(), "{status}\n{}", log_tail(&spec.log));
+    assert!(
+        stopping.elapsed() >= Duration::from_secs(1),
+        "it waited for the grace"
+    );
+
+    let store = SqliteStore::open(
+        &format!("sqlite://{}", dir.path().join("crash.db").display()),
+        true,
+    )
+    .await
+    .expect("open the database");
+    let job = store.list(None, 10).await.expect("list jobs").remove(0);
+    assert_eq!(job.state, JobState::Pending, "{job:?}");
+    assert!(job.run_at_ms <= stopping_ms + 2_000, "due at once: {job:?}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("SHUTDOWN_GRACE"),
+        "{job:?}"
+    );
+    drop(store);
+    assert_eq!(fake.book().chats_by_message.values().sum::<u32>(), 1);
 }

@@ -117,6 +117,21 @@ pub struct Job {
     pub history: Vec<Value>,
 }
 
+impl Job {
+    /// Whether this attempt repeats one that never ended: every attempt's end is added to the history (an
+    /// operator's replay starts the count again), so a claimed attempt with fewer ends than earlier attempts
+    /// follows one cut short by a kill or a lost lease.
+    pub fn follows_an_interrupted_attempt(&self) -> bool {
+        let since_replay = self
+            .history
+            .iter()
+            .rev()
+            .take_while(|h| h["result"] != "replayed")
+            .count() as u32;
+        self.attempts.saturating_sub(1) > since_replay
+    }
+}
+
 /// Jobs per state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct JobCounts {
@@ -397,4 +412,48 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn job(attempts: u32, history: Vec<Value>) -> Job {
+        Job {
+            id: 1,
+            new: NewJob {
+                trigger: "t".into(),
+                action: "research".into(),
+                source: Source::Segment,
+                event_id: "e".into(),
+                user_id: None,
+                context: Map::new(),
+            },
+            state: JobState::Running,
+            attempts,
+            created_ms: 0,
+            run_at_ms: 0,
+            progress: Map::new(),
+            last_error: None,
+            outcome: None,
+            history,
+        }
+    }
+
+    #[test]
+    fn an_attempt_after_one_that_never_ended_is_told_apart() {
+        let retry = json!({"result": "retry"});
+        assert!(!job(1, vec![]).follows_an_interrupted_attempt());
+        assert!(!job(2, vec![retry.clone()]).follows_an_interrupted_attempt());
+        assert!(
+            job(2, vec![]).follows_an_interrupted_attempt(),
+            "killed mid-attempt"
+        );
+        assert!(job(3, vec![retry.clone()]).follows_an_interrupted_attempt());
+        let replayed = vec![retry.clone(), json!({"result": "replayed"})];
+        assert!(!job(1, replayed.clone()).follows_an_interrupted_attempt());
+        assert!(job(2, replayed).follows_an_interrupted_attempt());
+    }
 }

@@ -14,20 +14,28 @@ use super::{
     Job, Jobs,
 };
 
-/// Starts `count` workers. They stop taking jobs when `shutdown` is cancelled and finish the one they hold.
+/// When workers stop: `shutdown` stops them taking jobs (each finishes the one it holds); `abandon` (the
+/// end of the shutdown grace) puts a job still running back in the queue, due now.
+#[derive(Clone, Default)]
+pub struct Stop {
+    pub shutdown: CancellationToken,
+    pub abandon: CancellationToken,
+}
+
+/// Starts `count` workers.
 pub fn spawn_pool(
     count: usize,
     jobs: Jobs,
     runner: Runner,
     policy: RetryPolicy,
     lease: Duration,
-    shutdown: CancellationToken,
+    stop: Stop,
 ) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
     let runner = Arc::new(runner);
     for worker in 0..count.max(1) {
-        let (jobs, runner, shutdown) = (jobs.clone(), runner.clone(), shutdown.clone());
-        set.spawn(async move { work(worker, jobs, runner, policy, lease, shutdown).await });
+        let (jobs, runner, stop) = (jobs.clone(), runner.clone(), stop.clone());
+        set.spawn(async move { work(worker, jobs, runner, policy, lease, stop).await });
     }
     set
 }
@@ -38,8 +46,9 @@ async fn work(
     runner: Arc<Runner>,
     policy: RetryPolicy,
     lease: Duration,
-    shutdown: CancellationToken,
+    stop: Stop,
 ) {
+    let shutdown = &stop.shutdown;
     loop {
         let bell = jobs.bell.notified();
         tokio::pin!(bell);
@@ -49,7 +58,7 @@ async fn work(
         }
         match jobs.store.claim(now_ms(), lease.as_millis() as u64).await {
             Ok(Some(job)) => {
-                run_one(&jobs, &runner, &policy, lease, job).await;
+                run_one(&jobs, &runner, &policy, lease, job, &stop.abandon).await;
                 continue;
             }
             Ok(None) => {}
@@ -69,14 +78,37 @@ async fn work(
     }
 }
 
-async fn run_one(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, lease: Duration, job: Job) {
+async fn run_one(
+    jobs: &Jobs,
+    runner: &Runner,
+    policy: &RetryPolicy,
+    lease: Duration,
+    job: Job,
+    abandon: &CancellationToken,
+) {
     let span = tracing::info_span!("job", id = job.id, trigger = %job.new.trigger, source = %job.new.source, event_id = %job.new.event_id, attempt = job.attempts);
-    attempt(jobs, runner, policy, lease, job)
+    attempt(jobs, runner, policy, lease, job, abandon)
         .instrument(span)
         .await
 }
 
-async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, lease: Duration, job: Job) {
+async fn attempt(
+    jobs: &Jobs,
+    runner: &Runner,
+    policy: &RetryPolicy,
+    lease: Duration,
+    job: Job,
+    abandon: &CancellationToken,
+) {
+    let metrics = &runner.metrics;
+    let label = metrics.job(&job.new.trigger, &job.new.action);
+    if job.follows_an_interrupted_attempt() {
+        tracing::warn!("the previous attempt never ended (the process was killed or lost its lease): running it again");
+        metrics
+            .jobs_rerun_after_interruption
+            .get_or_create(&label)
+            .inc();
+    }
     // The lease is renewed while the job runs, so a long Mave call is not taken over by another worker;
     // a worker that dies stops renewing, and its job is claimed again once the lease ends.
     let renew = async {
@@ -94,9 +126,19 @@ async fn attempt(jobs: &Jobs, runner: &Runner, policy: &RetryPolicy, lease: Dura
     let step = tokio::select! {
         step = runner.run(&job, jobs.store.as_ref()) => step,
         never = renew => never,
+        _ = abandon.cancelled() => {
+            tracing::warn!("SHUTDOWN_GRACE ran out: the job goes back to the queue unfinished and runs again at the next start");
+            metrics.jobs_released_at_shutdown.inc();
+            let released = jobs
+                .store
+                .retry_at(job.id, now_ms(), "stopped unfinished: the server shut down (SHUTDOWN_GRACE ran out)".into())
+                .await;
+            if let Err(e) = released {
+                tracing::error!(error = %e, "cannot put the job back in the queue; it is taken over when its lease ends");
+            }
+            return;
+        }
     };
-    let metrics = &runner.metrics;
-    let label = metrics.job(&job.new.trigger, &job.new.action);
     let recorded = match step {
         Step::Done(outcome, followups) => {
             tracing::debug!(followups = followups.len(), "job done");
