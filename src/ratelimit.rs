@@ -69,7 +69,7 @@ pub enum MaveraLimits {
         per_window: u32,
         window: Duration,
         chats: u32,
-        /// How long a chat place is held at most: a replica that dies frees it after this.
+        /// How long a chat place is held without renewal: a replica that dies frees it after this.
         chat_lease: Duration,
         /// This process, in the slots table.
         holder: String,
@@ -83,6 +83,8 @@ pub enum ChatPermit<'a> {
         store: std::sync::Arc<dyn crate::jobs::SharedLimits>,
         slot: i32,
         holder: String,
+        /// Renews the lease while the chat runs.
+        renewal: tokio::task::JoinHandle<()>,
     },
 }
 
@@ -92,8 +94,10 @@ impl Drop for ChatPermit<'_> {
             store,
             slot,
             holder,
+            renewal,
         } = self
         {
+            renewal.abort();
             let (store, slot, holder) = (store.clone(), *slot, holder.clone());
             tokio::spawn(async move {
                 if let Err(e) = store.release_slot(CHAT_BUCKET, slot, &holder).await {
@@ -109,6 +113,11 @@ const CHAT_BUCKET: &str = "mavera:chats";
 
 /// How often a replica asks the shared store again for a chat place.
 const SLOT_POLL: Duration = Duration::from_millis(100);
+
+/// A shared chat place's lease: short, and renewed every third of it while the chat runs (a Mave answer
+/// takes 30–90 s), so the places a dead replica held are free again within seconds, not at the end of the
+/// longest possible chat.
+pub const CHAT_LEASE: Duration = Duration::from_secs(10);
 
 impl MaveraLimits {
     /// Waits for a place in the request window. A store that cannot answer is an error (the job retries).
@@ -167,10 +176,40 @@ impl MaveraLimits {
                         store: store.clone(),
                         slot,
                         holder: holder.clone(),
+                        renewal: tokio::spawn(renew_slot(
+                            store.clone(),
+                            slot,
+                            holder.clone(),
+                            *chat_lease,
+                        )),
                     });
                 }
                 tokio::time::sleep(SLOT_POLL).await;
             },
+        }
+    }
+}
+
+/// Keeps a chat place's lease alive until aborted (when the chat ends).
+async fn renew_slot(
+    store: std::sync::Arc<dyn crate::jobs::SharedLimits>,
+    slot: i32,
+    holder: String,
+    lease: Duration,
+) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match store
+            .renew_slot(CHAT_BUCKET, slot, &holder, lease.as_millis() as u64)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(slot, "a shared chat place's lease ran out before it was renewed (the store was slow or away): another replica may use it");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew a shared chat place's lease"),
         }
     }
 }

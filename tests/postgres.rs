@@ -37,6 +37,8 @@ struct FakeMavera {
 struct Book {
     posts: Vec<(String, Instant)>,
     lookups: usize,
+    /// `POST /mave/chat` messages with their arrival, before any delay.
+    chats: Vec<(String, Instant)>,
 }
 
 impl FakeMavera {
@@ -64,6 +66,23 @@ impl Respond for FakeMavera {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
+        if request.url.path().ends_with("/mave/chat") {
+            let body: Value = request.body_json().unwrap_or_default();
+            let message = body["message"].as_str().unwrap_or_default().to_string();
+            let delay = if message.contains("slow") {
+                Duration::from_secs(60)
+            } else {
+                Duration::ZERO
+            };
+            self.book
+                .lock()
+                .unwrap()
+                .chats
+                .push((message, Instant::now()));
+            return ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "msg", "content": "brief", "sources": []}))
+                .set_delay(delay);
+        }
         if request.method.as_str() == "POST" {
             let body: Value = request.body_json().unwrap_or_default();
             let name = body["name"].as_str().unwrap_or_default().to_string();
@@ -290,7 +309,7 @@ async fn replicas_share_one_postgres() {
     let config = dir.path().join("triggers.toml");
     std::fs::write(&config, CONFIG).unwrap();
 
-    // `PG_SUITE_ONLY=conformance|replicas|takeover|restart` runs one part (for debugging).
+    // `PG_SUITE_ONLY=conformance|replicas|takeover|slots|restart` runs one part (for debugging).
     let only = std::env::var("PG_SUITE_ONLY").ok();
     let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     if run("conformance") {
@@ -310,6 +329,9 @@ async fn replicas_share_one_postgres() {
     }
     if run("takeover") {
         a_killed_replicas_job_is_finished_by_another(&pg, dir.path(), &config).await;
+    }
+    if run("slots") {
+        a_dead_replicas_chat_slots_free_themselves(&pg, dir.path()).await;
     }
     if run("restart") {
         a_postgres_restart_under_load_loses_nothing(&pg, dir.path(), &config).await;
@@ -551,4 +573,85 @@ async fn a_postgres_restart_under_load_loses_nothing(
     );
     assert_eq!(once, events);
     assert_eq!(dead, 0);
+}
+
+/// A replica holding every chat place is killed mid-chat: its places' short leases run out unrenewed, and the
+/// survivor's next chat starts within 20 s (the old lease, `MAVERA_TIMEOUT_SECS` + 30 s, froze it 3.5 min).
+async fn a_dead_replicas_chat_slots_free_themselves(pg: &pg::TestPostgres, dir: &Path) {
+    pg.create_database("slots");
+    let config = dir.join("research.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[triggers]]
+name = "pg_research"
+source = "segment"
+events = ["pg_test"]
+[triggers.research]
+message = "research {{ message_id }}"
+title = "t"
+"#,
+    )
+    .unwrap();
+    let mavera = MockServer::start().await;
+    let fake = FakeMavera::default();
+    Mock::given(wiremock::matchers::any())
+        .respond_with(fake.clone())
+        .mount(&mavera)
+        .await;
+    // The killed replica's jobs are not taken over during the test: only the new event's chat is watched.
+    let env = env_for(
+        &pg.url("slots"),
+        &mavera,
+        &config,
+        &[
+            ("MAVERA_MAX_CONCURRENT_CHATS", "2"),
+            ("JOB_LEASE_SECS", "300"),
+        ],
+    );
+    let mut holder = Replica::start(dir, "slots-a", &env);
+    holder.ready().await;
+    let http = reqwest::Client::new();
+    for id in ["slow-1", "slow-2"] {
+        deliver(&http, holder.port, &event(id)).await;
+    }
+    let chats = |fake: &FakeMavera| fake.book.lock().unwrap().chats.len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chats(&fake) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the first replica never took both chat places"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let survivor = Replica::start(dir, "slots-b", &env);
+    survivor.ready().await;
+    holder.kill();
+    let killed = Instant::now();
+    deliver(&http, survivor.port, &event("fast-1")).await;
+    let bound = Duration::from_secs(20);
+    let started = loop {
+        let fast = fake
+            .book
+            .lock()
+            .unwrap()
+            .chats
+            .iter()
+            .find(|(m, _)| m == "research fast-1")
+            .map(|(_, at)| *at);
+        if let Some(at) = fast {
+            break at.duration_since(killed);
+        }
+        assert!(
+            killed.elapsed() < bound,
+            "the survivor's chat did not start within {bound:?} of the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "postgres: a replica holding every chat place was killed; the survivor's chat started {:.1} s later",
+        started.as_secs_f64()
+    );
+    assert!(started < bound);
+    drop(survivor);
 }

@@ -14,7 +14,7 @@ use crate::{
     config::Secret,
     jobs::SharedLimits,
     metrics::Metrics,
-    ratelimit::{MaveraLimits, SlidingWindow},
+    ratelimit::{MaveraLimits, SlidingWindow, CHAT_LEASE},
 };
 
 const SERVICE: &str = "Mavera";
@@ -128,7 +128,7 @@ impl MaveraClient {
                 per_window: settings.mavera_requests_per_minute,
                 window: settings.mavera_rate_window,
                 chats: settings.mavera_max_concurrent_chats as u32,
-                chat_lease: settings.mavera_timeout + Duration::from_secs(30),
+                chat_lease: CHAT_LEASE,
                 holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             },
         };

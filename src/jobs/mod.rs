@@ -218,6 +218,14 @@ pub trait SharedLimits: Send + Sync + 'static {
         holder: &str,
         lease_ms: u64,
     ) -> Result<Option<i32>, StoreError>;
+    /// Extends `holder`'s lease on a place to `lease_ms` from now; false when it no longer holds it.
+    async fn renew_slot(
+        &self,
+        bucket: &str,
+        slot: i32,
+        holder: &str,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError>;
     async fn release_slot(&self, bucket: &str, slot: i32, holder: &str) -> Result<(), StoreError>;
 }
 

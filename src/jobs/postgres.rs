@@ -554,6 +554,25 @@ impl SharedLimits for PgStore {
         Ok(taken.map(|(s,)| s))
     }
 
+    async fn renew_slot(
+        &self,
+        bucket: &str,
+        slot: i32,
+        holder: &str,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(&format!(
+            "UPDATE slots SET until_ms = {DB_NOW} + $4 WHERE bucket = $1 AND slot = $2 AND holder = $3"
+        ))
+        .bind(bucket)
+        .bind(slot)
+        .bind(holder)
+        .bind(lease_ms as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
     async fn release_slot(&self, bucket: &str, slot: i32, holder: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE slots SET holder = NULL, until_ms = 0 WHERE bucket = $1 AND slot = $2 AND holder = $3")
             .bind(bucket)
