@@ -43,6 +43,11 @@ pub struct HoldLabel {
     pub guard: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 5 ms … ~80 s: Mave answers take 30–90 s, attribute look-ups milliseconds.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -97,6 +102,10 @@ pub struct Metrics {
     pub jobs_rerun_after_interruption: Family<JobLabel, Counter>,
     /// Jobs still running when `SHUTDOWN_GRACE` ran out, put back in the queue unfinished.
     pub jobs_released_at_shutdown: Counter,
+    pub store_size_bytes: Gauge,
+    pub store_rows_pruned: Family<TableLabel, Counter>,
+    /// Unix seconds of the oldest row kept, per table (`events`, `jobs`); 0 when the table is empty.
+    pub store_oldest_row_timestamp_seconds: Family<TableLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -119,6 +128,9 @@ impl Default for Metrics {
             mavera_credits_used: Counter::default(),
             jobs_rerun_after_interruption: Family::default(),
             jobs_released_at_shutdown: Counter::default(),
+            store_size_bytes: Gauge::default(),
+            store_rows_pruned: Family::default(),
+            store_oldest_row_timestamp_seconds: Family::default(),
             registry: Registry::default(),
             mavera_health: UpstreamHealth::default(),
             customerio_health: UpstreamHealth::default(),
@@ -199,6 +211,21 @@ impl Default for Metrics {
             "Jobs still running when SHUTDOWN_GRACE ran out, put back in the queue",
             m.jobs_released_at_shutdown.clone(),
         );
+        registry.register(
+            "store_size_bytes",
+            "Bytes the store takes on disk (SQLite: file and write-ahead log; Postgres: the database)",
+            m.store_size_bytes.clone(),
+        );
+        registry.register(
+            "store_rows_pruned",
+            "Rows deleted by retention (RETENTION_EVENTS, RETENTION_JOBS), by table",
+            m.store_rows_pruned.clone(),
+        );
+        registry.register(
+            "store_oldest_row_timestamp_seconds",
+            "When the oldest row kept was written (Unix seconds; 0: none), by table",
+            m.store_oldest_row_timestamp_seconds.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -215,6 +242,12 @@ impl Metrics {
         JobLabel {
             trigger: trigger.to_string(),
             action: action.to_string(),
+        }
+    }
+
+    pub fn table(table: &str) -> TableLabel {
+        TableLabel {
+            table: table.to_string(),
         }
     }
 

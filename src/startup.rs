@@ -24,6 +24,7 @@ use crate::{
         retry::RetryPolicy,
         runner::Runner,
         sqlite,
+        upkeep::{self, Retention},
         worker::{spawn_pool, Stop},
         Jobs,
     },
@@ -177,6 +178,13 @@ impl App {
             stop.clone(),
         );
         tokio::spawn(watch_backlog(self.state.clone(), shutdown.clone()));
+        tokio::spawn(upkeep::run(
+            self.state.jobs.store.upkeep(),
+            Retention::from_settings(&self.state.settings),
+            self.state.settings.prune_interval,
+            self.state.metrics.clone(),
+            shutdown.clone(),
+        ));
         let app =
             routes::router(self.state.clone()).into_make_service_with_connect_info::<RemoteAddr>();
         let listener = LimitedListener::new(self.listener, self.state.settings.max_connections);

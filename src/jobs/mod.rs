@@ -13,6 +13,7 @@ pub mod retry;
 pub mod row;
 pub mod runner;
 pub mod sqlite;
+pub mod upkeep;
 pub mod worker;
 
 use std::{
@@ -320,6 +321,8 @@ pub trait JobStore: Send + Sync + 'static {
         trigger: &str,
         user: &str,
     ) -> Result<Option<KnownPersona>, StoreError>;
+    /// Retention and erasure on this store.
+    fn upkeep(&self) -> Arc<dyn upkeep::Upkeep>;
     /// Limits shared by every process on this store (Postgres); `None` keeps limits in this process.
     fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {
         None

@@ -14,6 +14,7 @@ use sqlx::{
 use super::{
     batch, events,
     row::{self, json_text, JobRow},
+    upkeep::{sql, Forgotten, StoreStats, Upkeep},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, SharedLimits,
     StoreError,
 };
@@ -465,6 +466,10 @@ impl JobStore for PgStore {
         Ok(())
     }
 
+    fn upkeep(&self) -> std::sync::Arc<dyn Upkeep> {
+        std::sync::Arc::new(self.clone())
+    }
+
     fn shared_limits(&self) -> Option<std::sync::Arc<dyn SharedLimits>> {
         Some(std::sync::Arc::new(self.clone()))
     }
@@ -481,6 +486,85 @@ impl PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// Plain deletes: autovacuum makes the space reusable (Postgres gives it back to the file system only on
+/// `VACUUM FULL`, which would lock the tables).
+#[async_trait::async_trait]
+impl Upkeep for PgStore {
+    async fn prune_events(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&sql::unlink_old_events())
+            .bind(before_ms as i64)
+            .bind(limit as i64)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query(&sql::delete_old_events())
+            .bind(before_ms as i64)
+            .bind(limit as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(sql::DELETE_OLD_MINUTES)
+            .bind(before_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn prune_jobs(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(sql::DELETE_OLD_JOBS)
+            .bind(before_ms as i64)
+            .bind(limit as i64)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted < limit as u64 {
+            for statement in [sql::DELETE_OLD_COOLDOWNS, sql::DELETE_OLD_BUDGETS] {
+                sqlx::query(statement)
+                    .bind(before_ms as i64)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn reclaim(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let (bytes,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+            .fetch_one(&self.pool)
+            .await?;
+        let (oldest_event,): (Option<i64>,) = sqlx::query_as(sql::OLDEST_EVENT)
+            .fetch_one(&self.pool)
+            .await?;
+        let oldest_job: Option<(i64,)> = sqlx::query_as(sql::OLDEST_JOB)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(StoreStats {
+            bytes: bytes as u64,
+            oldest_event_ms: oldest_event.map(|m| m as u64),
+            oldest_job_ms: oldest_job.map(|(m,)| m as u64),
+        })
+    }
+
+    async fn forget(&self, user: &str) -> Result<Forgotten, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut removed = [0u64; 5];
+        for (n, statement) in removed.iter_mut().zip(sql::FORGET) {
+            *n = sqlx::query(statement)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(Forgotten::from_counts(removed))
     }
 }
 

@@ -26,13 +26,17 @@ use tokio::sync::Notify;
 
 use serde_json::Value;
 use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions,
+        SqliteSynchronous,
+    },
     Acquire, SqlitePool,
 };
 
 use super::{
     batch, events,
     row::{self, json_text, JobRow},
+    upkeep::{sql, Forgotten, StoreStats, Upkeep},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
 };
 
@@ -58,6 +62,9 @@ pub const CLAIM_BUSY_SQL: &str = "c.action = 'create_persona' AND EXISTS (
          WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id != c.id
            AND r.state = 'running' AND r.action = 'create_persona' AND r.lease_until_ms >= ?1)";
 
+/// `PRAGMA auto_vacuum` of a file in incremental mode.
+const INCREMENTAL: i64 = 2;
+
 /// The database file a `sqlite:` URL names; `None` for an in-memory database.
 pub fn database_file(url: &str) -> Option<PathBuf> {
     let path = url
@@ -69,6 +76,8 @@ pub fn database_file(url: &str) -> Option<PathBuf> {
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The database file (`None` in memory), for its size on disk.
+    file: Option<PathBuf>,
     /// The one writer connection.
     pool: SqlitePool,
     /// Readers.
@@ -130,7 +139,13 @@ impl SqliteStore {
                 SqliteSynchronous::Normal
             })
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Freed pages go back to the file system a little at a time (retention's `reclaim`). A new
+            // file takes this at creation; an older one needs one VACUUM, run below.
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            // Deleted rows are overwritten with zeros, so an erased person's data is not left in free
+            // pages or free space inside pages.
+            .pragma("secure_delete", "on");
         // SQLite takes one writer at a time. All writes (group commits, claims, outcomes) queue for one
         // connection, in order, instead of meeting in SQLite's lock and sleeping in its busy handler, which
         // put long stalls on the webhook's answer. Reads use a pool of their own (WAL lets them run beside
@@ -143,6 +158,15 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options.clone())
             .await?;
+        let (auto_vacuum,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum")
+            .fetch_one(&pool)
+            .await?;
+        if auto_vacuum != INCREMENTAL && !in_memory {
+            tracing::info!(
+                "switching the database to incremental vacuum: one VACUUM (rewrites the file once)"
+            );
+            sqlx::query("VACUUM").execute(&pool).await?;
+        }
         MIGRATOR
             .run(&pool)
             .await
@@ -161,6 +185,7 @@ impl SqliteStore {
                 .await?
         };
         Ok(Self {
+            file: database_file(url),
             pool,
             reader,
             ack_full: synchronous_full,
@@ -537,6 +562,10 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
+    fn upkeep(&self) -> Arc<dyn Upkeep> {
+        Arc::new(self.clone())
+    }
+
     async fn persona_for(
         &self,
         trigger: &str,
@@ -572,6 +601,129 @@ impl JobStore for SqliteStore {
         .execute(&mut *self.bookkeeping().await?)
         .await?;
         Ok(())
+    }
+}
+
+/// Free pages given back per step of the incremental vacuum: a few milliseconds of the writer each.
+const VACUUM_STEP: i64 = 1000;
+
+#[async_trait::async_trait]
+impl Upkeep for SqliteStore {
+    async fn prune_events(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        let mut conn = self.bookkeeping().await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(&sql::sqlite(&sql::unlink_old_events()))
+            .bind(before_ms as i64)
+            .bind(limit as i64)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query(&sql::sqlite(&sql::delete_old_events()))
+            .bind(before_ms as i64)
+            .bind(limit as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(&sql::sqlite(sql::DELETE_OLD_MINUTES))
+            .bind(before_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn prune_jobs(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        let mut conn = self.bookkeeping().await?;
+        let deleted = sqlx::query(&sql::sqlite(sql::DELETE_OLD_JOBS))
+            .bind(before_ms as i64)
+            .bind(limit as i64)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if deleted < limit as u64 {
+            for statement in [sql::DELETE_OLD_COOLDOWNS, sql::DELETE_OLD_BUDGETS] {
+                sqlx::query(&sql::sqlite(statement))
+                    .bind(before_ms as i64)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn reclaim(&self) -> Result<(), StoreError> {
+        loop {
+            let (free,): (i64,) = sqlx::query_as("PRAGMA freelist_count")
+                .fetch_one(&self.reader)
+                .await?;
+            if free == 0 {
+                break;
+            }
+            sqlx::query(&format!("PRAGMA incremental_vacuum({VACUUM_STEP})"))
+                .execute(&mut *self.bookkeeping().await?)
+                .await?;
+            if free <= VACUUM_STEP {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.checkpoint().await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let bytes = self.file.as_ref().map_or(0, |file| {
+            let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            let mut wal = file.as_os_str().to_owned();
+            wal.push("-wal");
+            size(file) + size(Path::new(&wal))
+        });
+        let (oldest_event,): (Option<i64>,) = sqlx::query_as(sql::OLDEST_EVENT)
+            .fetch_one(&self.reader)
+            .await?;
+        let oldest_job: Option<(i64,)> = sqlx::query_as(sql::OLDEST_JOB)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(StoreStats {
+            bytes,
+            oldest_event_ms: oldest_event.map(|m| m as u64),
+            oldest_job_ms: oldest_job.map(|(m,)| m as u64),
+        })
+    }
+
+    async fn forget(&self, user: &str) -> Result<Forgotten, StoreError> {
+        let mut conn = self.bookkeeping().await?;
+        let mut tx = conn.begin().await?;
+        let mut removed = [0u64; 5];
+        for (n, statement) in removed.iter_mut().zip(sql::FORGET) {
+            *n = sqlx::query(&sql::sqlite(statement))
+                .bind(user)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        drop(conn);
+        // The rows are zeroed in the database's pages (secure_delete); the write-ahead log still holds
+        // earlier copies of those pages until it is checkpointed and emptied.
+        self.checkpoint().await?;
+        Ok(Forgotten::from_counts(removed))
+    }
+}
+
+impl SqliteStore {
+    /// Copies the write-ahead log into the database and empties it (retried while a reader holds it).
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        for _ in 0..50 {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut *self.bookkeeping().await?)
+                .await?;
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(StoreError::Unavailable(
+            "the write-ahead log could not be emptied: a reader held it for a second".into(),
+        ))
     }
 }
 

@@ -8,8 +8,11 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use mavera_triggers::{
     jobs::{
         events::{EventFilter, RequestMeta, StatusFilter},
-        now_ms, Delivery, Guard, JobState, JobStore, KnownPersona, NewJob,
+        now_ms,
+        upkeep::{self, Forgotten, Retention},
+        Delivery, Guard, JobState, JobStore, KnownPersona, NewJob,
     },
+    metrics::Metrics,
     sources::Source,
 };
 use serde_json::json;
@@ -51,6 +54,9 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     guards_are_taken_all_or_nothing(&*store).await;
     personas_are_remembered_per_trigger_and_user(&*store).await;
     events_are_listed_filtered_and_paged_by_key(&*store).await;
+    one_person_is_forgotten_and_no_one_else(&*store).await;
+    // Last: pruning as of three months from now deletes every finished job the checks above left.
+    retention_prunes_old_rows_and_keeps_work_still_to_do(&*store).await;
     store.ping(now_ms()).await.expect("the store takes writes");
 }
 
@@ -495,4 +501,163 @@ async fn events_are_listed_filtered_and_paged_by_key(store: &dyn JobStore) {
     };
     assert!(count("triggered") >= 5, "{minutes:?}");
     assert!(count("ignored") >= 2, "{minutes:?}");
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+async fn job_of(store: &dyn JobStore, event_id: &str) -> Option<mavera_triggers::jobs::Job> {
+    store
+        .list(None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.new.event_id == event_id)
+}
+
+async fn event_listed(store: &dyn JobStore, event_id: &str) -> bool {
+    store
+        .events(&EventFilter::default(), 10_000)
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .any(|e| e.event_id == event_id)
+}
+
+async fn retention_prunes_old_rows_and_keeps_work_still_to_do(store: &dyn JobStore) {
+    let now = now_ms();
+    let metrics = Metrics::default();
+    let retention = Retention {
+        events: Some(Duration::from_secs(30 * 86_400)),
+        jobs: Some(Duration::from_secs(90 * 86_400)),
+    };
+    // Two events from 40 days ago: one whose job is done, one whose job still waits; and one from today.
+    store
+        .record(
+            vec![delivery("ret-done", 1), delivery("ret-waiting", 1)],
+            now - 40 * DAY_MS,
+        )
+        .await
+        .unwrap();
+    store
+        .record(vec![delivery("ret-today", 1)], now)
+        .await
+        .unwrap();
+    let done = store.claim(now, 60_000).await.unwrap().unwrap();
+    assert_eq!(done.new.event_id, "ret-done");
+    store
+        .finish(done.id, json!({"brief": "b"}), vec![])
+        .await
+        .unwrap();
+
+    let pruned = upkeep::prune(&*store.upkeep(), retention, now, &metrics)
+        .await
+        .unwrap();
+    assert_eq!(pruned.events, 1, "only the old event whose work is done");
+    assert!(!event_listed(store, "ret-done").await);
+    assert!(
+        event_listed(store, "ret-waiting").await,
+        "its job still runs"
+    );
+    assert!(event_listed(store, "ret-today").await);
+    assert!(
+        job_of(store, "ret-done").await.is_some(),
+        "the job is kept longer than its event"
+    );
+
+    // Three months on: every finished job goes; waiting ones stay.
+    let later = now + 91 * DAY_MS;
+    let pruned = upkeep::prune(&*store.upkeep(), retention, later, &metrics)
+        .await
+        .unwrap();
+    assert!(pruned.jobs >= 1, "{pruned:?}");
+    assert!(job_of(store, "ret-done").await.is_none());
+    let waiting = job_of(store, "ret-waiting")
+        .await
+        .expect("kept: still to do");
+    assert_eq!(waiting.state, JobState::Pending);
+    let stats = store.upkeep().stats().await.unwrap();
+    assert!(
+        stats.oldest_event_ms.is_some() && stats.oldest_job_ms.is_some(),
+        "{stats:?}"
+    );
+    // The store still takes work after pruning.
+    drain(store).await;
+    store.ping(now_ms()).await.unwrap();
+    assert!(metrics
+        .render()
+        .contains("store_rows_pruned_total{table=\"jobs\"}"));
+}
+
+async fn one_person_is_forgotten_and_no_one_else(store: &dyn JobStore) {
+    let forget_me = Delivery {
+        user_id: Some("user-forget-me".into()),
+        ..delivery("forget-1", 1)
+    };
+    let mut job = forget_me.jobs[0].clone();
+    job.user_id = Some("user-forget-me".into());
+    let forget_me = Delivery {
+        jobs: vec![job],
+        ..forget_me
+    };
+    store
+        .record(vec![forget_me, delivery("keep-1", 1)], now_ms())
+        .await
+        .unwrap();
+    let persona = KnownPersona {
+        persona_id: "per_forget".into(),
+        name: None,
+    };
+    store
+        .remember_persona("t0", "user-forget-me", &persona, now_ms())
+        .await
+        .unwrap();
+    let cooldown = Guard::Cooldown {
+        trigger: "t0".into(),
+        user: "user-forget-me".into(),
+        window_ms: 60_000,
+    };
+    let claimed = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .take_guards(claimed.id, &[cooldown], now_ms())
+            .await
+            .unwrap(),
+        None
+    );
+    let mut follow = job_of(store, "forget-1").await.unwrap().new;
+    follow.action = "sink:webhook".into();
+    store
+        .finish(claimed.id, json!({"brief": "about them"}), vec![follow])
+        .await
+        .unwrap();
+
+    let removed = store.upkeep().forget("user-forget-me").await.unwrap();
+    assert_eq!(
+        removed,
+        Forgotten {
+            events: 1,
+            jobs: 2,
+            personas: 1,
+            cooldowns: 1
+        },
+        "the event, its job and sink delivery, the persona map row, the cooldown"
+    );
+    assert!(!event_listed(store, "forget-1").await);
+    assert!(job_of(store, "forget-1").await.is_none());
+    assert_eq!(
+        store.persona_for("t0", "user-forget-me").await.unwrap(),
+        None
+    );
+    assert!(
+        event_listed(store, "keep-1").await,
+        "someone else's event stays"
+    );
+    assert!(job_of(store, "keep-1").await.is_some());
+    assert_eq!(
+        store.upkeep().forget("user-forget-me").await.unwrap(),
+        Forgotten::default(),
+        "a second erasure finds nothing"
+    );
+    drain(store).await;
 }
