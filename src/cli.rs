@@ -70,6 +70,15 @@ pub enum Command {
     /// See and fix jobs in the store (DATABASE_URL): list, show one (brief included), replay.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Erase one person: delete everything the store (DATABASE_URL) holds about a user id — events and
+    /// payloads, jobs, outcomes and briefs, sink deliveries, cooldowns, the persona map — and leave no copy
+    /// in the SQLite files. Prints what was removed; running it again removes nothing. What was already sent
+    /// to Mavera or Slack is not reached: erase it there too.
+    Forget {
+        /// The user id (Segment `userId`, Customer.io customer id) as events carry it.
+        #[arg(long = "user")]
+        user: String,
+    },
     /// Exit 0 when the local server answers GET /healthz (for Docker's HEALTHCHECK).
     Healthcheck {
         /// Default: http://127.0.0.1:$WEBHOOK_PORT/healthz
@@ -145,6 +154,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig { path } => check_config(&settings, path),
         Command::Send(args) => send(&settings, args).await,
         Command::Jobs(command) => jobs(&settings, command).await,
+        Command::Forget { user } => forget(&settings, &user).await,
         Command::Healthcheck { url } => {
             let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.port));
             match reqwest::get(&url).await {
@@ -155,13 +165,37 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn jobs(settings: &Settings, command: JobsCommand) -> ExitCode {
-    let store = match open_store(settings).await {
+/// The store, or exit code 2 with the reason on stderr.
+async fn open_or_say(
+    settings: &Settings,
+) -> Result<std::sync::Arc<dyn crate::jobs::JobStore>, ExitCode> {
+    open_store(settings).await.map_err(|e| {
+        eprintln!("error: {e} (DATABASE_URL={})", settings.database_url);
+        ExitCode::from(2)
+    })
+}
+
+async fn forget(settings: &Settings, user: &str) -> ExitCode {
+    let store = match open_or_say(settings).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e} (DATABASE_URL={})", settings.database_url);
-            return ExitCode::from(2);
+        Err(code) => return code,
+    };
+    match crate::jobs::upkeep::forget(store.upkeep().as_ref(), user).await {
+        Ok(removed) => {
+            println!("{}", json!({ "user_id": user, "removed": removed }));
+            ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn jobs(settings: &Settings, command: JobsCommand) -> ExitCode {
+    let store = match open_or_say(settings).await {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let result: Result<(), String> = async {
         match command {

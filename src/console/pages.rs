@@ -164,6 +164,30 @@ pub async fn overview(State(state): State<AppState>) -> Response {
         card("not listed (log behind)", state.jobs.log_dropped()),
     ]
     .join("");
+    let m = &state.metrics;
+    let pruned = |table| {
+        m.store_rows_pruned
+            .get_or_create(&crate::metrics::Metrics::table(table))
+            .get()
+    };
+    let oldest = |table| match m
+        .store_oldest_row_timestamp_seconds
+        .get_or_create(&crate::metrics::Metrics::table(table))
+        .get()
+    {
+        0 => "—".to_string(),
+        s => ago(s as u64 * 1000, now),
+    };
+    let store = [
+        card(
+            "store size",
+            format!("{:.1} MB", m.store_size_bytes.get() as f64 / 1e6),
+        ),
+        card("oldest event kept", oldest("events")),
+        card("oldest job kept", oldest("jobs")),
+        card("rows pruned since start", pruned("events") + pruned("jobs")),
+    ]
+    .join("");
     let health = format!(
         "<table><tr><th>upstream</th><th>state</th><th>failures in a row</th><th>last success</th></tr>{}{}</table>",
         health_row("Mavera", &state.metrics.mavera_health, now),
@@ -177,11 +201,23 @@ pub async fn overview(State(state): State<AppState>) -> Response {
              <section><h2>Events by source and outcome</h2><table><tr><th>source</th><th>outcome</th><th>last hour</th><th>last day</th></tr>{rows}</table>\
              <p class=meta>Outcomes of the jobs they started: <a href=\"/console/events?status=done\">done</a> · <a href=\"/console/events?status=pending\">pending</a> · <a href=\"/console/events?status=dead\">dead</a> · <a href=\"/console/events?status=held\">held</a></p></section>\
              <section><h2>Since this process started</h2><div class=cards>{since_start}</div></section>\
-             <section><h2>Upstream health</h2>{health}</section>",
-            chart(&per_minute)
+             <section><h2>Upstream health</h2>{health}</section>\
+             <section><h2>Store</h2><div class=cards>{store}</div>\
+             <p class=meta>Retention: events {}, jobs {}; pruned every {}.</p></section>",
+            chart(&per_minute),
+            kept_for(state.settings.retention_events),
+            kept_for(state.settings.retention_jobs),
+            humantime::format_duration(state.settings.prune_interval),
         ),
     )
     .into_response()
+}
+
+fn kept_for(retention: Option<std::time::Duration>) -> String {
+    retention.map_or_else(
+        || "kept forever (off)".into(),
+        |d| format!("kept {}", humantime::format_duration(d)),
+    )
 }
 
 pub(super) fn unavailable(e: crate::jobs::StoreError) -> Response {

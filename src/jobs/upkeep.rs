@@ -126,6 +126,20 @@ pub async fn prune(
     Ok(pruned)
 }
 
+/// Erases one person, and logs it without their id (a fingerprint tells two erasures apart).
+pub async fn forget(store: &dyn Upkeep, user: &str) -> Result<Forgotten, StoreError> {
+    let removed = store.forget(user).await?;
+    tracing::info!(
+        user = %crate::config::Secret::new(user).fingerprint(),
+        events = removed.events,
+        jobs = removed.jobs,
+        personas = removed.personas,
+        cooldowns = removed.cooldowns,
+        "erasure: a person's data deleted from the store"
+    );
+    Ok(removed)
+}
+
 async fn in_batches<F, Fut>(mut batch: F) -> Result<u64, StoreError>
 where
     F: FnMut() -> Fut,

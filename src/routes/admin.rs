@@ -24,6 +24,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/jobs/{id}", get(show))
         .route("/admin/jobs/{id}/replay", post(replay_one))
         .route("/admin/reload", post(reload))
+        .route("/admin/forget", post(forget))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
@@ -166,4 +167,35 @@ async fn reload(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgetRequest {
+    user_id: String,
+}
+
+/// Erases one person: everything the store holds about `user_id`. Idempotent: a second call removes nothing.
+async fn forget(
+    State(state): State<AppState>,
+    body: Result<Json<ForgetRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let user = match body {
+        Ok(Json(ForgetRequest { user_id })) if !user_id.trim().is_empty() => user_id,
+        Ok(_) => return bad_request("`user_id` is empty"),
+        Err(e) => {
+            return bad_request(&format!(
+                "expected {{\"user_id\": \"…\"}}: {}",
+                e.body_text()
+            ))
+        }
+    };
+    match crate::jobs::upkeep::forget(state.jobs.store.upkeep().as_ref(), &user).await {
+        Ok(removed) => Json(json!({ "user_id": user, "removed": removed })).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+fn bad_request(why: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": why }))).into_response()
 }

@@ -10,3 +10,4 @@ mod helpers;
 mod operations;
 mod segment;
 mod sinks;
+mod upkeep;
