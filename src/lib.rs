@@ -5,8 +5,10 @@
 //! route (`routes/`) → verify and parse (`sources/`) → dedupe (`dedupe`) → match triggers (`triggers/`)
 //! → enqueue (`intake`, `jobs/`) → worker (`jobs::worker`, `jobs::runner`) → remote APIs (`clients/`)
 //! → where the outcome goes (`sinks/`).
-//! `config` reads the environment, `startup` wires the app, `cli` is the command line.
+//! `config` reads the environment, `startup` wires the app, `cli` is the command line. Beside the path:
+//! `alerts` (telling someone when work stops) and `jobs::upkeep` (retention, erasure).
 
+pub mod alerts;
 pub mod cli;
 pub mod clients;
 pub mod config;

@@ -60,6 +60,8 @@ fn latency_histogram() -> Histogram {
 pub struct UpstreamHealth {
     pub consecutive_failures: std::sync::atomic::AtomicU32,
     pub last_success_ms: AtomicU64,
+    /// When the current run of failures began (0: the last call succeeded), for the `upstream_down` alert.
+    pub failing_since_ms: AtomicU64,
 }
 
 /// After this many failures in a row a service is reported as `open` (failing) in `/readyz`.
@@ -83,6 +85,10 @@ pub struct Metrics {
     registry: Registry,
     pub mavera_health: UpstreamHealth,
     pub customerio_health: UpstreamHealth,
+    /// When Mavera last answered 402 (credits exhausted) with no success since; 0 otherwise.
+    pub credits_exhausted_ms: AtomicU64,
+    /// When a cost budget (a trigger's or `MAVERA_DAILY_BUDGET`) last held a job back; 0: never.
+    pub budget_hold_ms: AtomicU64,
     pub webhooks_received: Family<SourceLabel, Counter>,
     pub webhooks_rejected: Family<RejectLabel, Counter>,
     pub webhooks_duplicates: Family<SourceLabel, Counter>,
@@ -134,6 +140,8 @@ impl Default for Metrics {
             registry: Registry::default(),
             mavera_health: UpstreamHealth::default(),
             customerio_health: UpstreamHealth::default(),
+            credits_exhausted_ms: AtomicU64::new(0),
+            budget_hold_ms: AtomicU64::new(0),
         };
         registry.register(
             "webhooks_received",
@@ -260,22 +268,30 @@ impl Metrics {
     /// Records one upstream call: latency, answer, and the service's recent health.
     pub fn upstream(&self, endpoint: &str, status: &str, seconds: f64) {
         use std::sync::atomic::Ordering;
-        let health = if endpoint.starts_with("mavera") {
+        let mavera = endpoint.starts_with("mavera");
+        let health = if mavera {
             &self.mavera_health
         } else {
             &self.customerio_health
         };
-        let failed = match status.parse::<u16>() {
-            Ok(code) => code == 429 || code == 408 || code >= 500,
-            Err(_) => true,
-        };
+        let code = status.parse::<u16>().ok();
+        let failed = code.is_none_or(|code| code == 429 || code == 408 || code >= 500);
+        let now = crate::jobs::now_ms();
         if failed {
-            health.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+            if health.consecutive_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                health.failing_since_ms.store(now, Ordering::Relaxed);
+            }
         } else {
             health.consecutive_failures.store(0, Ordering::Relaxed);
-            health
-                .last_success_ms
-                .store(crate::jobs::now_ms(), Ordering::Relaxed);
+            health.failing_since_ms.store(0, Ordering::Relaxed);
+            health.last_success_ms.store(now, Ordering::Relaxed);
+        }
+        if mavera {
+            match code {
+                Some(402) => self.credits_exhausted_ms.store(now, Ordering::Relaxed),
+                Some(200..=299) => self.credits_exhausted_ms.store(0, Ordering::Relaxed),
+                _ => {}
+            }
         }
         self.upstream_latency_seconds
             .get_or_create(&EndpointLabel {

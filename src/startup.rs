@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    alerts::{self, Alerts},
     clients::{customerio::CustomerIoClient, http_client, mavera::MaveraClient},
     config::Settings,
     dedupe::DedupeMemory,
@@ -169,6 +170,7 @@ impl App {
             shutdown: shutdown.clone(),
             abandon: CancellationToken::new(),
         };
+        let http = self.runner.http.clone();
         let workers = spawn_pool(
             self.state.settings.workers,
             self.state.jobs.clone(),
@@ -183,6 +185,15 @@ impl App {
             Retention::from_settings(&self.state.settings),
             self.state.settings.prune_interval,
             self.state.metrics.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(alerts::run(
+            Alerts::new(
+                self.state.jobs.store.clone(),
+                self.state.metrics.clone(),
+                self.state.table.clone(),
+                http,
+            ),
             shutdown.clone(),
         ));
         let app =

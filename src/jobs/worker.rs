@@ -154,6 +154,9 @@ async fn attempt(
             let guard = if reason.starts_with("cooldown") {
                 "cooldown"
             } else {
+                metrics
+                    .budget_hold_ms
+                    .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
                 "budget"
             };
             metrics

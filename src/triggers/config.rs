@@ -14,6 +14,27 @@ pub struct TriggerFile {
     /// The triggers, tried in order; every trigger that matches an event runs.
     #[serde(default)]
     pub triggers: Vec<TriggerSpec>,
+    /// Who is told when work stops (credits exhausted, a budget holding jobs, dead letters, a stale backlog,
+    /// an upstream down, a store that cannot write). Without it, alerts go to the log only.
+    #[serde(default)]
+    pub alerts: AlertsSpec,
+}
+
+/// `[alerts]`: each condition is sent once when it starts, again at most once per `repeat` while it lasts,
+/// and once more (`recovered`) when it clears.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSpec {
+    /// Where alerts go: the same sink types as triggers (log, file, slack, webhook). Sent directly, not
+    /// queued in the store, so a store that cannot write still raises its alert. Default: the log.
+    pub sinks: Option<Vec<SinkSpec>>,
+    /// How often a condition that lasts is sent again (default "1h").
+    pub repeat: Option<String>,
+    /// `backlog_stale` fires when the oldest pending job is older than this (default "15m").
+    pub backlog_age: Option<String>,
+    /// `upstream_down` fires when Mavera or Customer.io has failed without a success for this long
+    /// (default "5m").
+    pub upstream_down: Option<String>,
 }
 
 /// `[limits]`: the same knobs as `MAVERA_REQUESTS_PER_MINUTE`, `MAVERA_MAX_CONCURRENT_CHATS` and

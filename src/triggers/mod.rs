@@ -120,7 +120,28 @@ pub struct TriggerTable {
     env: Environment<'static>,
     triggers: Vec<Arc<Trigger>>,
     pub limits: config::LimitsSpec,
+    pub alerts: AlertSettings,
     pub path: String,
+}
+
+/// `[alerts]`, checked and with its durations parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSettings {
+    pub sinks: Vec<config::SinkSpec>,
+    pub repeat: std::time::Duration,
+    pub backlog_age: std::time::Duration,
+    pub upstream_down: std::time::Duration,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            sinks: vec![config::SinkSpec::Log],
+            repeat: std::time::Duration::from_secs(3600),
+            backlog_age: std::time::Duration::from_secs(15 * 60),
+            upstream_down: std::time::Duration::from_secs(5 * 60),
+        }
+    }
 }
 
 impl std::fmt::Debug for TriggerTable {
@@ -268,10 +289,12 @@ impl TriggerTable {
             let trigger = compile_trigger(&mut env, &spec, &invalid)?;
             triggers.push(Arc::new(trigger));
         }
+        let alerts = compile_alerts(file.alerts, path)?;
         let table = Self {
             env,
             triggers,
             limits: file.limits,
+            alerts,
             path: path.to_string(),
         };
         table.smoke_render()?;
@@ -513,6 +536,65 @@ fn describe(e: &minijinja::Error) -> String {
     }
 }
 
+/// Every `${NAME}` a sink names must be set at start-up.
+fn check_sinks(
+    sinks: &[config::SinkSpec],
+    invalid: &dyn Fn(&str, String, &str) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for (i, sink) in sinks.iter().enumerate() {
+        for setting in crate::sinks::settings_of(sink) {
+            crate::sinks::expand_env(setting, &|k| std::env::var(k).ok()).map_err(|why| {
+                invalid(
+                    &format!("sinks[{i}]"),
+                    why,
+                    "set the variable (e.g. in .env), or remove the sink",
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn compile_alerts(spec: config::AlertsSpec, path: &str) -> Result<AlertSettings, ConfigError> {
+    let invalid = |key: &str, problem: String, fix: &str| ConfigError::Invalid {
+        path: path.to_string(),
+        trigger: "[alerts]".into(),
+        key: key.to_string(),
+        problem,
+        fix: fix.to_string(),
+    };
+    let defaults = AlertSettings::default();
+    let duration = |key: &str, value: Option<&str>, default| match value {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v.trim())
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    format!("`{v}` is not a duration above 0"),
+                    "write a duration such as \"1h\" or \"15m\"",
+                )
+            }),
+    };
+    let sinks = spec.sinks.unwrap_or(defaults.sinks);
+    check_sinks(&sinks, &invalid)?;
+    Ok(AlertSettings {
+        repeat: duration("repeat", spec.repeat.as_deref(), defaults.repeat)?,
+        backlog_age: duration(
+            "backlog_age",
+            spec.backlog_age.as_deref(),
+            defaults.backlog_age,
+        )?,
+        upstream_down: duration(
+            "upstream_down",
+            spec.upstream_down.as_deref(),
+            defaults.upstream_down,
+        )?,
+        sinks,
+    })
+}
+
 fn compile_trigger(
     env: &mut Environment<'static>,
     spec: &TriggerSpec,
@@ -587,17 +669,7 @@ fn compile_trigger(
         .sinks
         .clone()
         .unwrap_or_else(|| vec![config::SinkSpec::Log]);
-    for (i, sink) in sinks.iter().enumerate() {
-        for setting in crate::sinks::settings_of(sink) {
-            crate::sinks::expand_env(setting, &|k| std::env::var(k).ok()).map_err(|why| {
-                invalid(
-                    &format!("sinks[{i}]"),
-                    why,
-                    "set the variable (e.g. in .env), or remove the sink",
-                )
-            })?;
-        }
-    }
+    check_sinks(&sinks, invalid)?;
     let mut vars = Vec::new();
     for (var, value) in &spec.vars {
         let Some(source) = value.as_str() else {
