@@ -494,27 +494,32 @@ impl Settings {
         Ok(s)
     }
 
-    /// Takes the `[limits]` of the trigger file for each limit whose environment variable is unset.
+    /// Takes the `[limits]` of the trigger file for each limit whose environment variable is unset (the
+    /// default when the file does not set it either): at start, and again at each reload.
     pub fn apply_file_limits(
         &mut self,
         limits: &crate::triggers::config::LimitsSpec,
         env: impl Fn(&str) -> Option<String>,
     ) {
         let unset = |k: &str| env(k).is_none_or(|v| v.trim().is_empty());
-        if let Some(n) = limits.mavera_requests_per_minute.filter(|n| *n > 0) {
-            if unset("MAVERA_REQUESTS_PER_MINUTE") {
-                self.mavera_requests_per_minute = n;
-            }
+        let defaults = Settings::defaults(self.mode);
+        if unset("MAVERA_REQUESTS_PER_MINUTE") {
+            self.mavera_requests_per_minute = limits
+                .mavera_requests_per_minute
+                .filter(|n| *n > 0)
+                .unwrap_or(defaults.mavera_requests_per_minute);
         }
-        if let Some(n) = limits.mavera_max_concurrent_chats.filter(|n| *n > 0) {
-            if unset("MAVERA_MAX_CONCURRENT_CHATS") {
-                self.mavera_max_concurrent_chats = n as usize;
-            }
+        if unset("MAVERA_MAX_CONCURRENT_CHATS") {
+            self.mavera_max_concurrent_chats = limits
+                .mavera_max_concurrent_chats
+                .filter(|n| *n > 0)
+                .map_or(defaults.mavera_max_concurrent_chats, |n| n as usize);
         }
-        if let Some(n) = limits.cio_requests_per_second.filter(|n| *n > 0) {
-            if unset("CIO_REQUESTS_PER_SECOND") {
-                self.cio_requests_per_second = n;
-            }
+        if unset("CIO_REQUESTS_PER_SECOND") {
+            self.cio_requests_per_second = limits
+                .cio_requests_per_second
+                .filter(|n| *n > 0)
+                .unwrap_or(defaults.cio_requests_per_second);
         }
     }
 

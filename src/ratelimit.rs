@@ -5,13 +5,20 @@
 //! can land in one window and exceed the vendor's count; the log below never does, and still lets a quiet
 //! server spend its whole budget at once.
 
-use std::{collections::VecDeque, sync::Mutex, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct SlidingWindow {
-    limit: usize,
+    limit: AtomicUsize,
     window: Duration,
     sent: Mutex<VecDeque<Instant>>,
 }
@@ -19,14 +26,15 @@ pub struct SlidingWindow {
 impl SlidingWindow {
     pub fn new(limit: u32, window: Duration) -> Self {
         Self {
-            limit: limit.max(1) as usize,
+            limit: AtomicUsize::new(limit.max(1) as usize),
             window,
             sent: Mutex::new(VecDeque::new()),
         }
     }
 
-    pub fn per_second(limit: u32) -> Self {
-        Self::new(limit, Duration::from_secs(1))
+    /// A new limit, from the next request on (a reload of `[limits]`).
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit.max(1) as usize, Ordering::Relaxed);
     }
 
     /// Takes a place in the window, or says how long until one frees up.
@@ -39,7 +47,7 @@ impl SlidingWindow {
         {
             sent.pop_front();
         }
-        if sent.len() < self.limit {
+        if sent.len() < self.limit.load(Ordering::Relaxed) {
             sent.push_back(now);
             Ok(())
         } else {
@@ -56,24 +64,132 @@ impl SlidingWindow {
     }
 }
 
-/// Mavera's client-side limits: requests per window and chats in flight. `Local` holds them in this process
-/// (one replica, SQLite); `Shared` keeps them in the Postgres store so that all replicas together stay
-/// under the key's limits.
-pub enum MaveraLimits {
+/// The client-side limits in force. A reload (SIGHUP, `POST /admin/reload`) of the trigger file's
+/// `[limits]` changes them without a restart; every limiter reads them at each request.
+#[derive(Debug)]
+pub struct LiveLimits {
+    pub mavera_per_window: AtomicU32,
+    pub mavera_chats: AtomicU32,
+    pub cio_per_second: AtomicU32,
+}
+
+impl LiveLimits {
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        let limits = Self {
+            mavera_per_window: AtomicU32::new(0),
+            mavera_chats: AtomicU32::new(0),
+            cio_per_second: AtomicU32::new(0),
+        };
+        limits.set(settings);
+        limits
+    }
+
+    pub fn set(&self, settings: &crate::config::Settings) {
+        self.mavera_per_window
+            .store(settings.mavera_requests_per_minute, Ordering::Relaxed);
+        self.mavera_chats.store(
+            settings.mavera_max_concurrent_chats as u32,
+            Ordering::Relaxed,
+        );
+        self.cio_per_second
+            .store(settings.cio_requests_per_second, Ordering::Relaxed);
+    }
+}
+
+/// "At most N requests in any window": kept in this process (one replica, SQLite), or in the Postgres store
+/// so that all replicas together stay under the vendor's limit for the key or workspace.
+pub enum RequestWindow {
+    Local(SlidingWindow),
+    Shared {
+        store: Arc<dyn crate::jobs::SharedLimits>,
+        bucket: &'static str,
+        window: Duration,
+    },
+}
+
+impl RequestWindow {
+    pub fn new(
+        shared: Option<Arc<dyn crate::jobs::SharedLimits>>,
+        bucket: &'static str,
+        limit: u32,
+        window: Duration,
+    ) -> Self {
+        match shared {
+            None => RequestWindow::Local(SlidingWindow::new(limit, window)),
+            Some(store) => RequestWindow::Shared {
+                store,
+                bucket,
+                window,
+            },
+        }
+    }
+
+    /// Waits for a place among `limit` per window. A store that cannot answer is an error (the job retries).
+    pub async fn acquire(&self, limit: u32) -> Result<(), crate::jobs::StoreError> {
+        match self {
+            RequestWindow::Local(window) => {
+                window.set_limit(limit);
+                window.acquire().await;
+                Ok(())
+            }
+            RequestWindow::Shared {
+                store,
+                bucket,
+                window,
+            } => loop {
+                // Counted on the database's clock, sent a moment later from several machines: a margin of
+                // a tenth of the window (at most 2 s) keeps jitter from putting one request too many into
+                // a window as the vendor counts it.
+                let margin = (*window / 10).min(Duration::from_secs(2));
+                match store
+                    .try_rate(bucket, limit, (*window + margin).as_millis() as u64)
+                    .await?
+                {
+                    Ok(()) => return Ok(()),
+                    Err(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
+                }
+            },
+        }
+    }
+}
+
+/// Mavera's client-side limits: requests per window and chats in flight.
+pub struct MaveraLimits {
+    pub live: Arc<LiveLimits>,
+    pub requests: RequestWindow,
+    pub chats: ChatPlaces,
+}
+
+/// Chats in flight: a semaphore in this process, or leased places in the Postgres store.
+pub enum ChatPlaces {
     Local {
-        requests: SlidingWindow,
-        chats: tokio::sync::Semaphore,
+        places: tokio::sync::Semaphore,
+        /// How many places the semaphore holds now (it follows a reload).
+        sized: Mutex<u32>,
     },
     Shared {
-        store: std::sync::Arc<dyn crate::jobs::SharedLimits>,
-        per_window: u32,
-        window: Duration,
-        chats: u32,
+        store: Arc<dyn crate::jobs::SharedLimits>,
         /// How long a chat place is held without renewal: a replica that dies frees it after this.
         chat_lease: Duration,
         /// This process, in the slots table.
         holder: String,
     },
+}
+
+impl ChatPlaces {
+    pub fn new(shared: Option<Arc<dyn crate::jobs::SharedLimits>>, chats: u32) -> Self {
+        match shared {
+            None => ChatPlaces::Local {
+                places: tokio::sync::Semaphore::new(chats as usize),
+                sized: Mutex::new(chats),
+            },
+            Some(store) => ChatPlaces::Shared {
+                store,
+                chat_lease: CHAT_LEASE,
+                holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            },
+        }
+    }
 }
 
 /// A place among the chats in flight; given back when dropped.
@@ -108,7 +224,9 @@ impl Drop for ChatPermit<'_> {
     }
 }
 
-const RATE_BUCKET: &str = "mavera:requests";
+pub const RATE_BUCKET: &str = "mavera:requests";
+/// The Customer.io App API's limit is per workspace: shared by every replica.
+pub const CIO_BUCKET: &str = "customerio:requests";
 const CHAT_BUCKET: &str = "mavera:chats";
 
 /// How often a replica asks the shared store again for a chat place.
@@ -120,56 +238,42 @@ const SLOT_POLL: Duration = Duration::from_millis(100);
 pub const CHAT_LEASE: Duration = Duration::from_secs(10);
 
 impl MaveraLimits {
-    /// Waits for a place in the request window. A store that cannot answer is an error (the job retries).
+    /// Waits for a place in the request window.
     pub async fn request(&self) -> Result<(), crate::jobs::StoreError> {
-        match self {
-            MaveraLimits::Local { requests, .. } => {
-                requests.acquire().await;
-                Ok(())
-            }
-            MaveraLimits::Shared {
-                store,
-                per_window,
-                window,
-                ..
-            } => loop {
-                // Counted on the database's clock, sent a moment later from several machines: a margin of
-                // a tenth of the window (at most 2 s) keeps jitter from putting one request too many into
-                // a window as Mavera counts it.
-                let margin = (*window / 10).min(Duration::from_secs(2));
-                match store
-                    .try_rate(
-                        RATE_BUCKET,
-                        *per_window,
-                        (*window + margin).as_millis() as u64,
-                    )
-                    .await?
-                {
-                    Ok(()) => return Ok(()),
-                    Err(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
-                }
-            },
-        }
+        self.requests
+            .acquire(self.live.mavera_per_window.load(Ordering::Relaxed))
+            .await
     }
 
     /// Waits for a chat place.
     pub async fn chat(&self) -> Result<ChatPermit<'_>, crate::jobs::StoreError> {
-        match self {
-            MaveraLimits::Local { chats, .. } => Ok(ChatPermit::Local(
-                chats
-                    .acquire()
-                    .await
-                    .expect("the chat semaphore is never closed"),
-            )),
-            MaveraLimits::Shared {
+        let chats = self.live.mavera_chats.load(Ordering::Relaxed).max(1);
+        match &self.chats {
+            ChatPlaces::Local { places, sized } => {
+                {
+                    let mut sized = sized.lock().expect("chat places lock");
+                    if chats > *sized {
+                        places.add_permits((chats - *sized) as usize);
+                        *sized = chats;
+                    } else if chats < *sized {
+                        // Places in use now are taken away as they come back, at a later call.
+                        *sized -= places.forget_permits((*sized - chats) as usize) as u32;
+                    }
+                }
+                Ok(ChatPermit::Local(
+                    places
+                        .acquire()
+                        .await
+                        .expect("the chat semaphore is never closed"),
+                ))
+            }
+            ChatPlaces::Shared {
                 store,
-                chats,
                 chat_lease,
                 holder,
-                ..
             } => loop {
                 if let Some(slot) = store
-                    .try_slot(CHAT_BUCKET, *chats, holder, chat_lease.as_millis() as u64)
+                    .try_slot(CHAT_BUCKET, chats, holder, chat_lease.as_millis() as u64)
                     .await?
                 {
                     return Ok(ChatPermit::Shared {
@@ -240,5 +344,15 @@ mod tests {
         // The first 60 go at once; the budget is spent at the limit's pace after that, not slower.
         assert_eq!(times[59], Duration::ZERO);
         assert!(times[199] <= Duration::from_secs(181), "{:?}", times[199]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_limit_applies_from_the_next_request() {
+        let limiter = SlidingWindow::new(5, Duration::from_secs(1));
+        limiter.set_limit(2);
+        assert!(limiter.try_acquire().is_ok() && limiter.try_acquire().is_ok());
+        assert!(limiter.try_acquire().is_err(), "two per window now");
+        limiter.set_limit(3);
+        assert!(limiter.try_acquire().is_ok(), "raised: a third place");
     }
 }

@@ -31,6 +31,7 @@ use crate::{
     },
     limits::{LimitedListener, RemoteAddr},
     metrics::Metrics,
+    ratelimit::LiveLimits,
     routes,
     sources::Source,
     state::{AppState, Inner},
@@ -98,6 +99,7 @@ impl App {
         let http = http_client();
         let sink_http = http.clone();
         let metrics = Arc::new(Metrics::default());
+        let limits = Arc::new(LiveLimits::new(&settings));
         let mavera = MaveraClient::new(
             http.clone(),
             &settings.mavera_base_url,
@@ -105,6 +107,7 @@ impl App {
             &settings,
             metrics.clone(),
             store.shared_limits(),
+            limits.clone(),
         );
         let cio = CustomerIoClient::new(
             http,
@@ -112,6 +115,8 @@ impl App {
             settings.cio_app_key.clone(),
             &settings,
             metrics.clone(),
+            store.shared_limits(),
+            limits.clone(),
         );
         let jobs = Jobs::new(store, settings.event_log_max_per_sec);
         let intake = Intake {
@@ -137,6 +142,7 @@ impl App {
             table: table.clone(),
             started: Instant::now(),
             metrics: metrics.clone(),
+            limits,
         }));
         let runner = Runner {
             table,

@@ -5,7 +5,8 @@ use std::{ops::Deref, sync::Arc, time::Instant};
 use arc_swap::ArcSwap;
 
 use crate::{
-    config::Settings, intake::Intake, jobs::Jobs, metrics::Metrics, triggers::TriggerTable,
+    config::Settings, intake::Intake, jobs::Jobs, metrics::Metrics, ratelimit::LiveLimits,
+    triggers::TriggerTable,
 };
 
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct Inner {
     pub table: Arc<ArcSwap<TriggerTable>>,
     pub started: Instant,
     pub metrics: Arc<Metrics>,
+    /// The client-side limits in force: a reload that changes the file's `[limits]` changes them.
+    pub limits: Arc<LiveLimits>,
 }
 
 impl Deref for AppState {
@@ -39,6 +42,18 @@ impl Inner {
             }
         }
         let count = table.triggers().len();
+        if table.limits != self.table.load().limits {
+            // Environment variables still win over the file, as at start.
+            let mut settings = self.settings.clone();
+            settings.apply_file_limits(&table.limits, |k| std::env::var(k).ok());
+            self.limits.set(&settings);
+            tracing::info!(
+                mavera_requests_per_minute = settings.mavera_requests_per_minute,
+                mavera_max_concurrent_chats = settings.mavera_max_concurrent_chats,
+                cio_requests_per_second = settings.cio_requests_per_second,
+                "[limits] reloaded"
+            );
+        }
         self.table.store(Arc::new(table));
         Ok(count)
     }

@@ -309,7 +309,7 @@ async fn replicas_share_one_postgres() {
     let config = dir.path().join("triggers.toml");
     std::fs::write(&config, CONFIG).unwrap();
 
-    // `PG_SUITE_ONLY=conformance|replicas|takeover|slots|restart` runs one part (for debugging).
+    // `PG_SUITE_ONLY=conformance|replicas|takeover|cio|slots|restart` runs one part (for debugging).
     let only = std::env::var("PG_SUITE_ONLY").ok();
     let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     if run("conformance") {
@@ -329,6 +329,9 @@ async fn replicas_share_one_postgres() {
     }
     if run("takeover") {
         a_killed_replicas_job_is_finished_by_another(&pg, dir.path(), &config).await;
+    }
+    if run("cio") {
+        replicas_share_the_customerio_rate_limit(&pg, dir.path()).await;
     }
     if run("slots") {
         a_dead_replicas_chat_slots_free_themselves(&pg, dir.path()).await;
@@ -654,4 +657,111 @@ title = "t"
     );
     assert!(started < bound);
     drop(survivor);
+}
+
+/// Customer.io allows 10 App API requests per second for the whole workspace: three replicas together stay
+/// under `CIO_REQUESTS_PER_SECOND`, as measured at the App API.
+async fn replicas_share_the_customerio_rate_limit(pg: &pg::TestPostgres, dir: &Path) {
+    pg.create_database("cio");
+    let config = dir.join("cio.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[triggers]]
+name = "pg_cio"
+source = "customerio"
+events = ["unsubscribed"]
+enrich = "customerio_attributes"
+when = "attributes.plan_type == 'never'"
+[triggers.research]
+message = "m"
+"#,
+    )
+    .unwrap();
+    let mavera = MockServer::start().await;
+    let cio = MockServer::start().await;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    {
+        let arrivals = arrivals.clone();
+        Mock::given(wiremock::matchers::method("GET"))
+            .respond_with(move |_: &Request| {
+                arrivals.lock().unwrap().push(Instant::now());
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"customer": {"attributes": {"plan_type": "pro"}}}))
+            })
+            .mount(&cio)
+            .await;
+    }
+    const CIO_SECRET: &str = "pg-suite-cio-secret";
+    let limit = 4;
+    let env = env_for(
+        &pg.url("cio"),
+        &mavera,
+        &config,
+        &[
+            ("CIO_WEBHOOK_SECRET", CIO_SECRET),
+            ("CIO_APP_KEY", "pg-suite-app-key"),
+            ("CIO_APP_BASE_URL", &format!("{}/v1", cio.uri())),
+            ("CIO_REQUESTS_PER_SECOND", &limit.to_string()),
+        ],
+    );
+    let replicas: Vec<Replica> = (0..3)
+        .map(|i| Replica::start(dir, &format!("cio-{i}"), &env))
+        .collect();
+    for r in &replicas {
+        r.ready().await;
+    }
+    let http = reqwest::Client::new();
+    let events = 30;
+    for i in 0..events {
+        let body = json!({
+            "event_id": format!("cio-ev-{i}"), "object_type": "email", "metric": "unsubscribed",
+            "timestamp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+            "data": {"customer_id": format!("c-{i}"), "identifiers": {"id": format!("c-{i}")}}
+        })
+        .to_string();
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let signature = mavera_triggers::sources::customerio::sign(
+            &Secret::new(CIO_SECRET),
+            ts,
+            body.as_bytes(),
+        );
+        let answer = http
+            .post(format!(
+                "http://127.0.0.1:{}/customerio",
+                replicas[i % 3].port
+            ))
+            .header("x-cio-timestamp", ts.to_string())
+            .header("x-cio-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{}", answer.status());
+    }
+    let pool = sqlx::PgPool::connect(&pg.url("cio")).await.unwrap();
+    let (done, dead) = wait_all_done(&pool, Duration::from_secs(60)).await;
+    let arrivals = arrivals.lock().unwrap().clone();
+    let worst = arrivals
+        .iter()
+        .map(|t| {
+            arrivals
+                .iter()
+                .filter(|u| **u >= *t && u.duration_since(*t) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    println!(
+        "postgres: 3 replicas, {events} Customer.io look-ups: {done} done, {dead} dead; most App API requests in any second: {worst} (limit {limit} for the workspace)"
+    );
+    assert_eq!((done, dead), (events as i64, 0));
+    assert_eq!(arrivals.len(), events);
+    assert!(
+        worst <= limit,
+        "{worst} requests within one second (limit {limit})"
+    );
 }

@@ -1,6 +1,9 @@
 //! The Customer.io App API: `GET /customers/{id}/attributes`, cached, rate-limited, safely addressed.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use dashmap::DashMap;
 use percent_encoding::utf8_percent_encode;
@@ -8,7 +11,12 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::{retry_after, UpstreamError, PATH_SEGMENT};
-use crate::{config::Secret, metrics::Metrics, ratelimit::SlidingWindow};
+use crate::{
+    config::Secret,
+    jobs::SharedLimits,
+    metrics::Metrics,
+    ratelimit::{LiveLimits, RequestWindow, CIO_BUCKET},
+};
 
 const SERVICE: &str = "Customer.io";
 
@@ -31,7 +39,8 @@ pub struct CustomerIoClient {
     key: Option<Secret>,
     timeout: Duration,
     ttl: Duration,
-    requests: Arc<SlidingWindow>,
+    requests: Arc<RequestWindow>,
+    live: Arc<LiveLimits>,
     /// One slot per person: concurrent look-ups of one person wait for the first (one request, not ten).
     cache: Arc<DashMap<String, Slot>>,
     metrics: Arc<Metrics>,
@@ -53,6 +62,8 @@ impl CustomerIoClient {
         key: Option<Secret>,
         settings: &crate::config::Settings,
         metrics: Arc<Metrics>,
+        shared: Option<Arc<dyn SharedLimits>>,
+        live: Arc<LiveLimits>,
     ) -> Self {
         Self {
             metrics,
@@ -61,7 +72,13 @@ impl CustomerIoClient {
             key,
             timeout: settings.http_timeout,
             ttl: settings.cio_cache_ttl,
-            requests: Arc::new(SlidingWindow::per_second(settings.cio_requests_per_second)),
+            requests: Arc::new(RequestWindow::new(
+                shared,
+                CIO_BUCKET,
+                live.cio_per_second.load(Ordering::Relaxed),
+                Duration::from_secs(1),
+            )),
+            live,
             cache: Arc::new(DashMap::new()),
         }
     }
@@ -121,7 +138,10 @@ impl CustomerIoClient {
 
     async fn fetch(&self, path: &str) -> Result<Lookup, UpstreamError> {
         let key = self.key.as_ref().expect("checked by the caller");
-        self.requests.acquire().await;
+        self.requests
+            .acquire(self.live.cio_per_second.load(Ordering::Relaxed))
+            .await
+            .map_err(|e| super::limiter_down(SERVICE, e))?;
         let started = std::time::Instant::now();
         let result = self
             .http

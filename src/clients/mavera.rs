@@ -3,18 +3,20 @@
 //! Without a key (`dev` mode) the client runs dry: each request is printed in full, nothing is sent, and the
 //! answer is a clearly marked placeholder.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 
 use super::{retry_after, UpstreamError};
 use crate::{
     config::Secret,
     jobs::SharedLimits,
     metrics::Metrics,
-    ratelimit::{MaveraLimits, SlidingWindow, CHAT_LEASE},
+    ratelimit::{ChatPlaces, LiveLimits, MaveraLimits, RequestWindow, RATE_BUCKET},
 };
 
 const SERVICE: &str = "Mavera";
@@ -114,23 +116,17 @@ impl MaveraClient {
         settings: &crate::config::Settings,
         metrics: Arc<Metrics>,
         shared: Option<Arc<dyn SharedLimits>>,
+        live: Arc<LiveLimits>,
     ) -> Self {
-        let limits = match shared {
-            None => MaveraLimits::Local {
-                requests: SlidingWindow::new(
-                    settings.mavera_requests_per_minute,
-                    settings.mavera_rate_window,
-                ),
-                chats: Semaphore::new(settings.mavera_max_concurrent_chats),
-            },
-            Some(store) => MaveraLimits::Shared {
-                store,
-                per_window: settings.mavera_requests_per_minute,
-                window: settings.mavera_rate_window,
-                chats: settings.mavera_max_concurrent_chats as u32,
-                chat_lease: CHAT_LEASE,
-                holder: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
-            },
+        let limits = MaveraLimits {
+            requests: RequestWindow::new(
+                shared.clone(),
+                RATE_BUCKET,
+                live.mavera_per_window.load(Ordering::Relaxed),
+                settings.mavera_rate_window,
+            ),
+            chats: ChatPlaces::new(shared, live.mavera_chats.load(Ordering::Relaxed)),
+            live,
         };
         Self {
             metrics,
@@ -306,8 +302,5 @@ impl MaveraClient {
 
 /// The shared limiter's store did not answer: like a connection error, the job retries later.
 fn limiter_down(e: crate::jobs::StoreError) -> UpstreamError {
-    UpstreamError::Connect {
-        service: SERVICE,
-        detail: format!("the shared rate limiter is unavailable: {e}"),
-    }
+    super::limiter_down(SERVICE, e)
 }

@@ -126,3 +126,11 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .unwrap_or_default(),
     )
 }
+
+/// A shared (Postgres) rate limiter that cannot answer: the call is not made, and the job retries.
+pub(crate) fn limiter_down(service: &'static str, e: crate::jobs::StoreError) -> UpstreamError {
+    UpstreamError::Connect {
+        service,
+        detail: format!("the shared rate limiter is unavailable: {e}"),
+    }
+}

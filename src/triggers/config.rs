@@ -39,7 +39,7 @@ pub struct AlertsSpec {
 
 /// `[limits]`: the same knobs as `MAVERA_REQUESTS_PER_MINUTE`, `MAVERA_MAX_CONCURRENT_CHATS` and
 /// `CIO_REQUESTS_PER_SECOND`, for people who keep their settings in the file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
     pub mavera_requests_per_minute: Option<u32>,

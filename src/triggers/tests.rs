@@ -189,11 +189,19 @@ fn alerts_default_to_the_log_and_bad_settings_name_the_alerts_table() {
     )
     .unwrap();
     assert_eq!(table.alerts.repeat, std::time::Duration::from_secs(1800));
-    assert_eq!(table.alerts.backlog_age, std::time::Duration::from_secs(300));
-    assert_eq!(table.alerts.upstream_down, std::time::Duration::from_secs(300));
+    assert_eq!(
+        table.alerts.backlog_age,
+        std::time::Duration::from_secs(300)
+    );
+    assert_eq!(
+        table.alerts.upstream_down,
+        std::time::Duration::from_secs(300)
+    );
     let err = error_of("[alerts]\nrepeat = \"often\"\n");
     assert!(err.contains("[alerts]") && err.contains("repeat"), "{err}");
-    let err = error_of("[alerts]\nsinks = [{ type = \"slack\", webhook_url = \"${NO_SUCH_ALERT_HOOK}\" }]\n");
+    let err = error_of(
+        "[alerts]\nsinks = [{ type = \"slack\", webhook_url = \"${NO_SUCH_ALERT_HOOK}\" }]\n",
+    );
     assert!(err.contains("NO_SUCH_ALERT_HOOK"), "{err}");
     assert!(error_of("[alerts]\nrepaet = \"1h\"\n").contains("repaet"));
 }

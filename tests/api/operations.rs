@@ -202,3 +202,41 @@ async fn a_reload_with_a_broken_file_keeps_the_old_triggers_and_a_good_file_swit
     assert_eq!((counts.done, counts.dead), (3, 0));
     app.mavera.verify().await;
 }
+
+#[tokio::test]
+async fn a_reload_applies_the_files_limits_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("triggers.toml");
+    std::fs::write(&file, FIRST).unwrap();
+    let config_path = file.clone();
+    let app = spawn_with(Options {
+        config: FIRST.into(),
+        tweak: Box::new(move |s| s.config_path = config_path),
+        ..Options::default()
+    })
+    .await;
+    let live = |app: &TestApp| {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            app.state.limits.mavera_per_window.load(Relaxed),
+            app.state.limits.mavera_chats.load(Relaxed),
+            app.state.limits.cio_per_second.load(Relaxed),
+        )
+    };
+    assert_eq!(live(&app), (10_000, 10, 1_000), "as started");
+    std::fs::write(
+        &file,
+        format!("[limits]\nmavera_requests_per_minute = 120\nmavera_max_concurrent_chats = 3\ncio_requests_per_second = 5\n{FIRST}"),
+    )
+    .unwrap();
+    assert_eq!(app.state.reload_and_log(), Ok(1));
+    assert_eq!(
+        live(&app),
+        (120, 3, 5),
+        "the file's [limits] after a reload"
+    );
+    // The same limits again change nothing; limits removed from the file fall back to the defaults.
+    std::fs::write(&file, FIRST).unwrap();
+    assert_eq!(app.state.reload_and_log(), Ok(1));
+    assert_eq!(live(&app), (60, 10, 10));
+}
