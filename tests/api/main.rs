@@ -1,7 +1,6 @@
 //! Integration tests: the real server on 127.0.0.1:0, Mavera and Customer.io as wiremock servers.
 
 mod bad_input;
-mod browser;
 mod console;
 mod customerio;
 mod durability;
