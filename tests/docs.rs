@@ -1,5 +1,6 @@
 //! The documentation cannot drift: every relative link in README.md and docs/*.md resolves (file and
-//! `#anchor`), and every setting the code reads is listed in `.env.example` and docs/configuration.md.
+//! `#anchor`), every setting the code reads is listed in `.env.example` and docs/configuration.md, and the
+//! `rust-version` in Cargo.toml (and the README) is what the locked dependencies need.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -238,4 +239,58 @@ fn the_configuration_reference_lists_its_settings_in_a_table() {
         doc.contains("MAVERA_API_KEY") && doc.contains("DATABASE_URL"),
         "{doc:?}"
     );
+}
+
+fn parse_version(v: &str) -> (u64, u64, u64) {
+    let mut parts = v
+        .split('.')
+        .map(|p| p.parse::<u64>().expect("a numeric version"));
+    let major = parts.next().unwrap_or(0);
+    (major, parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[test]
+fn rust_version_is_what_the_locked_dependencies_need_and_the_readme_says_it() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(repo())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    let ours = packages
+        .iter()
+        .find(|p| p["name"] == "mavera-triggers")
+        .and_then(|p| p["rust_version"].as_str())
+        .expect("Cargo.toml sets rust-version");
+    let (needed, by) = packages
+        .iter()
+        .filter(|p| p["name"] != "mavera-triggers")
+        .filter_map(|p| {
+            let v = p["rust_version"].as_str()?;
+            Some((
+                parse_version(v),
+                format!(
+                    "{} {} (needs {v})",
+                    p["name"].as_str()?,
+                    p["version"].as_str()?
+                ),
+            ))
+        })
+        .max()
+        .expect("some dependency declares a rust-version");
+    assert_eq!(
+        parse_version(ours),
+        needed,
+        "Cargo.toml says rust-version = {ours:?}, but the newest requirement in Cargo.lock is {by}"
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let said = format!("Rust {}.{} or newer", needed.0, needed.1);
+    assert!(readme.contains(&said), "the README should say `{said}`");
 }
