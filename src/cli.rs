@@ -524,7 +524,16 @@ pub fn customerio_sample(metric: &str) -> Value {
 }
 
 async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
-    let body = if std::path::Path::new(&args.event).is_file() {
+    let path = std::path::Path::new(&args.event);
+    if !path.exists() && (args.event.contains('/') || args.event.ends_with(".json")) {
+        eprintln!(
+            "error: no such file: {}. `send` posts a JSON file that exists, or a sample by name (such as \
+             trial_started: no `/`, no `.json`).",
+            args.event
+        );
+        return ExitCode::from(2);
+    }
+    let body = if path.is_file() {
         match std::fs::read(&args.event) {
             Ok(b) => b,
             Err(e) => {
@@ -585,7 +594,7 @@ async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "error: cannot reach {url}: {}. Is the server running (`mavera-triggers dev`)?",
-                e.without_url()
+                crate::clients::cause_chain(&e.without_url())
             );
             ExitCode::FAILURE
         }

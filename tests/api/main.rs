@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0, Mavera and Customer.io as wiremock servers.
 
 mod bad_input;
+mod cli;
 mod console;
 mod customerio;
 mod durability;
