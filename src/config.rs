@@ -613,7 +613,10 @@ mod tests {
         let err = load(&[("TRUSTED_PROXIES", "10.0.0.0/8, nope")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("TRUSTED_PROXIES") && err.contains("nope"), "{err}");
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("nope"),
+            "{err}"
+        );
         let err = load(&[("AUTH_LOCKOUT", "soon")]).unwrap_err().to_string();
         assert!(err.contains("AUTH_LOCKOUT") && err.contains("12h"), "{err}");
     }

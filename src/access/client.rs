@@ -90,7 +90,11 @@ mod tests {
             ip("198.51.100.7")
         );
         assert_eq!(
-            client_ip(ip("::ffff:127.0.0.1"), &headers("[2001:db8::1]:443"), &trusted),
+            client_ip(
+                ip("::ffff:127.0.0.1"),
+                &headers("[2001:db8::1]:443"),
+                &trusted
+            ),
             ip("2001:db8::1")
         );
         // No header: the proxy itself.

@@ -22,7 +22,9 @@ const MAX_CLIENTS: usize = 100_000;
 pub enum Verdict {
     Allowed,
     /// Refused until the lockout ends.
-    Locked { retry_after: Duration },
+    Locked {
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +186,10 @@ mod tests {
             t.failure(ip("2001:db8:1:2::ffff")),
             Verdict::Locked { .. }
         ));
-        assert!(matches!(t.check(ip("2001:db8:1:2::9")), Verdict::Locked { .. }));
+        assert!(matches!(
+            t.check(ip("2001:db8:1:2::9")),
+            Verdict::Locked { .. }
+        ));
         assert_eq!(t.check(ip("2001:db8:1:3::1")), Verdict::Allowed);
     }
 

@@ -186,8 +186,8 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
     let client = state.door.client(peer(&request), request.headers());
     let ttl = state.settings.access.session_ttl.as_secs();
     let now = now_secs();
-    let session = cookie_session(request.headers())
-        .map(|value| session::check(token, &value, now, ttl));
+    let session =
+        cookie_session(request.headers()).map(|value| session::check(token, &value, now, ttl));
     if let Some(SessionCheck::Valid { renew }) = session {
         let mut response = next.run(request).await;
         if renew {
@@ -334,7 +334,11 @@ async fn login(
             ),
         )
         .await;
-    let cookie = session::set_cookie(token, now_secs(), state.settings.access.session_ttl.as_secs());
+    let cookie = session::set_cookie(
+        token,
+        now_secs(),
+        state.settings.access.session_ttl.as_secs(),
+    );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
 }
 

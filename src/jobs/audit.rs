@@ -111,7 +111,11 @@ pub fn replayed_detail(state: &str, ids: &[u64]) -> String {
     format!(
         "{} {state} jobs: {}{more}",
         ids.len(),
-        if shown.is_empty() { "none".into() } else { shown.join(", ") }
+        if shown.is_empty() {
+            "none".into()
+        } else {
+            shown.join(", ")
+        }
     )
 }
 

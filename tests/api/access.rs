@@ -173,7 +173,13 @@ async fn wrong_bearer_tokens_on_the_admin_api_are_throttled_too() {
 #[tokio::test]
 async fn a_trusted_proxys_forwarded_address_is_the_client_and_an_untrusted_one_is_ignored() {
     // Behind a trusted proxy on loopback: each address behind it has its own count.
-    let app = guarded_app(2, Duration::from_secs(60), "127.0.0.1", Duration::from_secs(3600)).await;
+    let app = guarded_app(
+        2,
+        Duration::from_secs(60),
+        "127.0.0.1",
+        Duration::from_secs(3600),
+    )
+    .await;
     login(&app, "x", Some("198.51.100.1")).await;
     assert_eq!(login(&app, "x", Some("198.51.100.1")).await.status(), 429);
     // A forged first entry does not dodge it: the proxy appended the real address last.
@@ -205,7 +211,9 @@ async fn sessions_expire_are_renewed_while_used_and_sign_out() {
             .send()
     };
     // Past its lifetime: back to the sign-in page, which says why.
-    let expired = get(session::issue(&token, unix_now() - 3601)).await.unwrap();
+    let expired = get(session::issue(&token, unix_now() - 3601))
+        .await
+        .unwrap();
     assert_eq!(expired.status(), 303);
     assert_eq!(expired.headers()["location"], "/console/login?expired=1");
     assert!(expired.headers()["set-cookie"]
