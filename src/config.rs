@@ -354,7 +354,7 @@ impl Settings {
             .unwrap_or_default();
         s.cio_app_key = get("CIO_APP_KEY").map(Secret::new);
         s.admin_token = get("ADMIN_TOKEN").map(Secret::new);
-        s.access = AccessSettings::from_lookup(&get)?;
+        s.access = AccessSettings::from_lookup(get)?;
         if let Some(region) = get("CIO_REGION") {
             s.cio_app_base_url = match region.to_ascii_lowercase().as_str() {
                 "us" => CIO_US_BASE_URL.to_string(),
