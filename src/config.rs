@@ -185,6 +185,85 @@ pub struct Settings {
     pub retention_jobs: Option<Duration>,
     /// `PRUNE_INTERVAL` (default `10m`): how often retention runs.
     pub prune_interval: Duration,
+    /// Who may use the console and the admin API, and how hard guessing is made.
+    pub access: AccessSettings,
+}
+
+/// Settings of the console's and the admin API's doors.
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    /// `TRUSTED_PROXIES` (default none): addresses or networks (`127.0.0.1, 10.0.0.0/8`) whose
+    /// `X-Forwarded-For` names the client. From any other peer the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `SESSION_TTL` (default `12h`): a console session ends this long after its last use.
+    pub session_ttl: Duration,
+    /// `AUTH_MAX_FAILURES` (default 10): wrong tokens from one client in a minute before it is locked out.
+    pub auth_max_failures: u32,
+    /// `AUTH_LOCKOUT` (default `1m`): the first lockout; each one after it lasts twice as long, up to 1 h.
+    pub auth_lockout: Duration,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            auth_max_failures: 10,
+            auth_lockout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AccessSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut a = Self::default();
+        if let Some(v) = get("TRUSTED_PROXIES") {
+            a.trusted_proxies = parse_trusted(&v).map_err(|why| SettingsError {
+                var: "TRUSTED_PROXIES",
+                value: v.clone(),
+                fix: format!("{why}; use addresses or networks such as `127.0.0.1, 10.0.0.0/8`"),
+            })?;
+        }
+        a.session_ttl = duration("SESSION_TTL", get("SESSION_TTL"), a.session_ttl)?;
+        a.auth_lockout = duration("AUTH_LOCKOUT", get("AUTH_LOCKOUT"), a.auth_lockout)?;
+        if let Some(v) = get("AUTH_MAX_FAILURES") {
+            a.auth_max_failures = positive("AUTH_MAX_FAILURES", &v)?;
+        }
+        Ok(a)
+    }
+}
+
+/// Parses `TRUSTED_PROXIES`: addresses or networks, comma-separated.
+pub fn parse_trusted(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{item}` is not an address or a network"))
+        })
+        .collect()
+}
+
+/// A humantime duration above zero (`90s`, `12h`, `30d`), or `default` when unset.
+fn duration(
+    var: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, SettingsError> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    match humantime::parse_duration(&v) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(SettingsError {
+            var,
+            value: v,
+            fix: "use a duration above zero such as `90s`, `15m`, `12h` or `30d`".into(),
+        }),
+    }
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/mavera-triggers.db";
@@ -246,6 +325,7 @@ impl Settings {
             retention_events: Some(Duration::from_secs(30 * 86_400)),
             retention_jobs: Some(Duration::from_secs(90 * 86_400)),
             prune_interval: Duration::from_secs(600),
+            access: AccessSettings::default(),
         }
     }
 
@@ -290,6 +370,7 @@ impl Settings {
             .unwrap_or_default();
         s.cio_app_key = get("CIO_APP_KEY").map(Secret::new);
         s.admin_token = get("ADMIN_TOKEN").map(Secret::new);
+        s.access = AccessSettings::from_lookup(get)?;
         if let Some(region) = get("CIO_REGION") {
             s.cio_app_base_url = match region.to_ascii_lowercase().as_str() {
                 "us" => CIO_US_BASE_URL.to_string(),
@@ -326,47 +407,19 @@ impl Settings {
                 None => Ok(default),
             }
         };
-        let human = |var: &'static str, default: Duration| -> Result<Duration, SettingsError> {
-            match get(var) {
-                Some(v) => humantime::parse_duration(&v).map_err(|_| SettingsError {
-                    var,
-                    value: v.clone(),
-                    fix: "use a duration such as 30d, 12h, 10m or 3s".into(),
-                }),
-                None => Ok(default),
-            }
-        };
         let retention = |var: &'static str,
                          default: Option<Duration>|
          -> Result<Option<Duration>, SettingsError> {
             match get(var) {
                 Some(v) if v.eq_ignore_ascii_case("off") => Ok(None),
-                Some(_) => human(var, Duration::ZERO).and_then(|d| {
-                    if d.is_zero() {
-                        Err(SettingsError {
-                            var,
-                            value: "0".into(),
-                            fix: "use a duration above 0 such as 30d, or `off` to keep everything"
-                                .into(),
-                        })
-                    } else {
-                        Ok(Some(d))
-                    }
-                }),
+                Some(v) => duration(var, Some(v), Duration::ZERO).map(Some),
                 None => Ok(default),
             }
         };
-        s.shutdown_grace = human("SHUTDOWN_GRACE", s.shutdown_grace)?;
+        s.shutdown_grace = duration("SHUTDOWN_GRACE", get("SHUTDOWN_GRACE"), s.shutdown_grace)?;
         s.retention_events = retention("RETENTION_EVENTS", s.retention_events)?;
         s.retention_jobs = retention("RETENTION_JOBS", s.retention_jobs)?;
-        s.prune_interval = human("PRUNE_INTERVAL", s.prune_interval)?;
-        if s.prune_interval.is_zero() {
-            return Err(SettingsError {
-                var: "PRUNE_INTERVAL",
-                value: "0".into(),
-                fix: "use a duration above 0 such as 10m".into(),
-            });
-        }
+        s.prune_interval = duration("PRUNE_INTERVAL", get("PRUNE_INTERVAL"), s.prune_interval)?;
         s.cio_timestamp_tolerance =
             secs("CIO_TIMESTAMP_TOLERANCE_SECS", s.cio_timestamp_tolerance)?;
         s.cio_cache_ttl = secs("CIO_ATTRIBUTES_CACHE_TTL_SECS", s.cio_cache_ttl)?;
@@ -580,6 +633,26 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(Mode::Serve, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn access_settings_take_networks_and_durations_and_name_a_bad_one() {
+        let s = load(&[
+            ("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
+            ("SESSION_TTL", "30m"),
+        ])
+        .unwrap();
+        assert_eq!(s.access.trusted_proxies.len(), 2);
+        assert_eq!(s.access.session_ttl, Duration::from_secs(1800));
+        let err = load(&[("TRUSTED_PROXIES", "10.0.0.0/8, nope")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("nope"),
+            "{err}"
+        );
+        let err = load(&[("AUTH_LOCKOUT", "soon")]).unwrap_err().to_string();
+        assert!(err.contains("AUTH_LOCKOUT") && err.contains("12h"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! `config` reads the environment, `startup` wires the app, `cli` is the command line. Beside the path:
 //! `alerts` (telling someone when work stops) and `jobs::upkeep` (retention, erasure).
 
+pub mod access;
 pub mod alerts;
 pub mod cli;
 pub mod clients;

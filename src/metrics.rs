@@ -112,6 +112,8 @@ pub struct Metrics {
     pub store_rows_pruned: Family<TableLabel, Counter>,
     /// Unix seconds of the oldest row kept, per table (`events`, `jobs`); 0 when the table is empty.
     pub store_oldest_row_timestamp_seconds: Family<TableLabel, Gauge>,
+    pub auth_failures: Counter,
+    pub auth_lockouts: Counter,
 }
 
 impl Default for Metrics {
@@ -137,6 +139,8 @@ impl Default for Metrics {
             store_size_bytes: Gauge::default(),
             store_rows_pruned: Family::default(),
             store_oldest_row_timestamp_seconds: Family::default(),
+            auth_failures: Counter::default(),
+            auth_lockouts: Counter::default(),
             registry: Registry::default(),
             mavera_health: UpstreamHealth::default(),
             customerio_health: UpstreamHealth::default(),
@@ -233,6 +237,16 @@ impl Default for Metrics {
             "store_oldest_row_timestamp_seconds",
             "When the oldest row kept was written (Unix seconds; 0: none), by table",
             m.store_oldest_row_timestamp_seconds.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Wrong admin tokens presented to the console or the admin API",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "auth_lockouts",
+            "Clients locked out after too many wrong admin tokens",
+            m.auth_lockouts.clone(),
         );
         Self { registry, ..m }
     }

@@ -57,6 +57,18 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
     missing
 }
 
+/// What is wrong with the settings whatever the trigger table (`serve` refuses, `dev` warns): an admin
+/// token too weak for the console and the admin API, which often sit on a public URL.
+pub fn preflight_settings(settings: &Settings) -> Vec<String> {
+    settings
+        .admin_token
+        .as_ref()
+        .and_then(crate::access::token_weakness)
+        .map(|weak| format!("{weak}. It guards the console (every event, every brief) and the admin API, often on a public URL"))
+        .into_iter()
+        .collect()
+}
+
 pub struct App {
     listener: TcpListener,
     /// This process's claim on its SQLite file, held until the server stops.
@@ -135,7 +147,9 @@ impl App {
             max_attempts: settings.retry_max_attempts,
             max_age: settings.retry_max_age,
         };
+        let door = crate::access::Door::new(&settings.access, metrics.clone());
         let state = AppState(Arc::new(Inner {
+            door,
             settings,
             intake,
             jobs,
@@ -158,6 +172,13 @@ impl App {
             state,
             runner,
             policy,
+        })
+    }
+
+    /// The address actually bound (the port is the real one when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| {
+            SocketAddr::new(self.state.settings.bind_addr, self.state.settings.port)
         })
     }
 

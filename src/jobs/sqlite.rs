@@ -34,6 +34,7 @@ use sqlx::{
 };
 
 use super::{
+    audit::{self, AuditEntry, AuditLog, AuditRecord},
     batch, events,
     row::{self, json_text, JobRow},
     upkeep::{sql, Forgotten, StoreStats, Upkeep},
@@ -724,6 +725,34 @@ impl SqliteStore {
         Err(StoreError::Unavailable(
             "the write-ahead log could not be emptied: a reader held it for a second".into(),
         ))
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditLog for SqliteStore {
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        audit::query::insert::<sqlx::Sqlite>(entry)
+            .execute(&mut *self.bookkeeping().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_page(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = audit::query::page::<sqlx::Sqlite>(before, limit)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+
+    async fn prune_audit(&self, before_ms: u64, batch: usize) -> Result<u64, StoreError> {
+        let done = audit::query::prune::<sqlx::Sqlite>(before_ms, batch)
+            .execute(&mut *self.bookkeeping().await?)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 
