@@ -5,12 +5,10 @@
 //! server never blocks the next start; the pid written into the file only names the holder in the refusal.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::{File, OpenOptions, TryLockError},
     io::{Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
 };
-
-use fs4::{FileExt, TryLockError};
 
 /// The held lock: released when dropped (or when the process dies).
 #[derive(Debug)]
@@ -48,8 +46,8 @@ impl ServerLock {
             .truncate(false)
             .open(&lock)
             .map_err(io)?;
-        // Called through the trait: std's own `File::try_lock` is newer than this crate's rust-version.
-        match FileExt::try_lock(&file) {
+        // `flock` on Linux and macOS, `LockFileEx` on Windows: released by the kernel with the process.
+        match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
