@@ -576,6 +576,16 @@ impl Settings {
         }
     }
 
+    /// The client-side limits a reload may change: Mavera requests per window, Mavera chats at once,
+    /// Customer.io requests per second.
+    pub fn live_limits(&self) -> (u32, u32, u32) {
+        (
+            self.mavera_requests_per_minute,
+            self.mavera_max_concurrent_chats as u32,
+            self.cio_requests_per_second,
+        )
+    }
+
     /// True when Mavera requests are printed instead of sent (`dev` without `MAVERA_API_KEY`).
     pub fn mavera_dry_run(&self) -> bool {
         self.mode == Mode::Dev && self.mavera_api_key.is_none()

@@ -74,25 +74,20 @@ pub struct LiveLimits {
 }
 
 impl LiveLimits {
-    pub fn new(settings: &crate::config::Settings) -> Self {
-        let limits = Self {
-            mavera_per_window: AtomicU32::new(0),
-            mavera_chats: AtomicU32::new(0),
-            cio_per_second: AtomicU32::new(0),
-        };
-        limits.set(settings);
-        limits
+    /// Mavera requests per window, Mavera chats at once, Customer.io requests per second.
+    pub fn new(mavera_per_window: u32, mavera_chats: u32, cio_per_second: u32) -> Self {
+        Self {
+            mavera_per_window: AtomicU32::new(mavera_per_window),
+            mavera_chats: AtomicU32::new(mavera_chats),
+            cio_per_second: AtomicU32::new(cio_per_second),
+        }
     }
 
-    pub fn set(&self, settings: &crate::config::Settings) {
+    pub fn set(&self, mavera_per_window: u32, mavera_chats: u32, cio_per_second: u32) {
         self.mavera_per_window
-            .store(settings.mavera_requests_per_minute, Ordering::Relaxed);
-        self.mavera_chats.store(
-            settings.mavera_max_concurrent_chats as u32,
-            Ordering::Relaxed,
-        );
-        self.cio_per_second
-            .store(settings.cio_requests_per_second, Ordering::Relaxed);
+            .store(mavera_per_window, Ordering::Relaxed);
+        self.mavera_chats.store(mavera_chats, Ordering::Relaxed);
+        self.cio_per_second.store(cio_per_second, Ordering::Relaxed);
     }
 }
 

@@ -111,7 +111,10 @@ impl App {
         let http = http_client();
         let sink_http = http.clone();
         let metrics = Arc::new(Metrics::default());
-        let limits = Arc::new(LiveLimits::new(&settings));
+        let limits = {
+            let (requests, chats, cio) = settings.live_limits();
+            Arc::new(LiveLimits::new(requests, chats, cio))
+        };
         let mavera = MaveraClient::new(
             http.clone(),
             &settings.mavera_base_url,

@@ -56,7 +56,8 @@ impl Inner {
             // Environment variables still win over the file, as at start.
             let mut settings = self.settings.clone();
             settings.apply_file_limits(&table.limits, |k| std::env::var(k).ok());
-            self.limits.set(&settings);
+            let (requests, chats, cio) = settings.live_limits();
+            self.limits.set(requests, chats, cio);
             tracing::info!(
                 mavera_requests_per_minute = settings.mavera_requests_per_minute,
                 mavera_max_concurrent_chats = settings.mavera_max_concurrent_chats,

@@ -747,7 +747,7 @@ description = "d"
 fn guarded_event_body(i: usize) -> Vec<u8> {
     json!({
         "type": "track",
-        "event": if i % 2 == 0 { "crash_persona" } else { "crash_research" },
+        "event": if i.is_multiple_of(2) { "crash_persona" } else { "crash_research" },
         "messageId": format!("crash-{i}"),
         "userId": format!("user-{i}"),
         "properties": {},
@@ -804,7 +804,7 @@ title = "t"
     let mut doubled = Vec::new();
     let mut asked_again = 0;
     for &i in &traffic.acked {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             match posts_by_name.get(&persona_name(i)).copied().unwrap_or(0) {
                 1 => {}
                 0 => missed.push(i),

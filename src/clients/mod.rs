@@ -211,7 +211,7 @@ mod tests {
             &settings(),
             Arc::new(Metrics::default()),
             None,
-            Arc::new(LiveLimits::new(&settings())),
+            Arc::new(LiveLimits::new(60, 10, 10)),
         );
         let error = client
             .find_persona("Trial: jane@acme.example", 0)
@@ -241,7 +241,7 @@ mod tests {
             &settings(),
             Arc::new(Metrics::default()),
             None,
-            Arc::new(LiveLimits::new(&settings())),
+            Arc::new(LiveLimits::new(60, 10, 10)),
         );
         let shown = client
             .attributes("jane@acme.example", "email")
