@@ -214,10 +214,12 @@ pub async fn overview(State(state): State<AppState>) -> Response {
 }
 
 fn kept_for(retention: Option<std::time::Duration>) -> String {
-    retention.map_or_else(
-        || "kept forever (off)".into(),
-        |d| format!("kept {}", humantime::format_duration(d)),
-    )
+    match retention {
+        None => "kept forever (off)".into(),
+        // Whole days as days: humantime would write 90 days as "2months 29days 2h 52m 48s".
+        Some(d) if d.as_secs() % 86_400 == 0 => format!("kept {} days", d.as_secs() / 86_400),
+        Some(d) => format!("kept {}", humantime::format_duration(d)),
+    }
 }
 
 pub(super) fn unavailable(e: crate::jobs::StoreError) -> Response {

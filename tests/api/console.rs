@@ -457,3 +457,34 @@ async fn test_event(app: &TestApp, csrf: &str, source: &str, body: &str) -> reqw
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn the_overview_shows_the_stores_size_its_oldest_rows_and_the_retention() {
+    let app = console_app().await;
+    let e = json!({"type": "track", "event": "Ignored Thing", "messageId": "store-1", "userId": "u-st"})
+        .to_string();
+    app.post_segment(&e).await;
+    until_listed(&app, "/console/events?name=Ignored%20Thing", "store-1").await;
+    let store = app.state.jobs.store.upkeep();
+    let retention = mavera_triggers::jobs::upkeep::Retention::from_settings(&app.state.settings);
+    mavera_triggers::jobs::upkeep::prune(
+        &*store,
+        retention,
+        mavera_triggers::jobs::now_ms(),
+        &app.state.metrics,
+    )
+    .await
+    .unwrap();
+    let (status, html) = console_get(&app, "/console").await;
+    assert_eq!(status, 200);
+    for shown in [
+        "<h2>Store</h2>",
+        "store size",
+        "oldest event kept",
+        "<b>0s</b>oldest event kept",
+        "rows pruned since start",
+        "Retention: events kept 30 days, jobs kept 90 days; pruned every 10m.",
+    ] {
+        assert!(html.contains(shown), "{shown}: {html}");
+    }
+}
