@@ -695,3 +695,51 @@ async fn a_dead_letter_is_replayed_with_its_button_and_then_succeeds() {
     browser.screenshot("dead-replayed").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn under_the_content_security_policy_the_stylesheet_applies_no_request_leaves_and_sign_out_ends_the_session(
+) {
+    let app = console_app().await;
+    let Some(browser) = Browser::start(&app).await else {
+        return;
+    };
+    browser.sign_in().await;
+
+    // The policy admits the console's own stylesheet: the navigation bar is painted by it.
+    let background = browser
+        .client
+        .execute(
+            "return getComputedStyle(document.querySelector('nav')).backgroundColor",
+            vec![],
+        )
+        .await
+        .expect("read the nav's style");
+    assert_eq!(background, serde_json::json!("rgb(29, 35, 48)"));
+    // And refuses anything else: a request from the page is blocked by `default-src 'none'`.
+    let fetched = browser
+        .client
+        .execute_async(
+            "const done = arguments[0]; fetch('/console/style.css').then(() => done('sent'), e => done('blocked: ' + e));",
+            vec![],
+        )
+        .await
+        .expect("run the probe");
+    assert!(
+        fetched.as_str().unwrap_or("").starts_with("blocked"),
+        "a page request got through the policy: {fetched}"
+    );
+
+    // Sign out: back to the form, and the console is closed to this browser again.
+    let sign_out = browser
+        .element("//form[@action='/console/logout']//button")
+        .await;
+    browser.click_and_wait(&sign_out).await;
+    browser.wait_for_path("/console/login").await;
+    assert!(
+        browser.client.get_named_cookie("mt_console").await.is_err(),
+        "the session cookie is gone"
+    );
+    browser.goto("/console/events").await;
+    browser.wait_for_path("/console/login").await;
+    browser.close().await;
+}
