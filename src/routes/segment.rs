@@ -34,7 +34,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Summary, ApiError> {
     let settings = &state.settings;
-    let body = body_bytes(body, settings.max_body_bytes)?;
+    let body = body_bytes(body, settings.segment_max_body_bytes)?;
     let unsigned_ok = settings.mode == Mode::Dev;
     let verified = segment::verify(headers, &body, &settings.segment_secrets, unsigned_ok)?;
     let unsigned = verified.authenticity == segment::Authenticity::UnsignedDevMode;

@@ -5,6 +5,7 @@ mod browser;
 mod console;
 mod customerio;
 mod durability;
+mod fidelity;
 mod guards;
 mod helpers;
 mod operations;
