@@ -106,6 +106,7 @@ pub(crate) async fn hand_over(
     state: &AppState,
     source: Source,
     events: Vec<crate::sources::Event>,
+    unusable: Vec<crate::sources::Unusable>,
     headers: &HeaderMap,
     signature: &(dyn Fn() -> String + Sync),
 ) -> Result<Summary, ApiError> {
@@ -113,7 +114,7 @@ pub(crate) async fn hand_over(
         headers: masked_headers(headers).into(),
         signature: signature().into(),
     };
-    state.intake.accept(source, events, &meta).await.map_err(|e| {
+    state.intake.accept(source, events, unusable, &meta).await.map_err(|e| {
         match &e {
             IntakeError::Store(_) => tracing::error!(source = %source, error = %e, "cannot record events: answering 503 so the sender retries"),
             IntakeError::Backlog { .. } => tracing::warn!(source = %source, error = %e, "backpressure: answering 503 so the sender retries later"),
@@ -157,7 +158,7 @@ pub(crate) fn record_outcome(
         .unwrap_or("-");
     match result {
         Ok(s) => {
-            tracing::info!(source = %source, remote = %remote, received = s.received, duplicates = s.duplicates, triggered = s.triggered, "webhook accepted")
+            tracing::info!(source = %source, remote = %remote, received = s.received, duplicates = s.duplicates, triggered = s.triggered, refused = s.refused, "webhook accepted")
         }
         Err(e) => {
             tracing::warn!(source = %source, remote = %remote, forwarded_for = forwarded, status = e.status().as_u16(), reason = %e.reason(), "webhook rejected")

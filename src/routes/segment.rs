@@ -56,6 +56,14 @@ async fn handle(
             settings.max_batch_events
         ))));
     }
-    let events = segment::parse(&verified)?;
-    hand_over(state, Source::Segment, events, headers, &signature).await
+    let parsed = segment::parse(&verified)?;
+    hand_over(
+        state,
+        Source::Segment,
+        parsed.events,
+        parsed.unusable,
+        headers,
+        &signature,
+    )
+    .await
 }

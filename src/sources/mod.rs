@@ -63,6 +63,8 @@ pub struct Event {
     pub kind: String,
     /// The person the event is about, when known.
     pub user_id: Option<String>,
+    /// Whom the event is about, as its log lines say it (`userId=… anonymousId=…`; emails masked).
+    pub who: String,
     /// Everything templates and conditions may read: see [`Event::context`].
     pub(crate) context: std::sync::OnceLock<Map<String, Value>>,
     /// The event's JSON exactly as received (for a batch, its element), kept for replay.
@@ -85,6 +87,40 @@ impl Event {
     }
 }
 
+/// Why a part of a genuine (signed) request is not a usable event. It is answered 2xx and kept with this
+/// reason for the console, never run: Segment never re-sends a batch refused with a 4xx, and Customer.io
+/// holds back its whole queue for an hour after one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// An element of a Segment batch that is not a Segment event.
+    Refused(String),
+    /// A Customer.io body that is not an event we can read.
+    Unprocessable(String),
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Refused(why) | Refusal::Unprocessable(why) => why,
+        }
+    }
+}
+
+/// A part of a genuine request that is not a usable event, as received, with why.
+#[derive(Debug, Clone)]
+pub struct Unusable {
+    pub source: Source,
+    /// `content:<sha256>` of its bytes: a re-delivery lands on the same row.
+    pub id: String,
+    /// Its name, type or metric when one can be read, else `-`.
+    pub name: String,
+    /// Whom it is about, when that can be read.
+    pub user_id: Option<String>,
+    /// Its bytes as received (lossy UTF-8).
+    pub raw: String,
+    pub refusal: Refusal,
+}
+
 /// Why a request was refused. Each maps to one HTTP answer in `error.rs`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RejectReason {
@@ -94,6 +130,21 @@ pub enum RejectReason {
     /// The body is not JSON, or not an event of this source.
     #[error("{0}")]
     BadRequest(String),
+}
+
+/// `key=value` pairs of the ids that are present, emails masked: whom an event is about, for its log lines.
+pub(crate) fn who(ids: &[(&str, Option<&str>)]) -> String {
+    let parts: Vec<String> = ids
+        .iter()
+        .filter_map(|(key, value)| {
+            value.map(|v| format!("{key}={}", crate::telemetry::mask_email(v)))
+        })
+        .collect();
+    if parts.is_empty() {
+        "unknown".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// The string form of a JSON id that may be a string or a number; `null` and `""` are absent.
