@@ -112,7 +112,8 @@ pub fn parse(verified: &Verified<'_>) -> Parsed {
     let obj = if body.iter().all(u8::is_ascii_whitespace) {
         Err("empty body: expected a Customer.io reporting webhook event as JSON".to_string())
     } else {
-        match serde_json::from_slice::<Value>(body) {
+        // A lone surrogate escape is read as U+FFFD, as for Segment (the signature covered the bytes received).
+        match serde_json::from_slice::<Value>(&super::replace_lone_surrogates(body)) {
             Ok(Value::Object(obj)) => Ok(obj),
             Ok(_) => Err("not a Customer.io event: expected one JSON object".into()),
             Err(e) => Err(malformed(e).to_string()),

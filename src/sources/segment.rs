@@ -188,16 +188,19 @@ pub fn parse(verified: &Verified<'_>) -> Result<Parsed, RejectReason> {
     Ok(parsed)
 }
 
-/// One event, or why it is not a Segment event.
+/// One event, or why it is not a Segment event. A lone surrogate escape (`"\ud83d"`, as Node's
+/// `JSON.stringify` writes it) is read as U+FFFD: the event's `raw` is the text that was read.
 fn read_event(raw: &RawValue) -> Result<Event, String> {
-    if let Some(event) = from_head(raw) {
+    let readable = super::replace_lone_surrogates(raw.get().as_bytes());
+    let text = std::str::from_utf8(&readable).map_err(|e| format!("malformed JSON: {e}"))?;
+    if let Some(event) = from_head(text) {
         return Ok(event);
     }
-    let value: Value = serde_json::from_str(raw.get()).map_err(|e| malformed(e).to_string())?;
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e).to_string())?;
     let Value::Object(obj) = value else {
         return Err("not a Segment event: expected a JSON object".into());
     };
-    to_event(obj, raw.get().as_bytes())
+    to_event(obj, text.as_bytes())
 }
 
 /// A batch element that is not an event, with what can be read of it for the console.
@@ -494,11 +497,11 @@ fn id_of(raw: Option<&RawValue>) -> Option<String> {
 
 /// The event from its head alone, when every field it has is of the type [`to_event`] wants; `None` sends
 /// the event through [`to_event`], which reads all of it and names what is wrong.
-fn from_head(raw: &RawValue) -> Option<Event> {
-    if !reads_as_value(raw.get()) {
+fn from_head(raw: &str) -> Option<Event> {
+    if !reads_as_value(raw) {
         return None;
     }
-    let head: Head = serde_json::from_str(raw.get()).ok()?;
+    let head: Head = serde_json::from_str(raw).ok()?;
     let is = |v: Option<&RawValue>, allowed: &[u8]| allowed.contains(&first(v));
     let string = [b'n', b'"'];
     let object = [b'n', b'{'];
@@ -546,7 +549,6 @@ fn from_head(raw: &RawValue) -> Option<Event> {
     let anonymous = id_of(head.anonymous_id);
     let who = who_of(named.as_deref(), anonymous.as_deref());
     let user_id = named.or(anonymous);
-    let raw = raw.get();
     let id = text(head.message_id)
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| content_id(raw.as_bytes()));
@@ -757,6 +759,26 @@ mod batch_tests {
         assert_eq!(parsed.unusable[0].raw, "7");
         assert!(matches!(parsed.unusable[1].refusal, Refusal::Refused(_)));
     }
+
+    #[test]
+    fn a_lone_surrogate_is_read_as_the_replacement_character_under_the_signature() {
+        use crate::sources::signature::sign_sha1;
+        let secret = Secret::new("abc123");
+        let first = r#"{"type":"track","event":"Emoji \ud83d","userId":"u1","properties":{"note":"half \udE00 of a pair"}}"#;
+        let body = format!(r#"[{first},{{"type":"identify","userId":"u2","traits":{{"name":"\ud83d\ude00"}}}}]"#);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            SIGNATURE_HEADER,
+            sign_sha1(&secret, first.as_bytes()).parse().unwrap(),
+        );
+        let verified = verify(&headers, body.as_bytes(), &[secret], false).unwrap();
+        let parsed = parse(&verified).unwrap();
+        assert!(parsed.unusable.is_empty());
+        let e = &parsed.events[0];
+        assert_eq!(e.name, "Emoji \u{FFFD}");
+        assert_eq!(e.context()["properties"]["note"], "half \u{FFFD} of a pair");
+        assert_eq!(parsed.events[1].context()["traits"]["name"], "😀");
+    }
 }
 
 #[cfg(test)]
@@ -789,7 +811,7 @@ mod head_tests {
         let raw = r#"{"type":"track","event":"Signed Up","messageId":"m-1","userId":42,"anonymousId":"a",
             "properties":{"plan":"pro"},"context":{"traits":{"company":"Acme"},"ip":"1.2.3.4"},"timestamp":"2026-11-25T00:00:00Z"}"#;
         let raw: &RawValue = serde_json::from_str(raw).unwrap();
-        let fast = from_head(raw).expect("the fast path takes it");
+        let fast = from_head(raw.get()).expect("the fast path takes it");
         let Value::Object(obj) = serde_json::from_str(raw.get()).unwrap() else {
             panic!()
         };
