@@ -128,7 +128,11 @@ impl BodyBudget {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<usize>().ok());
-        let bytes = declared.unwrap_or(max_body).min(max_body).min(self.total).max(1);
+        let bytes = declared
+            .unwrap_or(max_body)
+            .min(max_body)
+            .min(self.total)
+            .max(1);
         let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
         self.bytes.clone().try_acquire_many_owned(permits).ok()
     }
@@ -259,7 +263,9 @@ mod tests {
         let budget = BodyBudget::new(100);
         let mut sized = HeaderMap::new();
         sized.insert(CONTENT_LENGTH, "60".parse().unwrap());
-        let first = budget.try_take(&sized, 1000).expect("60 of 100 bytes are free");
+        let first = budget
+            .try_take(&sized, 1000)
+            .expect("60 of 100 bytes are free");
         assert!(budget.try_take(&sized, 1000).is_none(), "only 40 are left");
         // A body of unknown length reserves the route's whole limit.
         assert!(budget.try_take(&HeaderMap::new(), 50).is_none());

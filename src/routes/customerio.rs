@@ -75,5 +75,13 @@ async fn handle(
         Parsed::Event(event) => (vec![*event], Vec::new()),
         Parsed::Unprocessable(part) => (Vec::new(), vec![*part]),
     };
-    hand_over(state, Source::CustomerIo, events, unusable, headers, &signature).await
+    hand_over(
+        state,
+        Source::CustomerIo,
+        events,
+        unusable,
+        headers,
+        &signature,
+    )
+    .await
 }

@@ -34,7 +34,14 @@ pub fn router(state: AppState) -> Router {
     let admit = |source: Source, max_body: usize| {
         let (state, budget) = (state.clone(), budget.clone());
         axum::middleware::from_fn(move |request: Request, next: Next| {
-            admit_body(state.clone(), budget.clone(), source, max_body, request, next)
+            admit_body(
+                state.clone(),
+                budget.clone(),
+                source,
+                max_body,
+                request,
+                next,
+            )
         })
     };
     Router::new()

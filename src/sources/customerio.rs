@@ -201,7 +201,12 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Result<Event, String> {
         .or_else(|| text(data.get("email_address")))
         .or_else(|| recipient.clone().filter(|_| object_type == "email"));
     let who = super::who(&[
-        ("id", id_string(identifiers.get("id")).or_else(|| id_string(data.get("customer_id"))).as_deref()),
+        (
+            "id",
+            id_string(identifiers.get("id"))
+                .or_else(|| id_string(data.get("customer_id")))
+                .as_deref(),
+        ),
         ("cio_id", id_string(identifiers.get("cio_id")).as_deref()),
         ("email", email.as_deref()),
         ("object_type", Some(object_type.as_str())),
@@ -561,7 +566,10 @@ mod tests {
 
     #[test]
     fn a_recipient_is_an_email_only_for_an_email_message() {
-        let email = event("email", r#"{"identifiers":{"id":"7"},"recipient":"jane@acme.example"}"#);
+        let email = event(
+            "email",
+            r#"{"identifiers":{"id":"7"},"recipient":"jane@acme.example"}"#,
+        );
         assert_eq!(email.context()["email"], "jane@acme.example");
         assert_eq!(email.context()["recipient"], "jane@acme.example");
         for (object_type, recipient) in [

@@ -146,7 +146,10 @@ pub fn replace_lone_surrogates(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let escape_at = |at: usize| body.get(at) == Some(&b'\\') && body.get(at + 1) == Some(&b'u');
     // The fast path: no `\uD8`–`\uDF` anywhere (or only inside a `\\`), nothing to copy.
     let maybe = body.windows(4).any(|w| {
-        w[0] == b'\\' && w[1] == b'u' && (w[2] | 0x20) == b'd' && matches!(w[3] | 0x20, b'8'..=b'9' | b'a'..=b'f')
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && (w[2] | 0x20) == b'd'
+            && matches!(w[3] | 0x20, b'8'..=b'9' | b'a'..=b'f')
     });
     if !maybe {
         return body.into();
@@ -221,7 +224,10 @@ mod tests {
             (r#"{"a":"\ud83d"}"#, r#"{"a":"\ufffd"}"#),
             (r#"{"a":"x\uDC00y"}"#, r#"{"a":"x\ufffdy"}"#),
             (r#"{"a":"\ud83d\u0041"}"#, r#"{"a":"\ufffd\u0041"}"#),
-            (r#"{"a":"\ud83d\ud83d\ude00"}"#, r#"{"a":"\ufffd\ud83d\ude00"}"#),
+            (
+                r#"{"a":"\ud83d\ud83d\ude00"}"#,
+                r#"{"a":"\ufffd\ud83d\ude00"}"#,
+            ),
             (r#"["\udc00\ud800"]"#, r#"["\ufffd\ufffd"]"#),
         ] {
             let got = repaired(body);

@@ -171,7 +171,9 @@ pub fn parse(verified: &Verified<'_>) -> Result<Parsed, RejectReason> {
     for (i, raw) in verified.elements.iter().enumerate() {
         match read_event(raw) {
             Ok(event) => parsed.events.push(event),
-            Err(why) => parsed.unusable.push(unusable(raw, format!("batch element {i}: {why}"))),
+            Err(why) => parsed
+                .unusable
+                .push(unusable(raw, format!("batch element {i}: {why}"))),
         }
     }
     let objects = verified
@@ -209,7 +211,11 @@ fn unusable(raw: &RawValue, why: String) -> Unusable {
         Ok(Value::Object(obj)) => obj,
         _ => Map::new(),
     };
-    let field = |key: &str| obj.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let field = |key: &str| {
+        obj.get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     Unusable {
         source: Source::Segment,
         id: content_id(raw.get().as_bytes()),
@@ -765,7 +771,9 @@ mod batch_tests {
         use crate::sources::signature::sign_sha1;
         let secret = Secret::new("abc123");
         let first = r#"{"type":"track","event":"Emoji \ud83d","userId":"u1","properties":{"note":"half \udE00 of a pair"}}"#;
-        let body = format!(r#"[{first},{{"type":"identify","userId":"u2","traits":{{"name":"\ud83d\ude00"}}}}]"#);
+        let body = format!(
+            r#"[{first},{{"type":"identify","userId":"u2","traits":{{"name":"\ud83d\ude00"}}}}]"#
+        );
         let mut headers = HeaderMap::new();
         headers.insert(
             SIGNATURE_HEADER,

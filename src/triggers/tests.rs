@@ -199,16 +199,16 @@ fn a_missing_tenure_or_amount_renders_n_a_without_its_unit() {
         json!({"metric": "bounced", "attributes": {"plan_type": "pro"}}),
     );
     assert_eq!(missing, "MRR: N/A | Tenure: N/A | Plan: pro");
-    assert!(
-        message.contains("MRR: N/A\nTENURE: N/A\n"),
-        "{message}"
-    );
+    assert!(message.contains("MRR: N/A\nTENURE: N/A\n"), "{message}");
     let (present, message) = summary(
         "cio_churn_alert",
         json!({"attributes": {"plan_type": "pro", "mrr": "850", "tenure_days": "342"}}),
     );
     assert_eq!(present, "MRR: $850 | Tenure: 342d | Plan: pro");
-    assert!(message.contains("MRR: $850\nTENURE: 342 days\n"), "{message}");
+    assert!(
+        message.contains("MRR: $850\nTENURE: 342 days\n"),
+        "{message}"
+    );
     let (missing, _) = summary("churn_signal", json!({"user_id": "u1"}));
     assert_eq!(missing, "LTV: N/A | Tenure: N/A");
     let (present, _) = summary(

@@ -335,7 +335,10 @@ fn check_answer(case: &Case, status: u16, body: &Value) -> Option<String> {
         ));
     }
     if let Some(phrase) = &case.error_contains {
-        if !body["error"].as_str().is_some_and(|e| e.contains(phrase.as_str())) {
+        if !body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(phrase.as_str()))
+        {
             return Some(format!("the reason does not say `{phrase}`: {shown}"));
         }
     }
