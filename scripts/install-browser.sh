@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the console's browser tests (tests/api/browser.rs) drive: Debian's `chromium` and
+# Installs what the console's browser tests (tests/browser/main.rs) drive: Debian's `chromium` and
 # `chromium-driver` (chromedriver), from the distribution's own packages, when either is missing.
 # Prints both versions; they come from the same source package, so they match. fonts-liberation (a
 # recommendation of chromium that --no-install-recommends skips) makes the screenshots readable.

@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Mode, Settings},
-    jobs::{now_ms, open_store, JobState},
+    jobs::{
+        audit::{replayed_detail, AuditAction, AuditEntry, Via},
+        now_ms, open_store, JobState,
+    },
     sources::{customerio, signature::sign_sha1, Source},
     startup::{preflight, App},
     telemetry,
@@ -236,7 +239,11 @@ async fn jobs(settings: &Settings, command: JobsCommand) -> ExitCode {
                     id.into_iter().collect()
                 };
                 let total = ids.len();
-                for (n, id) in ids.into_iter().enumerate() {
+                let (action, detail) = match (dead, ids.as_slice()) {
+                    (false, [one]) => (AuditAction::Replay, format!("job {one}")),
+                    _ => (AuditAction::ReplayAll, replayed_detail("dead", &ids)),
+                };
+                for (n, id) in ids.iter().copied().enumerate() {
                     store
                         .requeue(id, now_ms())
                         .await
@@ -244,6 +251,16 @@ async fn jobs(settings: &Settings, command: JobsCommand) -> ExitCode {
                     if total > 20 && (n + 1) % 100 == 0 {
                         eprintln!("replayed {}/{total}", n + 1);
                     }
+                }
+                let entry = AuditEntry {
+                    at_ms: now_ms(),
+                    action,
+                    via: Via::Cli,
+                    client: "local".into(),
+                    detail,
+                };
+                if let Err(e) = store.audit(&entry).await {
+                    eprintln!("warning: the audit trail did not take this replay: {e}");
                 }
                 println!(
                     "{total} job(s) queued again; a running server picks them up within a second"
@@ -308,25 +325,23 @@ async fn run_server(mut settings: Settings, args: RunArgs) -> ExitCode {
         }
     };
     let table = app.state().table.load_full();
+    let bound = app.local_addr();
     tracing::info!(
         mode = ?settings.mode,
-        "listening on http://{}:{} — POST /segment, POST /customerio, GET /healthz",
-        settings.bind_addr,
-        app.port()
+        "listening on http://{bound} — POST /segment, POST /customerio, GET /healthz"
     );
     for t in table.triggers() {
         tracing::info!(trigger = %t.name, source = %t.source, events = %t.events.join(","), action = t.action.kind(), "trigger loaded");
     }
-    let host = match settings.bind_addr {
-        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-        ip => ip.to_string(),
-    };
     if settings.admin_token.is_some() {
-        tracing::info!(
-            "web console on http://{host}:{}/console (sign in with ADMIN_TOKEN)",
-            app.port()
-        );
+        if bound.ip().is_unspecified() {
+            tracing::info!("web console on http://{bound}/console: every interface, e.g. http://127.0.0.1:{}/console here (sign in with ADMIN_TOKEN)", bound.port());
+        } else {
+            tracing::info!("web console on http://{bound}/console (sign in with ADMIN_TOKEN)");
+        }
+        if !bound.ip().is_loopback() && settings.access.trusted_proxies.is_empty() {
+            tracing::warn!("the console and admin API listen beyond loopback ({bound}) over plain http: put TLS in front (ngrok, a load balancer) and set TRUSTED_PROXIES to its address. Over plain http browsers drop the console's Secure session cookie, and the admin token crosses the network in clear");
+        }
     } else {
         tracing::info!("web console off: set ADMIN_TOKEN to turn on /console and /admin");
     }
@@ -354,7 +369,15 @@ async fn reload_on_sighup(state: crate::state::AppState) {
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the trigger table");
-        let _ = state.reload_and_log();
+        let result = state.reload_and_log();
+        state
+            .audit(
+                crate::jobs::audit::AuditAction::Reload,
+                crate::jobs::audit::Via::Signal,
+                "local",
+                crate::routes::admin::reload_detail(&result),
+            )
+            .await;
     }
 }
 
@@ -524,7 +547,16 @@ pub fn customerio_sample(metric: &str) -> Value {
 }
 
 async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
-    let body = if std::path::Path::new(&args.event).is_file() {
+    let path = std::path::Path::new(&args.event);
+    if !path.exists() && (args.event.contains('/') || args.event.ends_with(".json")) {
+        eprintln!(
+            "error: no such file: {}. `send` posts a JSON file that exists, or a sample by name (such as \
+             trial_started: no `/`, no `.json`).",
+            args.event
+        );
+        return ExitCode::from(2);
+    }
+    let body = if path.is_file() {
         match std::fs::read(&args.event) {
             Ok(b) => b,
             Err(e) => {
@@ -585,7 +617,7 @@ async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "error: cannot reach {url}: {}. Is the server running (`mavera-triggers dev`)?",
-                e.without_url()
+                crate::clients::cause_chain(&e.without_url())
             );
             ExitCode::FAILURE
         }

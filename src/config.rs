@@ -183,6 +183,85 @@ pub struct Settings {
     pub retry_max_age: Duration,
     /// `LOG_FORMAT` (`pretty` default, or `json`).
     pub log_json: bool,
+    /// Who may use the console and the admin API, and how hard guessing is made.
+    pub access: AccessSettings,
+}
+
+/// Settings of the console's and the admin API's doors.
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    /// `TRUSTED_PROXIES` (default none): addresses or networks (`127.0.0.1, 10.0.0.0/8`) whose
+    /// `X-Forwarded-For` names the client. From any other peer the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `SESSION_TTL` (default `12h`): a console session ends this long after its last use.
+    pub session_ttl: Duration,
+    /// `AUTH_MAX_FAILURES` (default 10): wrong tokens from one client in a minute before it is locked out.
+    pub auth_max_failures: u32,
+    /// `AUTH_LOCKOUT` (default `1m`): the first lockout; each one after it lasts twice as long, up to 1 h.
+    pub auth_lockout: Duration,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            auth_max_failures: 10,
+            auth_lockout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AccessSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut a = Self::default();
+        if let Some(v) = get("TRUSTED_PROXIES") {
+            a.trusted_proxies = parse_trusted(&v).map_err(|why| SettingsError {
+                var: "TRUSTED_PROXIES",
+                value: v.clone(),
+                fix: format!("{why}; use addresses or networks such as `127.0.0.1, 10.0.0.0/8`"),
+            })?;
+        }
+        a.session_ttl = duration("SESSION_TTL", get("SESSION_TTL"), a.session_ttl)?;
+        a.auth_lockout = duration("AUTH_LOCKOUT", get("AUTH_LOCKOUT"), a.auth_lockout)?;
+        if let Some(v) = get("AUTH_MAX_FAILURES") {
+            a.auth_max_failures = positive("AUTH_MAX_FAILURES", &v)?;
+        }
+        Ok(a)
+    }
+}
+
+/// Parses `TRUSTED_PROXIES`: addresses or networks, comma-separated.
+pub fn parse_trusted(value: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{item}` is not an address or a network"))
+        })
+        .collect()
+}
+
+/// A humantime duration above zero (`90s`, `12h`, `30d`), or `default` when unset.
+fn duration(
+    var: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, SettingsError> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    match humantime::parse_duration(&v) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(SettingsError {
+            var,
+            value: v,
+            fix: "use a duration above zero such as `90s`, `15m`, `12h` or `30d`".into(),
+        }),
+    }
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/mavera-triggers.db";
@@ -242,6 +321,7 @@ impl Settings {
             admin_token: None,
             retry_max_age: Duration::from_secs(24 * 3600),
             log_json: false,
+            access: AccessSettings::default(),
         }
     }
 
@@ -286,6 +366,7 @@ impl Settings {
             .unwrap_or_default();
         s.cio_app_key = get("CIO_APP_KEY").map(Secret::new);
         s.admin_token = get("ADMIN_TOKEN").map(Secret::new);
+        s.access = AccessSettings::from_lookup(get)?;
         if let Some(region) = get("CIO_REGION") {
             s.cio_app_base_url = match region.to_ascii_lowercase().as_str() {
                 "us" => CIO_US_BASE_URL.to_string(),
@@ -540,6 +621,26 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(Mode::Serve, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn access_settings_take_networks_and_durations_and_name_a_bad_one() {
+        let s = load(&[
+            ("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
+            ("SESSION_TTL", "30m"),
+        ])
+        .unwrap();
+        assert_eq!(s.access.trusted_proxies.len(), 2);
+        assert_eq!(s.access.session_ttl, Duration::from_secs(1800));
+        let err = load(&[("TRUSTED_PROXIES", "10.0.0.0/8, nope")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("nope"),
+            "{err}"
+        );
+        let err = load(&[("AUTH_LOCKOUT", "soon")]).unwrap_err().to_string();
+        assert!(err.contains("AUTH_LOCKOUT") && err.contains("12h"), "{err}");
     }
 
     #[test]

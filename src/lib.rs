@@ -7,6 +7,7 @@
 //! → where the outcome goes (`sinks/`).
 //! `config` reads the environment, `startup` wires the app, `cli` is the command line.
 
+pub mod access;
 pub mod cli;
 pub mod clients;
 pub mod config;

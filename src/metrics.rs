@@ -100,6 +100,8 @@ pub struct Metrics {
     pub upstream_latency_seconds: Family<EndpointLabel, Histogram, fn() -> Histogram>,
     pub upstream_responses: Family<EndpointStatusLabel, Counter>,
     pub mavera_credits_used: Counter<f64, AtomicU64>,
+    pub auth_failures: Counter,
+    pub auth_lockouts: Counter,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,8 @@ impl Default for Metrics {
             upstream_latency_seconds: Family::new_with_constructor(latency_histogram),
             upstream_responses: Family::default(),
             mavera_credits_used: Counter::default(),
+            auth_failures: Counter::default(),
+            auth_lockouts: Counter::default(),
             registry: Registry::default(),
             mavera_health: UpstreamHealth::default(),
             customerio_health: UpstreamHealth::default(),
@@ -195,6 +199,16 @@ impl Default for Metrics {
             "mavera_credits_used",
             "Mavera credits reported by answers (usage.credits_used, credits_charged)",
             m.mavera_credits_used.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Wrong admin tokens presented to the console or the admin API",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "auth_lockouts",
+            "Clients locked out after too many wrong admin tokens",
+            m.auth_lockouts.clone(),
         );
         Self { registry, ..m }
     }

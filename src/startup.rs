@@ -40,6 +40,13 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
     if settings.mavera_api_key.is_none() {
         missing.push("MAVERA_API_KEY is not set: create a key in Mavera (Settings → Developer → API Keys; it starts with mvra_live_)".to_string());
     }
+    if let Some(weak) = settings
+        .admin_token
+        .as_ref()
+        .and_then(crate::access::token_weakness)
+    {
+        missing.push(format!("{weak}. It guards the console (every event, every brief) and the admin API, often on a public URL"));
+    }
     if table.uses_enrichment() && settings.cio_app_key.is_none() {
         missing.push("CIO_APP_KEY is not set, and a trigger looks customers up: create an App API key in Customer.io (Account Settings → API Credentials → App API Keys)".to_string());
     }
@@ -114,7 +121,9 @@ impl App {
             max_attempts: settings.retry_max_attempts,
             max_age: settings.retry_max_age,
         };
+        let door = crate::access::Door::new(&settings.access, metrics.clone());
         let state = AppState(Arc::new(Inner {
+            door,
             settings,
             intake,
             jobs,
@@ -135,6 +144,13 @@ impl App {
             state,
             runner,
             policy,
+        })
+    }
+
+    /// The address actually bound (the port is the real one when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| {
+            SocketAddr::new(self.state.settings.bind_addr, self.state.settings.port)
         })
     }
 

@@ -5,7 +5,15 @@ use std::{ops::Deref, sync::Arc, time::Instant};
 use arc_swap::ArcSwap;
 
 use crate::{
-    config::Settings, intake::Intake, jobs::Jobs, metrics::Metrics, triggers::TriggerTable,
+    access::Door,
+    config::Settings,
+    intake::Intake,
+    jobs::{
+        audit::{AuditAction, AuditEntry, Via},
+        Jobs,
+    },
+    metrics::Metrics,
+    triggers::TriggerTable,
 };
 
 #[derive(Clone)]
@@ -18,6 +26,8 @@ pub struct Inner {
     pub table: Arc<ArcSwap<TriggerTable>>,
     pub started: Instant,
     pub metrics: Arc<Metrics>,
+    /// The console's and the admin API's door: client addresses and the throttle on wrong tokens.
+    pub door: Door,
 }
 
 impl Deref for AppState {
@@ -41,6 +51,22 @@ impl Inner {
         let count = table.triggers().len();
         self.table.store(Arc::new(table));
         Ok(count)
+    }
+
+    /// Adds a line to the audit trail, and to the log. A store that cannot take it does not undo what was
+    /// done: the log line stays, with the error.
+    pub async fn audit(&self, action: AuditAction, via: Via, client: &str, detail: String) {
+        let entry = AuditEntry {
+            at_ms: crate::jobs::now_ms(),
+            action,
+            via,
+            client: client.to_string(),
+            detail,
+        };
+        tracing::info!(action = action.as_str(), via = via.as_str(), client, detail = %entry.detail, "audit");
+        if let Err(e) = self.jobs.store.audit(&entry).await {
+            tracing::error!(error = %e, action = action.as_str(), "cannot write the audit trail");
+        }
     }
 
     /// [`Inner::reload_triggers`], logged: the outcome of SIGHUP and `POST /admin/reload`.

@@ -44,7 +44,7 @@ const SEGMENT_SECRET: &str = "SEGSECRET-7f3a9c";
 const CIO_SECRET: &str = "CIOSECRET-1b2c3d";
 const MAVERA_KEY: &str = "mvra_live_KEY-9e8d7c";
 const CIO_APP_KEY: &str = "CIOAPPKEY-4a5b6c";
-const ADMIN_TOKEN: &str = "ADMINTOKEN-0f1e2d";
+const ADMIN_TOKEN: &str = "ADMINTOKEN-0f1e2d-7c4b9a13e5f60d28b7a9c3e1";
 
 /// (variable, value) of every secret the runs set.
 const SECRETS: [(&str, &str); 5] = [

@@ -3,6 +3,8 @@
 
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
@@ -14,7 +16,21 @@ fn accepts_tcp(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+fn main() -> std::process::ExitCode {
+    let missing = pg::what_is_missing().map(skip::Missing::from);
+    let tests = vec![
+        skip::Test {
+            name: "start_query_restart_query_drop",
+            run: || skip::block_on(2, start_query_restart_query_drop()),
+        },
+        skip::Test {
+            name: "drop_on_panic_stops_the_server_and_removes_the_dir",
+            run: drop_on_panic_stops_the_server_and_removes_the_dir,
+        },
+    ];
+    skip::run_suite("Postgres harness", "REQUIRE_POSTGRES", missing, tests)
+}
+
 async fn start_query_restart_query_drop() {
     let pg = pg::TestPostgres::start();
     pg.create_database("harness");
@@ -76,7 +92,6 @@ async fn start_query_restart_query_drop() {
     );
 }
 
-#[test]
 fn drop_on_panic_stops_the_server_and_removes_the_dir() {
     let (tx, rx) = std::sync::mpsc::channel();
     let result = std::panic::catch_unwind(move || {

@@ -2,13 +2,16 @@
 //! replicas with the shared rate limit held, a replica killed mid-job, and Postgres restarted under load.
 //!
 //! The test starts its own throwaway Postgres on 127.0.0.1 (`tests/common/pg.rs`: `initdb`, `pg_ctl` and
-//! `postgres` must be on PATH, or in /usr/lib/postgresql/*/bin; it fails loudly when they are not) and stops
-//! it at the end. Servers are the real binary, run as child processes.
+//! `postgres` must be on PATH, or in /usr/lib/postgresql/*/bin) and stops it at the end. Without them the
+//! suite is reported skipped (`tests/common/skip.rs`; `REQUIRE_POSTGRES=1` makes that a failure). Servers are
+//! the real binary, run as child processes.
 
 #[path = "common/conformance.rs"]
 mod conformance;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::{
     collections::HashMap,
@@ -283,7 +286,15 @@ name = "pg {{ message_id }}"
 description = "d"
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+fn main() -> std::process::ExitCode {
+    let missing = pg::what_is_missing().map(skip::Missing::from);
+    let tests = vec![skip::Test {
+        name: "replicas_share_one_postgres",
+        run: || skip::block_on(2, replicas_share_one_postgres()),
+    }];
+    skip::run_suite("Postgres suite", "REQUIRE_POSTGRES", missing, tests)
+}
+
 async fn replicas_share_one_postgres() {
     let pg = pg::TestPostgres::start();
     let dir = tempfile::tempdir().unwrap();

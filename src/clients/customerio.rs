@@ -11,6 +11,8 @@ use super::{retry_after, UpstreamError, PATH_SEGMENT};
 use crate::{config::Secret, metrics::Metrics, ratelimit::SlidingWindow};
 
 const SERVICE: &str = "Customer.io";
+/// The one App API call, as metrics and errors name it (the customer id is personal data).
+const ENDPOINT: &str = "/customers/{id}/attributes";
 
 /// A person's attributes, or why there are none.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,11 +133,12 @@ impl CustomerIoClient {
             .send()
             .await;
         self.metrics.upstream(
-            "customerio:/customers/{id}/attributes",
+            &format!("customerio:{ENDPOINT}"),
             &super::outcome_label(&result),
             started.elapsed().as_secs_f64(),
         );
-        let response = result.map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
+        let shown = || super::shown_url(&self.base_url, ENDPOINT);
+        let response = result.map_err(|e| UpstreamError::from_reqwest(SERVICE, shown(), e))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Lookup::NotFound);
@@ -153,7 +156,7 @@ impl CustomerIoClient {
         let body: Value = response
             .json()
             .await
-            .map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
+            .map_err(|e| UpstreamError::from_reqwest(SERVICE, shown(), e))?;
         let attributes = body["customer"]["attributes"]
             .as_object()
             .cloned()

@@ -275,13 +275,14 @@ impl MaveraClient {
             &super::outcome_label(&result),
             started.elapsed().as_secs_f64(),
         );
-        let response = result.map_err(|e| UpstreamError::from_reqwest(SERVICE, e))?;
+        let shown = || super::shown_url(&self.base_url, endpoint);
+        let response = result.map_err(|e| UpstreamError::from_reqwest(SERVICE, shown(), e))?;
         let status = response.status();
         if status.is_success() {
             return response
                 .json::<T>()
                 .await
-                .map_err(|e| UpstreamError::from_reqwest(SERVICE, e));
+                .map_err(|e| UpstreamError::from_reqwest(SERVICE, shown(), e));
         }
         let wait = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
@@ -308,6 +309,7 @@ impl MaveraClient {
 fn limiter_down(e: crate::jobs::StoreError) -> UpstreamError {
     UpstreamError::Connect {
         service: SERVICE,
+        url: None,
         detail: format!("the shared rate limiter is unavailable: {e}"),
     }
 }

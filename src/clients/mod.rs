@@ -36,11 +36,18 @@ pub enum UpstreamError {
         detail: String,
         retry_after: Option<Duration>,
     },
-    #[error("{service} did not answer in time")]
-    Timeout { service: &'static str },
-    #[error("cannot reach {service}: {detail}")]
+    #[error("{service}{} did not answer in time", at(.url))]
+    Timeout {
+        service: &'static str,
+        /// Where the call went (`shown_url`), when it was sent.
+        url: Option<String>,
+    },
+    #[error("cannot reach {service}{}: {detail}", at(.url))]
     Connect {
         service: &'static str,
+        /// Where the call went (`shown_url`), when it was sent.
+        url: Option<String>,
+        /// The cause chain: refused, DNS, TLS, reset.
         detail: String,
     },
     #[error("{service}'s answer could not be read: {detail}")]
@@ -72,26 +79,63 @@ impl UpstreamError {
         }
     }
 
-    pub(crate) fn from_reqwest(service: &'static str, e: reqwest::Error) -> Self {
+    /// Classifies a failed call to `url` (already made safe to show by `shown_url`).
+    pub(crate) fn from_reqwest(service: &'static str, url: String, e: reqwest::Error) -> Self {
         if e.is_timeout() {
-            UpstreamError::Timeout { service }
+            UpstreamError::Timeout {
+                service,
+                url: Some(url),
+            }
         } else if e.is_decode() {
-            // reqwest's message is only "error decoding response body": the cause says what was wrong.
-            let cause = std::error::Error::source(&e)
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default();
+            // reqwest's message is only "error decoding response body": the causes say what was wrong.
             UpstreamError::Decode {
                 service,
-                detail: format!("{e}{cause}"),
+                detail: format!("{url}: {}", cause_chain(&e.without_url())),
             }
         } else {
-            // Without the URL: a query string may carry an email address.
+            // reqwest's own message carries the full URL, whose query may hold an email address: `url` is
+            // the safe form, and the causes say why (refused, DNS, TLS).
             UpstreamError::Connect {
                 service,
-                detail: e.without_url().to_string(),
+                url: Some(url),
+                detail: cause_chain(&e.without_url()),
             }
         }
     }
+}
+
+fn at(url: &Option<String>) -> String {
+    url.as_ref().map(|u| format!(" at {u}")).unwrap_or_default()
+}
+
+/// A URL as an error may show it: scheme, host, port and base path, then `path` (a template such as
+/// `/customers/{id}/attributes`, so no customer id); never user info or a query, which may hold secrets or
+/// personal data. An empty `path` shows the origin alone plus `/…` (a Slack webhook's path is its secret).
+pub fn shown_url(base: &str, path: &str) -> String {
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return "an invalid URL".into();
+    };
+    let origin = url.origin().ascii_serialization();
+    if path.is_empty() {
+        return format!("{origin}/…");
+    }
+    let path = path.split('?').next().unwrap_or_default();
+    format!("{origin}{}{path}", url.path().trim_end_matches('/'))
+}
+
+/// An error and its causes, `outer: inner: innermost`, each message once: reqwest's "error sending request"
+/// alone hides whether the connection was refused, the name did not resolve or TLS failed.
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// An upstream error body, cut to 300 characters, with our own key taken out: a server that echoes the
@@ -125,4 +169,146 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         at.duration_since(std::time::SystemTime::now())
             .unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{Mode, Secret, Settings};
+    use crate::metrics::Metrics;
+
+    /// A port on 127.0.0.1 that nothing listens on (bound, then closed).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    fn settings() -> Settings {
+        let mut s = Settings::defaults(Mode::Serve);
+        s.http_timeout = Duration::from_secs(5);
+        s
+    }
+
+    #[tokio::test]
+    async fn a_refused_mavera_call_names_the_url_and_the_cause_but_not_the_query_or_credentials() {
+        let port = closed_port();
+        let client = mavera::MaveraClient::new(
+            http_client(),
+            &format!("http://user:hunter2@127.0.0.1:{port}/api/v1"),
+            Some(Secret::new("mvra_live_key")),
+            &settings(),
+            Arc::new(Metrics::default()),
+            None,
+        );
+        let error = client
+            .find_persona("Trial: jane@acme.example", 0)
+            .await
+            .unwrap_err();
+        let shown = error.to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "cannot reach Mavera at http://127.0.0.1:{port}/api/v1/personas: "
+            )),
+            "{shown}"
+        );
+        assert!(shown.contains("Connection refused"), "{shown}");
+        for hidden in ["jane", "search", "hunter2", "user:", "mvra_live_key"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        assert!(error.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_refused_customerio_look_up_names_the_endpoint_not_the_customer() {
+        let port = closed_port();
+        let client = customerio::CustomerIoClient::new(
+            http_client(),
+            &format!("http://127.0.0.1:{port}/v1"),
+            Some(Secret::new("cio-app-key")),
+            &settings(),
+            Arc::new(Metrics::default()),
+        );
+        let shown = client
+            .attributes("jane@acme.example", "email")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "cannot reach Customer.io at http://127.0.0.1:{port}/v1/customers/{{id}}/attributes: "
+            )),
+            "{shown}"
+        );
+        assert!(shown.contains("Connection refused"), "{shown}");
+        assert!(
+            !shown.contains("jane") && !shown.contains("id_type"),
+            "{shown}"
+        );
+    }
+
+    /// A TCP server on 127.0.0.1 that writes `greeting` to each connection and then says nothing more.
+    async fn mute_server(greeting: &'static [u8]) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = socket.write_all(greeting).await;
+                held.push(socket);
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_tls_failure_names_the_origin_only_and_says_tls() {
+        let port = mute_server(b"not tls\r\n").await;
+        let url = format!("https://127.0.0.1:{port}/services/T0/B0/secret");
+        let error = http_client().get(&url).send().await.unwrap_err();
+        let shown = UpstreamError::from_reqwest("Slack", shown_url(&url, ""), error).to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "cannot reach Slack at https://127.0.0.1:{port}/…: "
+            )),
+            "{shown}"
+        );
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("InvalidContentType") || shown.contains("corrupt"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_names_the_url() {
+        let port = mute_server(b"").await;
+        let error = http_client()
+            .get(format!("http://127.0.0.1:{port}/mave/chat"))
+            .timeout(Duration::from_millis(200))
+            .send()
+            .await
+            .unwrap_err();
+        let base = format!("http://127.0.0.1:{port}");
+        let shown = UpstreamError::from_reqwest("Mavera", shown_url(&base, "/mave/chat"), error);
+        assert_eq!(
+            shown.to_string(),
+            format!("Mavera at http://127.0.0.1:{port}/mave/chat did not answer in time")
+        );
+    }
+
+    #[test]
+    fn a_shown_url_drops_user_info_and_query() {
+        assert_eq!(
+            shown_url("https://u:p@app.mavera.io/api/v1/?k=v", "/personas?search"),
+            "https://app.mavera.io/api/v1/personas"
+        );
+        assert_eq!(
+            shown_url("https://hooks.slack.com/services/T0/B0/XYZ", ""),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(shown_url("not a url", "/x"), "an invalid URL");
+    }
 }

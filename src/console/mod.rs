@@ -15,10 +15,10 @@ mod triggers;
 pub use layout::render_markdown;
 
 use axum::{
-    extract::{Request, State},
+    extract::{ConnectInfo, Query, Request, State},
     http::{header, HeaderMap, StatusCode},
     middleware::Next,
-    response::{Html, IntoResponse, Redirect, Response},
+    response::{IntoResponse, Redirect, Response},
     routing::get,
     Form, Router,
 };
@@ -26,9 +26,16 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::{config::Secret, state::AppState};
-
-const COOKIE: &str = "mt_console";
+use crate::{
+    access::{
+        self,
+        session::{self, SessionCheck},
+    },
+    config::Secret,
+    jobs::audit::{self, AuditAction, Via},
+    limits::RemoteAddr,
+    state::AppState,
+};
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let guarded = Router::new()
@@ -39,6 +46,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/console/briefs/{id}", get(pages::brief))
         .route("/console/dead", get(pages::dead))
         .route("/console/dead/replay", axum::routing::post(replay))
+        .route("/console/audit", get(pages::audit))
+        .route("/console/logout", axum::routing::post(logout))
         .route("/console/triggers", get(triggers::show))
         .route(
             "/console/triggers/test",
@@ -50,20 +59,48 @@ pub fn routes(state: AppState) -> Router<AppState> {
         ));
     Router::new()
         .route("/console/login", get(login_form).post(login))
+        .route("/console/style.css", get(layout::stylesheet))
         .merge(guarded)
+        .route_layer(axum::middleware::from_fn(protective_headers))
         .route_layer(axum::middleware::from_fn_with_state(state, console_enabled))
 }
+
+/// What every console answer carries: no scripts and no framing at all (the pages have none), no sniffing,
+/// no referrer to follow a link out of a brief.
+async fn protective_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Scripts: none. Styles: the console's own stylesheet. Forms: back to this server. Framing: nobody.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 fn derived(token: &Secret, label: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(token.expose().as_bytes()).expect("any key length");
     mac.update(label);
     hex::encode(mac.finalize().into_bytes())
-}
-
-/// The session value: an HMAC of a fixed label under the admin token. Changing the token ends every session.
-fn session_value(token: &Secret) -> String {
-    derived(token, b"mavera-triggers console session v1")
 }
 
 /// The token every console form carries: a cross-site form cannot know it (and SameSite=Strict keeps the
@@ -106,7 +143,7 @@ fn cookie_session(headers: &HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == session::COOKIE)
         .map(|(_, value)| value.to_string())
 }
 
@@ -117,27 +154,111 @@ async fn console_enabled(State(state): State<AppState>, request: Request, next: 
     next.run(request).await
 }
 
+/// The peer address axum recorded for this connection, if any.
+fn peer(request: &Request) -> Option<std::net::SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<RemoteAddr>>()
+        .map(|c| c.0 .0)
+}
+
+fn now_secs() -> u64 {
+    crate::jobs::now_ms() / 1000
+}
+
+/// 429 for a client that guessed too often: the page says how long to wait.
+fn locked_out(wait: std::time::Duration) -> Response {
+    let secs = access::retry_after_secs(wait);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        pages::locked_page(secs),
+    )
+        .into_response()
+}
+
+/// Lets through a valid session cookie (renewing it while used) or the admin token as Bearer. A wrong
+/// Bearer token counts against the client; a locked-out client gets 429 unless its session is valid.
 async fn require_session(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(token) = &state.settings.admin_token else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let headers = request.headers();
-    let bearer = headers
+    let client = state.door.client(peer(&request), request.headers());
+    let ttl = state.settings.access.session_ttl.as_secs();
+    let now = now_secs();
+    let session =
+        cookie_session(request.headers()).map(|value| session::check(token, &value, now, ttl));
+    if let Some(SessionCheck::Valid { renew }) = session {
+        let mut response = next.run(request).await;
+        if renew {
+            if let Ok(v) = session::set_cookie(token, now, ttl).parse() {
+                response.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        return response;
+    }
+    if let Some(wait) = state.door.locked(client) {
+        return locked_out(wait);
+    }
+    let bearer = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|presented| token.matches(presented.trim()));
-    let cookie = cookie_session(headers)
-        .is_some_and(|value| Secret::new(session_value(token)).matches(&value));
-    if bearer || cookie {
-        next.run(request).await
-    } else {
-        Redirect::to("/console/login").into_response()
+        .map(str::trim);
+    match bearer {
+        Some(presented) if token.matches(presented) => {
+            state.door.succeeded(client);
+            next.run(request).await
+        }
+        Some(_) => {
+            let path = request.uri().path().to_string();
+            tracing::warn!(client = %client, path, "console request refused: wrong Bearer token");
+            let locked = state.door.failed(client);
+            state
+                .audit(
+                    AuditAction::SignInFailed,
+                    Via::Console,
+                    &client.to_string(),
+                    format!("wrong Bearer token for {path}"),
+                )
+                .await;
+            match locked {
+                Some(wait) => locked_out(wait),
+                None => Redirect::to("/console/login").into_response(),
+            }
+        }
+        None if session == Some(SessionCheck::Expired) => (
+            [(header::SET_COOKIE, session::clear_cookie())],
+            Redirect::to("/console/login?expired=1"),
+        )
+            .into_response(),
+        None => Redirect::to("/console/login").into_response(),
     }
 }
 
-async fn login_form(headers: HeaderMap) -> Html<String> {
-    pages::login_page(None, insecure_host(&headers).as_deref())
+#[derive(Deserialize)]
+struct LoginQuery {
+    expired: Option<String>,
+}
+
+async fn login_form(
+    State(state): State<AppState>,
+    ConnectInfo(RemoteAddr(peer)): ConnectInfo<RemoteAddr>,
+    Query(q): Query<LoginQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let client = state.door.client(Some(peer), &headers);
+    if let Some(wait) = state.door.locked(client) {
+        return locked_out(wait);
+    }
+    let note = q.expired.is_some().then(|| {
+        format!(
+            "Your session ended: sessions last {} after their last use. Sign in again.",
+            humantime::format_duration(state.settings.access.session_ttl)
+        )
+    });
+    pages::login_page(note.as_deref(), insecure_host(&headers).as_deref()).into_response()
 }
 
 /// The host, when the console was reached over plain http on a name browsers do not treat as secure
@@ -167,14 +288,31 @@ struct Login {
 
 async fn login(
     State(state): State<AppState>,
+    ConnectInfo(RemoteAddr(peer)): ConnectInfo<RemoteAddr>,
     headers: HeaderMap,
     Form(form): Form<Login>,
 ) -> Response {
     let Some(token) = &state.settings.admin_token else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let client = state.door.client(Some(peer), &headers);
+    if let Some(wait) = state.door.locked(client) {
+        return locked_out(wait);
+    }
     if !token.matches(form.token.trim()) {
-        tracing::warn!("console login refused: wrong token");
+        tracing::warn!(client = %client, "console login refused: wrong token");
+        let locked = state.door.failed(client);
+        state
+            .audit(
+                AuditAction::SignInFailed,
+                Via::Console,
+                &client.to_string(),
+                "wrong token on the sign-in form".into(),
+            )
+            .await;
+        if let Some(wait) = locked {
+            return locked_out(wait);
+        }
         return (
             StatusCode::UNAUTHORIZED,
             pages::login_page(
@@ -184,11 +322,47 @@ async fn login(
         )
             .into_response();
     }
-    let cookie = format!(
-        "{COOKIE}={}; Path=/console; HttpOnly; Secure; SameSite=Strict; Max-Age=43200",
-        session_value(token)
+    state.door.succeeded(client);
+    state
+        .audit(
+            AuditAction::SignIn,
+            Via::Console,
+            &client.to_string(),
+            format!(
+                "session for {}",
+                humantime::format_duration(state.settings.access.session_ttl)
+            ),
+        )
+        .await;
+    let cookie = session::set_cookie(
+        token,
+        now_secs(),
+        state.settings.access.session_ttl.as_secs(),
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
+}
+
+/// Ends the session in this browser. It needs a valid session like every console page, and the cookie is
+/// `SameSite=Strict`, so another site cannot sign anybody out.
+async fn logout(
+    State(state): State<AppState>,
+    ConnectInfo(RemoteAddr(peer)): ConnectInfo<RemoteAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let client = state.door.client(Some(peer), &headers);
+    state
+        .audit(
+            AuditAction::SignOut,
+            Via::Console,
+            &client.to_string(),
+            String::new(),
+        )
+        .await;
+    (
+        [(header::SET_COOKIE, session::clear_cookie())],
+        Redirect::to("/console/login"),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -237,7 +411,12 @@ struct Replay {
 }
 
 /// Replays one job or every dead letter, through the same durable path as `jobs replay`.
-async fn replay(State(state): State<AppState>, Form(form): Form<Replay>) -> Response {
+async fn replay(
+    State(state): State<AppState>,
+    ConnectInfo(RemoteAddr(peer)): ConnectInfo<RemoteAddr>,
+    headers: HeaderMap,
+    Form(form): Form<Replay>,
+) -> Response {
     if !csrf_ok(&state, &form.csrf) {
         return csrf_refused();
     }
@@ -258,7 +437,14 @@ async fn replay(State(state): State<AppState>, Form(form): Form<Replay>) -> Resp
             return pages::not_found(&format!("There is no job {id}."));
         }
     }
-    tracing::info!(count = ids.len(), "jobs replayed from the console");
+    let (action, detail) = match form.id {
+        Some(id) => (AuditAction::Replay, format!("job {id}")),
+        None => (AuditAction::ReplayAll, audit::replayed_detail("dead", &ids)),
+    };
+    let client = state.door.client(Some(peer), &headers);
+    state
+        .audit(action, Via::Console, &client.to_string(), detail)
+        .await;
     // Only back to a console page: never an open redirect.
     let back = form
         .back

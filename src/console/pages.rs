@@ -426,3 +426,59 @@ mod tests {
         assert!(svg.contains("peak 10/min"), "{svg}");
     }
 }
+
+/// The page a locked-out client gets instead of the form.
+pub fn locked_page(retry_after_secs: u64) -> Html<String> {
+    bare_page(
+        "Too many attempts",
+        &format!(
+            "<p role=alert>Too many wrong tokens came from your address. Try again in {retry_after_secs} s; \
+             each lockout lasts twice as long as the one before.</p>"
+        ),
+    )
+}
+
+/// The audit trail, 50 lines a page. Rendered by a minijinja `.html` template, which escapes every value.
+const AUDIT_TEMPLATE: &str = r#"{% if rows %}<table><tr><th>when</th><th>action</th><th>via</th><th>client</th><th>what</th></tr>
+{% for r in rows %}<tr><td>{{ r.when }}</td><td><span class="badge {{ r.action }}">{{ r.action }}</span></td><td>{{ r.via }}</td><td><code>{{ r.client }}</code></td><td>{{ r.detail }}</td></tr>
+{% endfor %}</table>{% if older %}<p class=pager><a href="/console/audit?before={{ older }}">Older →</a></p>{% endif %}
+{% else %}<p>Nothing yet: sign-ins, replays, reloads and erasures are listed here.</p>{% endif %}"#;
+
+const AUDIT_PAGE: usize = 50;
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    before: Option<i64>,
+}
+
+pub async fn audit(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Response {
+    let rows = match state.jobs.store.audit_page(q.before, AUDIT_PAGE).await {
+        Ok(rows) => rows,
+        Err(e) => return unavailable(e),
+    };
+    let older = (rows.len() == AUDIT_PAGE).then(|| rows.last().map_or(0, |r| r.id));
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "when": time(r.at_ms),
+                "action": r.action,
+                "via": r.via,
+                "client": r.client,
+                "detail": r.detail,
+            })
+        })
+        .collect();
+    let mut env = minijinja::Environment::new();
+    let body = env
+        .add_template("audit.html", AUDIT_TEMPLATE)
+        .and_then(|()| env.get_template("audit.html"))
+        .and_then(|t| t.render(minijinja::context! { rows, older }));
+    match body {
+        Ok(body) => page("Audit trail", &body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "audit page template");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! A job keeps its progress between attempts (an enrichment that succeeded is not repeated when the
 //! Mavera call is retried).
 
+pub mod audit;
 pub mod batch;
 pub mod committer;
 pub mod events;
@@ -224,7 +225,7 @@ pub struct KnownPersona {
 
 /// Where events, jobs and their outcomes live. Every backend (SQLite, Postgres) behaves the same.
 #[async_trait::async_trait]
-pub trait JobStore: Send + Sync + 'static {
+pub trait JobStore: audit::AuditLog + Send + Sync + 'static {
     /// Records deliveries and their jobs in one transaction. For each delivery: true when it is new, false
     /// when its (source, event id) was recorded before (a duplicate: its jobs are not added).
     async fn record(&self, deliveries: Vec<Delivery>, now_ms: u64)

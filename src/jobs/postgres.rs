@@ -12,6 +12,7 @@ use sqlx::{
 };
 
 use super::{
+    audit::{self, AuditEntry, AuditLog, AuditRecord},
     batch, events,
     row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, SharedLimits,
@@ -462,6 +463,34 @@ impl JobStore for PgStore {
 
     fn shared_limits(&self) -> Option<std::sync::Arc<dyn SharedLimits>> {
         Some(std::sync::Arc::new(self.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditLog for PgStore {
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        audit::query::insert::<sqlx::Postgres>(entry)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_page(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = audit::query::page::<sqlx::Postgres>(before, limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+
+    async fn prune_audit(&self, before_ms: u64, batch: usize) -> Result<u64, StoreError> {
+        let done = audit::query::prune::<sqlx::Postgres>(before_ms, batch)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -31,6 +31,7 @@ use sqlx::{
 };
 
 use super::{
+    audit::{self, AuditEntry, AuditLog, AuditRecord},
     batch, events,
     row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
@@ -565,6 +566,34 @@ impl JobStore for SqliteStore {
         .execute(&mut *self.bookkeeping().await?)
         .await?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditLog for SqliteStore {
+    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        audit::query::insert::<sqlx::Sqlite>(entry)
+            .execute(&mut *self.bookkeeping().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_page(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = audit::query::page::<sqlx::Sqlite>(before, limit)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+
+    async fn prune_audit(&self, before_ms: u64, batch: usize) -> Result<u64, StoreError> {
+        let done = audit::query::prune::<sqlx::Sqlite>(before_ms, batch)
+            .execute(&mut *self.bookkeeping().await?)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -1,21 +1,36 @@
 //! `/admin/...`: see and fix jobs over HTTP. Needs `ADMIN_TOKEN` (`Authorization: Bearer <token>`, compared
 //! in constant time); with no token set these routes do not exist (404).
 
+use std::net::IpAddr;
+
 use axum::{
-    extract::{Path, Query, Request, State},
+    extract::{ConnectInfo, Path, Query, Request, State},
     http::{header, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    jobs::{Job, JobId, JobState, StoreError},
+    access,
+    jobs::{
+        audit::{AuditAction, Via},
+        Job, JobId, JobState, StoreError,
+    },
+    limits::RemoteAddr,
     state::AppState,
 };
+
+/// What a reload did, for the audit trail.
+pub fn reload_detail(result: &Result<usize, String>) -> String {
+    match result {
+        Ok(count) => format!("{count} triggers loaded"),
+        Err(why) => format!("refused, the running table stays: {why}"),
+    }
+}
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
@@ -27,10 +42,37 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The client an admin request came from (after trusted proxies), as handlers record it.
+#[derive(Clone, Copy)]
+struct Client(IpAddr);
+
+/// 429 with `Retry-After` for a client locked out after too many wrong tokens.
+fn locked_out(wait: std::time::Duration) -> Response {
+    let secs = access::retry_after_secs(wait);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs.to_string())],
+        Json(json!({"error": format!("too many wrong admin tokens from this address: try again in {secs} s")})),
+    )
+        .into_response()
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let Some(token) = &state.settings.admin_token else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<RemoteAddr>>()
+        .map(|c| c.0 .0);
+    let client = state.door.client(peer, request.headers());
+    if let Some(wait) = state.door.locked(client) {
+        return locked_out(wait);
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -38,13 +80,28 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !token.matches(presented.trim()) {
-        tracing::warn!(path = %request.uri().path(), "admin request refused: missing or wrong ADMIN_TOKEN");
+        let path = request.uri().path().to_string();
+        tracing::warn!(client = %client, path, "admin request refused: missing or wrong ADMIN_TOKEN");
+        let locked = state.door.failed(client);
+        state
+            .audit(
+                AuditAction::SignInFailed,
+                Via::Api,
+                &client.to_string(),
+                format!("missing or wrong Bearer token for {path}"),
+            )
+            .await;
+        if let Some(wait) = locked {
+            return locked_out(wait);
+        }
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "missing or wrong admin token"})),
         )
             .into_response();
     }
+    state.door.succeeded(client);
+    request.extensions_mut().insert(Client(client));
     next.run(request).await
 }
 
@@ -120,10 +177,21 @@ async fn show(State(state): State<AppState>, Path(id): Path<JobId>) -> Response 
     }
 }
 
-async fn replay_one(State(state): State<AppState>, Path(id): Path<JobId>) -> Response {
+async fn replay_one(
+    State(state): State<AppState>,
+    Extension(Client(client)): Extension<Client>,
+    Path(id): Path<JobId>,
+) -> Response {
     match state.jobs.replay(id).await {
         Ok(()) => {
-            tracing::info!(job = id, "job replayed by an operator");
+            state
+                .audit(
+                    AuditAction::Replay,
+                    Via::Api,
+                    &client.to_string(),
+                    format!("job {id}"),
+                )
+                .await;
             (StatusCode::ACCEPTED, Json(json!({ "replayed": [id] }))).into_response()
         }
         Err(e) => store_error(e),
@@ -136,8 +204,13 @@ struct ReplayQuery {
 }
 
 /// Replays every job in a state (default `dead`).
-async fn replay_state(State(state): State<AppState>, Query(q): Query<ReplayQuery>) -> Response {
-    let filter = match parse_state(Some(q.state.as_deref().unwrap_or("dead"))) {
+async fn replay_state(
+    State(state): State<AppState>,
+    Extension(Client(client)): Extension<Client>,
+    Query(q): Query<ReplayQuery>,
+) -> Response {
+    let named = q.state.as_deref().unwrap_or("dead");
+    let filter = match parse_state(Some(named)) {
         Ok(f) => f,
         Err(r) => return *r,
     };
@@ -152,13 +225,32 @@ async fn replay_state(State(state): State<AppState>, Query(q): Query<ReplayQuery
         }
         replayed.push(job.id);
     }
-    tracing::info!(count = replayed.len(), "jobs replayed by an operator");
+    state
+        .audit(
+            AuditAction::ReplayAll,
+            Via::Api,
+            &client.to_string(),
+            crate::jobs::audit::replayed_detail(named, &replayed),
+        )
+        .await;
     (StatusCode::ACCEPTED, Json(json!({ "replayed": replayed }))).into_response()
 }
 
 /// Reloads the trigger table (as SIGHUP does); a bad file keeps the running table and says why.
-async fn reload(State(state): State<AppState>) -> Response {
-    match state.reload_and_log() {
+async fn reload(
+    State(state): State<AppState>,
+    Extension(Client(client)): Extension<Client>,
+) -> Response {
+    let result = state.reload_and_log();
+    state
+        .audit(
+            AuditAction::Reload,
+            Via::Api,
+            &client.to_string(),
+            reload_detail(&result),
+        )
+        .await;
+    match result {
         Ok(count) => Json(json!({ "reloaded": true, "triggers": count })).into_response(),
         Err(why) => (
             StatusCode::UNPROCESSABLE_ENTITY,

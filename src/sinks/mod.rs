@@ -133,7 +133,14 @@ pub(crate) async fn send(
         .timeout(std::time::Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| UpstreamError::from_reqwest(service, e))?;
+        .map_err(|e| {
+            // The origin only: a Slack or webhook URL's path and query are its credentials.
+            let url = e
+                .url()
+                .map(|u| crate::clients::shown_url(u.as_str(), ""))
+                .unwrap_or_default();
+            UpstreamError::from_reqwest(service, url, e)
+        })?;
     let status = response.status();
     if status.is_success() {
         return Ok(status.as_u16());

@@ -1,7 +1,8 @@
 //! Integration tests: the real server on 127.0.0.1:0, Mavera and Customer.io as wiremock servers.
 
+mod access;
 mod bad_input;
-mod browser;
+mod cli;
 mod console;
 mod customerio;
 mod durability;

@@ -53,6 +53,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     personas_are_remembered_per_trigger_and_user(&*store).await;
     events_are_listed_filtered_and_paged_by_key(&*store).await;
     unusable_parts_are_kept_with_their_status_and_reason(&*store).await;
+    the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age(&*store).await;
     store.ping(now_ms()).await.expect("the store takes writes");
 }
 
@@ -530,4 +531,48 @@ async fn events_are_listed_filtered_and_paged_by_key(store: &dyn JobStore) {
     };
     assert!(count("triggered") >= 5, "{minutes:?}");
     assert!(count("ignored") >= 2, "{minutes:?}");
+}
+
+async fn the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age(store: &dyn JobStore) {
+    use mavera_triggers::jobs::audit::{AuditAction, AuditEntry, Via};
+    for (n, action) in [
+        AuditAction::SignInFailed,
+        AuditAction::SignIn,
+        AuditAction::Replay,
+        AuditAction::Reload,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .audit(&AuditEntry {
+                at_ms: 1_000 + n as u64,
+                action,
+                via: Via::Console,
+                client: "198.51.100.7".into(),
+                detail: format!("line {n}"),
+            })
+            .await
+            .unwrap();
+    }
+    let first = store.audit_page(None, 3).await.unwrap();
+    let actions: Vec<&str> = first.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["reload", "replay", "sign_in"]);
+    assert_eq!(first[0].client, "198.51.100.7");
+    assert_eq!(first[0].via, "console");
+    let rest = store.audit_page(Some(first[2].id), 3).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].action, "sign_in_failed");
+    // Retention: lines older than the cut go, in batches of at most `batch`.
+    assert_eq!(store.prune_audit(1_002, 1).await.unwrap(), 1);
+    assert_eq!(store.prune_audit(1_002, 10).await.unwrap(), 1);
+    assert_eq!(store.prune_audit(1_002, 10).await.unwrap(), 0);
+    let kept: Vec<String> = store
+        .audit_page(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.detail)
+        .collect();
+    assert_eq!(kept, ["line 3", "line 2"]);
 }

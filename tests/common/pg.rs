@@ -67,10 +67,15 @@ impl TestPostgres {
     /// Creates a cluster in a temp dir and starts a server on a free 127.0.0.1 port.
     ///
     /// Panics, with instructions, when the Postgres binaries or (when running as root) the
-    /// `postgres` OS user cannot be found, or when the server does not start within 30 s.
+    /// `postgres` OS user cannot be found (`what_is_missing` says so beforehand), or when the
+    /// server does not start within 30 s.
     pub fn start() -> TestPostgres {
-        let bins = find_binaries();
-        let run_as = postgres_user_if_root();
+        let bins = find_binaries().unwrap_or_else(|what| {
+            panic!("\n\n==== TestPostgres: {what} ====\nInstall them: `{INSTALL}`.\n")
+        });
+        let run_as = postgres_user_if_root().unwrap_or_else(|what| {
+            panic!("\n\n==== TestPostgres: {what} ====\nCreate it: `useradd -r -m postgres`.\n")
+        });
 
         let dir = tempfile::Builder::new()
             .prefix("pgtest-")
@@ -348,51 +353,88 @@ struct Binaries {
     pg_ctl: PathBuf,
 }
 
+/// Set, the only directory searched for `initdb`, `pg_ctl` and `postgres` (not PATH, not
+/// /usr/lib/postgresql). Set to a directory without them (or to nothing) to hide the programs.
+pub const BIN_DIR_VAR: &str = "MT_PG_BIN_DIR";
+/// The command that installs the PostgreSQL server programs where the lookup finds them.
+pub const INSTALL: &str = "sudo apt-get install postgresql";
+
+/// `None` when `TestPostgres::start` can run here, else what is missing and how to get it.
+pub fn what_is_missing() -> Option<(String, &'static str)> {
+    if let Err(what) = find_binaries() {
+        return Some((what, INSTALL));
+    }
+    if let Err(what) = postgres_user_if_root() {
+        return Some((what, "sudo useradd -r -m postgres"));
+    }
+    None
+}
+
 /// `initdb` from PATH, else from the newest `/usr/lib/postgresql/*/bin`; `pg_ctl` and
 /// `postgres` from the same directory as (the resolved) `initdb` when there, else from PATH.
-fn find_binaries() -> Binaries {
-    let mut lib_dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.split('.').next()?.parse().ok()?;
-            Some((version, e.path().join("bin")))
-        })
-        .collect();
-    lib_dirs.sort();
+/// With `MT_PG_BIN_DIR` set, from that directory only.
+fn find_binaries() -> Result<Binaries, String> {
+    let override_dir = std::env::var_os(BIN_DIR_VAR);
+    let search: Vec<PathBuf> = match &override_dir {
+        Some(dir) if dir.is_empty() => Vec::new(),
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => {
+            let mut lib_dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let version = e.file_name().to_str()?.split('.').next()?.parse().ok()?;
+                    Some((version, e.path().join("bin")))
+                })
+                .collect();
+            lib_dirs.sort();
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .chain(lib_dirs.into_iter().rev().map(|(_, d)| d))
+                .collect()
+        }
+    };
     let find = |name: &str, first: Option<&Path>| -> Option<PathBuf> {
-        let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect())
-            .unwrap_or_default();
         first
             .into_iter()
             .map(Path::to_path_buf)
-            .chain(path_dirs)
-            .chain(lib_dirs.iter().rev().map(|(_, d)| d.clone()))
+            .chain(search.iter().cloned())
             .map(|d| d.join(name))
             .find(|p| is_executable(p))
     };
-    let initdb = find("initdb", None).unwrap_or_else(|| missing("initdb"));
-    let bin_dir = std::fs::canonicalize(&initdb)
-        .ok()
+    let where_looked = match &override_dir {
+        Some(dir) => format!("{BIN_DIR_VAR}={}", dir.to_string_lossy()),
+        None => "PATH and /usr/lib/postgresql/*/bin".to_string(),
+    };
+    let initdb = find("initdb", None);
+    let bin_dir = initdb
+        .as_ref()
+        .and_then(|p| std::fs::canonicalize(p).ok())
         .and_then(|p| p.parent().map(Path::to_path_buf));
-    let pg_ctl = find("pg_ctl", bin_dir.as_deref()).unwrap_or_else(|| missing("pg_ctl"));
-    // pg_ctl starts the `postgres` next to it, but check here to fail with a clear message.
-    find("postgres", bin_dir.as_deref()).unwrap_or_else(|| missing("postgres"));
-    Binaries { initdb, pg_ctl }
-}
-
-fn missing(name: &str) -> ! {
-    panic!(
-        "\n\n==== TestPostgres: `{name}` NOT FOUND ====\n\
-         The Postgres integration tests need the PostgreSQL server binaries (initdb, pg_ctl, \
-         postgres) on PATH or in /usr/lib/postgresql/<version>/bin.\n\
-         Install them, e.g. `apt-get install -y postgresql` (Debian/Ubuntu), and put \
-         /usr/lib/postgresql/<version>/bin on PATH. `.ci/run` does this in CI.\n\
-         PATH={}\n",
-        std::env::var("PATH").unwrap_or_default()
-    )
+    let pg_ctl = find("pg_ctl", bin_dir.as_deref());
+    // pg_ctl starts the `postgres` next to it, but check here to say so before starting.
+    let postgres = find("postgres", bin_dir.as_deref());
+    match (initdb, pg_ctl, postgres) {
+        (Some(initdb), Some(pg_ctl), Some(_)) => Ok(Binaries { initdb, pg_ctl }),
+        (initdb, pg_ctl, postgres) => {
+            let missing: Vec<&str> = [
+                ("initdb", initdb),
+                ("pg_ctl", pg_ctl),
+                ("postgres", postgres),
+            ]
+            .into_iter()
+            .filter(|(_, found)| found.is_none())
+            .map(|(name, _)| name)
+            .collect();
+            Err(format!(
+                "the PostgreSQL server programs {} are not in {where_looked}",
+                missing.join(", ")
+            ))
+        }
+    }
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -402,8 +444,9 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// `Some((uid, gid))` of the `postgres` user when running as root, `None` otherwise.
-fn postgres_user_if_root() -> Option<(u32, u32)> {
+/// `Ok(Some((uid, gid)))` of the `postgres` user when running as root, `Ok(None)` otherwise;
+/// `Err` as root without a `postgres` user (Postgres refuses to run as root).
+fn postgres_user_if_root() -> Result<Option<(u32, u32)>, String> {
     let id = |args: &[&str]| -> Option<u32> {
         let out = Command::new("id")
             .args(args)
@@ -417,16 +460,14 @@ fn postgres_user_if_root() -> Option<(u32, u32)> {
     };
     let me = id(&["-u"]).expect("TestPostgres: `id -u` failed");
     if me != 0 {
-        return None;
+        return Ok(None);
     }
     match (id(&["-u", "postgres"]), id(&["-g", "postgres"])) {
-        (Some(uid), Some(gid)) if uid != 0 => Some((uid, gid)),
-        _ => panic!(
-            "\n\n==== TestPostgres: NO `postgres` OS USER ====\n\
-             The tests run as root and Postgres refuses to run as root, so initdb/postgres are \
-             run as the `postgres` user, which does not exist here.\n\
-             Create it: `useradd -r -m postgres` (`.ci/run` does this in CI), or run the tests \
-             as a non-root user.\n"
+        (Some(uid), Some(gid)) if uid != 0 => Ok(Some((uid, gid))),
+        _ => Err(
+            "the tests run as root, Postgres refuses to run as root, and there is no \
+                  `postgres` OS user to run it as"
+                .to_string(),
         ),
     }
 }

@@ -1,11 +1,12 @@
 //! The web console in a real browser: headless Chromium driven through chromedriver (WebDriver, fantoccini)
-//! against the real app. Without Chromium or chromedriver these tests are skipped, loudly; with
-//! `REQUIRE_BROWSER=1` (CI) that is a failure instead. `scripts/install-browser.sh` installs both.
+//! against the real app. Without Chromium or chromedriver these tests are reported skipped (ignored, with one
+//! `SKIPPED` line; `tests/common/skip.rs`); with `REQUIRE_BROWSER=1` (CI) that is a failure instead.
+//! `scripts/install-browser.sh` installs both.
 //! `CONSOLE_SCREENSHOTS=<folder>` saves a PNG of each page visited, named `console-<page>.png`.
 
 use std::{
     future::Future,
-    io::{Read, Seek, Write},
+    io::{Read, Seek},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -20,12 +21,61 @@ use wiremock::{
     Mock, ResponseTemplate,
 };
 
-use crate::helpers::*;
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+#[path = "../common/skip.rs"]
+mod skip;
+
+use helpers::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const TOKEN: &str = "browser-admin-token-7";
 /// Longest wait for anything in the browser: a page, an element, a navigation.
 const WAIT: Duration = Duration::from_secs(20);
+
+fn main() -> std::process::ExitCode {
+    let tests = vec![
+        skip::Test {
+            name: "without_the_token_the_browser_gets_the_login_form_and_a_wrong_token_is_refused",
+            run: || {
+                skip::block_on(
+                    2,
+                    without_the_token_the_browser_gets_the_login_form_and_a_wrong_token_is_refused(
+                    ),
+                )
+            },
+        },
+        skip::Test {
+            name: "signing_in_through_the_form_opens_the_overview_and_keeps_the_session",
+            run: || {
+                skip::block_on(
+                    2,
+                    signing_in_through_the_form_opens_the_overview_and_keeps_the_session(),
+                )
+            },
+        },
+        skip::Test {
+            name: "an_event_leads_from_the_events_page_to_its_detail_and_its_rendered_brief",
+            run: || {
+                skip::block_on(
+                    2,
+                    an_event_leads_from_the_events_page_to_its_detail_and_its_rendered_brief(),
+                )
+            },
+        },
+        skip::Test {
+            name: "a_dead_letter_is_replayed_with_its_button_and_then_succeeds",
+            run: || {
+                skip::block_on(
+                    2,
+                    a_dead_letter_is_replayed_with_its_button_and_then_succeeds(),
+                )
+            },
+        },
+    ];
+    skip::run_suite("browser tests", "REQUIRE_BROWSER", what_is_missing(), tests)
+}
 
 async fn console_app() -> TestApp {
     spawn_with(Options {
@@ -143,6 +193,21 @@ fn find_chromedriver() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `Some` when Chromium or chromedriver is missing here.
+fn what_is_missing() -> Option<skip::Missing> {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).is_file() {
+        missing.push(format!("{CHROMIUM} is missing"));
+    }
+    if find_chromedriver().is_none() {
+        missing.push("chromedriver is not on the PATH nor in /usr/bin".to_string());
+    }
+    (!missing.is_empty()).then(|| skip::Missing {
+        what: missing.join(", "),
+        install: "bash scripts/install-browser.sh",
+    })
+}
+
 /// One headless Chromium with a fresh profile, pointed at one app.
 struct Browser {
     client: Client,
@@ -154,32 +219,13 @@ struct Browser {
 }
 
 impl Browser {
-    /// `None` (after a loud notice) when Chromium or chromedriver is missing and `REQUIRE_BROWSER` is not 1.
-    async fn start(app: &TestApp) -> Option<Browser> {
-        let chromedriver = find_chromedriver();
-        let mut missing = Vec::new();
-        if !Path::new(CHROMIUM).is_file() {
-            missing.push(format!("{CHROMIUM} is missing"));
+    /// Panics when Chromium or chromedriver is missing: `main` reports the tests skipped before that.
+    async fn start(app: &TestApp) -> Browser {
+        if let Some(missing) = what_is_missing() {
+            panic!("{}: run `{}`", missing.what, missing.install);
         }
-        if chromedriver.is_none() {
-            missing.push("chromedriver is not on the PATH nor in /usr/bin".to_string());
-        }
-        if !missing.is_empty() {
-            let missing = missing.join(", ");
-            if std::env::var("REQUIRE_BROWSER").as_deref() == Ok("1") {
-                panic!(
-                    "REQUIRE_BROWSER=1 but {missing}: run scripts/install-browser.sh (Debian's chromium and chromium-driver)"
-                );
-            }
-            // Not eprintln!, whose output the test harness hides for a passing test: straight to stderr.
-            writeln!(
-                std::io::stderr(),
-                "SKIPPED browser tests: {missing}. Run scripts/install-browser.sh to run them; REQUIRE_BROWSER=1 turns this skip into a failure."
-            )
-            .ok();
-            return None;
-        }
-        let driver = Driver::start(&chromedriver.unwrap()).await;
+        let chromedriver = find_chromedriver().expect("found by what_is_missing");
+        let driver = Driver::start(&chromedriver).await;
         let profile = tempfile::tempdir().expect("a temp folder for Chromium's profile");
         let capabilities = json!({
             "browserName": "chrome",
@@ -223,13 +269,13 @@ impl Browser {
                 driver.output()
             ),
         };
-        Some(Browser {
+        Browser {
             client,
             base: app.address.clone(),
             screenshots: std::env::var_os("CONSOLE_SCREENSHOTS").map(PathBuf::from),
             _driver: driver,
             _profile: profile,
-        })
+        }
     }
 
     /// Ends the WebDriver session (Chromium quits); dropping the browser then stops chromedriver.
@@ -389,12 +435,9 @@ impl Browser {
     }
 }
 
-#[tokio::test]
 async fn without_the_token_the_browser_gets_the_login_form_and_a_wrong_token_is_refused() {
     let app = console_app().await;
-    let Some(browser) = Browser::start(&app).await else {
-        return;
-    };
+    let browser = Browser::start(&app).await;
 
     // Step 1: the console sends a visitor without a session to the login form.
     browser.goto("/console").await;
@@ -421,12 +464,9 @@ async fn without_the_token_the_browser_gets_the_login_form_and_a_wrong_token_is_
     browser.close().await;
 }
 
-#[tokio::test]
 async fn signing_in_through_the_form_opens_the_overview_and_keeps_the_session() {
     let app = console_app().await;
-    let Some(browser) = Browser::start(&app).await else {
-        return;
-    };
+    let browser = Browser::start(&app).await;
 
     // Step 1: the form, the right token, the overview.
     browser.sign_in().await;
@@ -465,13 +505,10 @@ async fn signing_in_through_the_form_opens_the_overview_and_keeps_the_session() 
     browser.close().await;
 }
 
-#[tokio::test]
 async fn an_event_leads_from_the_events_page_to_its_detail_and_its_rendered_brief() {
     let app = console_app().await;
     // Before any mock that expects calls: a skipped test must not fail on wiremock's check at drop.
-    let Some(browser) = Browser::start(&app).await else {
-        return;
-    };
+    let browser = Browser::start(&app).await;
     Mock::given(method("POST"))
         .and(path("/api/v1/mave/chat"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -568,12 +605,9 @@ async fn an_event_leads_from_the_events_page_to_its_detail_and_its_rendered_brie
     app.mavera.verify().await;
 }
 
-#[tokio::test]
 async fn a_dead_letter_is_replayed_with_its_button_and_then_succeeds() {
     let app = console_app().await;
-    let Some(browser) = Browser::start(&app).await else {
-        return;
-    };
+    let browser = Browser::start(&app).await;
     // 422 is final (src/jobs/retry.rs): the first attempt dead-letters the job.
     Mock::given(method("POST"))
         .and(path("/api/v1/personas"))
@@ -659,5 +693,53 @@ async fn a_dead_letter_is_replayed_with_its_button_and_then_succeeds() {
     browser.client.refresh().await.unwrap();
     browser.wait_for_text("No dead letters.").await;
     browser.screenshot("dead-replayed").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn under_the_content_security_policy_the_stylesheet_applies_no_request_leaves_and_sign_out_ends_the_session(
+) {
+    let app = console_app().await;
+    let Some(browser) = Browser::start(&app).await else {
+        return;
+    };
+    browser.sign_in().await;
+
+    // The policy admits the console's own stylesheet: the navigation bar is painted by it.
+    let background = browser
+        .client
+        .execute(
+            "return getComputedStyle(document.querySelector('nav')).backgroundColor",
+            vec![],
+        )
+        .await
+        .expect("read the nav's style");
+    assert_eq!(background, serde_json::json!("rgb(29, 35, 48)"));
+    // And refuses anything else: a request from the page is blocked by `default-src 'none'`.
+    let fetched = browser
+        .client
+        .execute_async(
+            "const done = arguments[0]; fetch('/console/style.css').then(() => done('sent'), e => done('blocked: ' + e));",
+            vec![],
+        )
+        .await
+        .expect("run the probe");
+    assert!(
+        fetched.as_str().unwrap_or("").starts_with("blocked"),
+        "a page request got through the policy: {fetched}"
+    );
+
+    // Sign out: back to the form, and the console is closed to this browser again.
+    let sign_out = browser
+        .element("//form[@action='/console/logout']//button")
+        .await;
+    browser.click_and_wait(&sign_out).await;
+    browser.wait_for_path("/console/login").await;
+    assert!(
+        browser.client.get_named_cookie("mt_console").await.is_err(),
+        "the session cookie is gone"
+    );
+    browser.goto("/console/events").await;
+    browser.wait_for_path("/console/login").await;
     browser.close().await;
 }
