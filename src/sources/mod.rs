@@ -209,6 +209,23 @@ pub(crate) fn who(ids: &[(&str, Option<&str>)]) -> String {
     }
 }
 
+/// The string form of a JSON id that may be a string or a number; `null` and `""` are absent.
+pub(crate) fn id_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `content:` and the first 128 bits of the body's SHA-256, for events that carry no id of their own.
+/// Senders re-deliver the same bytes, so a retry of an id-less event still lands on the same key.
+pub(crate) fn content_id(raw: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(raw);
+    format!("content:{}", hex::encode(&digest[..16]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_lone_surrogates;
@@ -252,21 +269,4 @@ mod tests {
             );
         }
     }
-}
-
-/// The string form of a JSON id that may be a string or a number; `null` and `""` are absent.
-pub(crate) fn id_string(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// `content:` and the first 128 bits of the body's SHA-256, for events that carry no id of their own.
-/// Senders re-deliver the same bytes, so a retry of an id-less event still lands on the same key.
-pub(crate) fn content_id(raw: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(raw);
-    format!("content:{}", hex::encode(&digest[..16]))
 }
