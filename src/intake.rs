@@ -177,7 +177,7 @@ impl Intake {
                     .into(),
                 })
                 .inc();
-            tracing::warn!(source = %source, event_id = %part.id, who = %part.user_id.as_deref().map(crate::telemetry::mask_email).unwrap_or_default(), reason = %part.refusal.reason(), "not a usable event: acknowledged and kept on the console's events page");
+            tracing::warn!(source = %source, event_id = %part.id, who = %part.who, reason = %part.refusal.reason(), "not a usable event: acknowledged and kept on the console's events page");
             deliveries.push(Delivery {
                 source,
                 event_id: part.id,

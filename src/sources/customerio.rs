@@ -132,6 +132,7 @@ pub fn unprocessable(body: &[u8], why: String) -> Parsed {
         id: content_id(body),
         name: "-".into(),
         user_id: None,
+        who: "unknown".into(),
         raw: String::from_utf8_lossy(body).into_owned(),
         refusal: Refusal::Unprocessable(why),
     }))

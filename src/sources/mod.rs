@@ -116,6 +116,8 @@ pub struct Unusable {
     pub name: String,
     /// Whom it is about, when that can be read.
     pub user_id: Option<String>,
+    /// Whom it is about, as its log line says it (as [`Event::who`]).
+    pub who: String,
     /// Its bytes as received (lossy UTF-8).
     pub raw: String,
     pub refusal: Refusal,

@@ -221,6 +221,7 @@ fn unusable(raw: &RawValue, why: String) -> Unusable {
         id: content_id(raw.get().as_bytes()),
         name: field("event").or(field("type")).unwrap_or("-").to_string(),
         user_id: field("userId").or(field("anonymousId")).map(str::to_string),
+        who: who_of(field("userId"), field("anonymousId")),
         raw: raw.get().to_string(),
         refusal: Refusal::Refused(why),
     }

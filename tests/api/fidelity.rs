@@ -476,6 +476,12 @@ async fn a_batch_with_two_bad_elements_of_ten_runs_the_eight_and_keeps_the_two_w
         );
         assert!(page.contains("not a usable event"), "{page}");
     }
+    assert!(
+        logs().lines().any(|l| l.contains("not a usable event")
+            && l.contains("who=userId=u-partial-3")
+            && l.contains("batch element 3")),
+        "the refused element's log line names whom it is about and why"
+    );
     let metrics = metrics(&app).await;
     assert!(
         metrics.contains(r#"webhooks_unusable_total{source="segment",status="refused"} 2"#),
