@@ -139,8 +139,18 @@ pub struct Settings {
     pub job_lease: Duration,
     /// `MAX_BACKLOG` (default 100000 pending jobs): past it new webhooks get 503 + Retry-After.
     pub max_backlog: u64,
-    /// `MAX_BODY_BYTES` (default 1 MiB): larger webhook bodies get 413.
+    /// `MAX_BODY_BYTES` (default 1 MiB): larger Customer.io (and any non-Segment) bodies get 413. One
+    /// reporting webhook is one event of a few KiB.
     pub max_body_bytes: usize,
+    /// `SEGMENT_MAX_BODY_BYTES` (default 8 MiB): larger `/segment` bodies get 413. Segment's Actions batches
+    /// hold up to 4,000 events (1,000 by default): 4,000 typical events are about 3 MiB and 1,000 events
+    /// carrying every common field about 1.6 MiB, so 8 MiB takes the largest documented batch of events
+    /// twice that size. Segment never splits or retries a batch refused with 413.
+    pub segment_max_body_bytes: usize,
+    /// `MAX_BODY_BYTES_IN_FLIGHT` (default 64 MiB): webhook body bytes being received at once, across all
+    /// requests, before any signature is checked. A request that would go past it gets 503 + `Retry-After`
+    /// (both senders retry a 503) instead of more memory.
+    pub max_body_bytes_in_flight: usize,
     /// `MAX_JSON_DEPTH` (default 32): deeper JSON gets 400.
     pub max_json_depth: usize,
     /// `MAX_ARRAY_ITEMS` (default 10000): a longer JSON array gets 400.
@@ -294,6 +304,8 @@ impl Settings {
             job_lease: Duration::from_secs(60),
             max_backlog: 100_000,
             max_body_bytes: 1024 * 1024,
+            segment_max_body_bytes: 8 * 1024 * 1024,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
             max_json_depth: 32,
             max_array_items: 10_000,
             max_batch_events: 4000,
@@ -418,6 +430,8 @@ impl Settings {
             s.max_body_bytes = positive::<u32>("MAX_BODY_BYTES", &v)? as usize;
         }
         for (var, field) in [
+            ("SEGMENT_MAX_BODY_BYTES", &mut s.segment_max_body_bytes),
+            ("MAX_BODY_BYTES_IN_FLIGHT", &mut s.max_body_bytes_in_flight),
             ("MAX_JSON_DEPTH", &mut s.max_json_depth),
             ("MAX_ARRAY_ITEMS", &mut s.max_array_items),
             ("MAX_BATCH_EVENTS", &mut s.max_batch_events),
@@ -427,6 +441,14 @@ impl Settings {
             if let Some(v) = get(var) {
                 *field = positive::<u32>(var, &v)? as usize;
             }
+        }
+        let largest_body = s.segment_max_body_bytes.max(s.max_body_bytes);
+        if s.max_body_bytes_in_flight < largest_body {
+            return Err(SettingsError {
+                var: "MAX_BODY_BYTES_IN_FLIGHT",
+                value: s.max_body_bytes_in_flight.to_string(),
+                fix: format!("use at least {largest_body} (the larger of SEGMENT_MAX_BODY_BYTES and MAX_BODY_BYTES), or a body of the largest size would never be let in"),
+            });
         }
         if let Some(v) = get("REQUEST_TIMEOUT_SECS") {
             s.request_timeout = Duration::from_secs(positive("REQUEST_TIMEOUT_SECS", &v)?);

@@ -135,9 +135,18 @@ fn parse(source: Source, body: &[u8]) -> Result<Vec<crate::sources::Event>, Stri
     let none: [Secret; 0] = [];
     let headers = HeaderMap::new();
     match source {
-        Source::Segment => segment::verify(&headers, body, &none, true)
-            .and_then(|v| segment::parse(&v))
-            .map_err(|e| e.to_string()),
+        Source::Segment => {
+            let parsed = segment::verify(&headers, body, &none, true)
+                .and_then(|v| segment::parse(&v))
+                .map_err(|e| e.to_string())?;
+            match parsed.unusable.first() {
+                Some(part) => Err(format!(
+                    "Segment would get a 200, but this part is refused and kept on the events page: {}",
+                    part.refusal.reason()
+                )),
+                None => Ok(parsed.events),
+            }
+        }
         Source::CustomerIo => {
             let verified = customerio::verify(
                 &headers,
@@ -148,10 +157,11 @@ fn parse(source: Source, body: &[u8]) -> Result<Vec<crate::sources::Event>, Stri
                 std::time::SystemTime::now(),
             )
             .map_err(|e| e.to_string())?;
-            match customerio::parse(&verified).map_err(|e| e.to_string())? {
+            match customerio::parse(&verified) {
                 customerio::Parsed::Event(e) => Ok(vec![*e]),
-                customerio::Parsed::Unrecognised(why) => Err(format!(
-                    "Customer.io would get a 200, but the event is ignored: {why}"
+                customerio::Parsed::Unprocessable(part) => Err(format!(
+                    "Customer.io would get a 200, but the body is kept as unprocessable: {}",
+                    part.refusal.reason()
                 )),
             }
         }

@@ -97,6 +97,8 @@ pub struct Delivery {
     pub meta: events::RequestMeta,
     /// Empty for an event no trigger matched: it is logged for the console, not run.
     pub jobs: Vec<NewJob>,
+    /// Why a part of a genuine request is not a usable event (it has no jobs then), or `None`.
+    pub refusal: Option<crate::sources::Refusal>,
 }
 
 /// A job as stored.

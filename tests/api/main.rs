@@ -6,6 +6,7 @@ mod cli;
 mod console;
 mod customerio;
 mod durability;
+mod fidelity;
 mod guards;
 mod helpers;
 mod operations;

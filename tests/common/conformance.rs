@@ -10,7 +10,7 @@ use mavera_triggers::{
         events::{EventFilter, RequestMeta, StatusFilter},
         now_ms, Delivery, Guard, JobState, JobStore, KnownPersona, NewJob,
     },
-    sources::Source,
+    sources::{Refusal, Source},
 };
 use serde_json::json;
 
@@ -38,6 +38,7 @@ fn delivery(event_id: &str, jobs: usize) -> Delivery {
             signature: "verified: X-Signature".into(),
         },
         jobs: (0..jobs).map(|i| job(&format!("t{i}"), event_id)).collect(),
+        refusal: None,
     }
 }
 
@@ -51,8 +52,71 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     guards_are_taken_all_or_nothing(&*store).await;
     personas_are_remembered_per_trigger_and_user(&*store).await;
     events_are_listed_filtered_and_paged_by_key(&*store).await;
+    unusable_parts_are_kept_with_their_status_and_reason(&*store).await;
     the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age(&*store).await;
     store.ping(now_ms()).await.expect("the store takes writes");
+}
+
+async fn unusable_parts_are_kept_with_their_status_and_reason(store: &dyn JobStore) {
+    let now = now_ms();
+    let refused = Delivery {
+        refusal: Some(Refusal::Refused(
+            "batch element 3: a track event needs an `event` name".into(),
+        )),
+        ..delivery("refused-1", 0)
+    };
+    let unprocessable = Delivery {
+        source: Source::CustomerIo,
+        raw: "not json".into(),
+        refusal: Some(Refusal::Unprocessable(
+            "malformed JSON: expected ident at line 1 column 2".into(),
+        )),
+        ..delivery("unprocessable-1", 0)
+    };
+    let fresh = store
+        .record(vec![refused, unprocessable], now)
+        .await
+        .unwrap();
+    assert_eq!(fresh, [true, true]);
+    for (status, event_id, reason, raw) in [
+        (
+            StatusFilter::Refused,
+            "refused-1",
+            "batch element 3: a track event needs an `event` name",
+            r#"{"messageId":"refused-1"}"#,
+        ),
+        (
+            StatusFilter::Unprocessable,
+            "unprocessable-1",
+            "malformed JSON: expected ident at line 1 column 2",
+            "not json",
+        ),
+    ] {
+        let rows = store
+            .events(
+                &EventFilter {
+                    status: Some(status),
+                    ..Default::default()
+                },
+                10,
+            )
+            .await
+            .unwrap()
+            .rows;
+        assert_eq!(rows.len(), 1, "{status:?}");
+        assert_eq!(rows[0].event_id, event_id);
+        let (detail, jobs) = store.event(rows[0].id).await.unwrap().unwrap();
+        assert_eq!(detail.reason.as_deref(), Some(reason));
+        assert_eq!(detail.raw, raw);
+        assert!(jobs.is_empty(), "an unusable part is never run");
+    }
+    let minutes = store.event_minutes((now / 60_000) as i64).await.unwrap();
+    for status in ["refused", "unprocessable"] {
+        assert!(
+            minutes.iter().any(|m| m.status == status && m.count >= 1),
+            "{status} is tallied: {minutes:?}"
+        );
+    }
 }
 
 async fn drain(store: &dyn JobStore) {
