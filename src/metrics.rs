@@ -82,6 +82,7 @@ pub struct Metrics {
     pub webhooks_rejected: Family<RejectLabel, Counter>,
     pub webhooks_duplicates: Family<SourceLabel, Counter>,
     pub webhooks_ignored: Family<SourceLabel, Counter>,
+    pub webhooks_loop_guarded: Family<SourceLabel, Counter>,
     pub jobs_enqueued: Family<JobLabel, Counter>,
     pub jobs_succeeded: Family<JobLabel, Counter>,
     pub jobs_retried: Family<JobLabel, Counter>,
@@ -104,6 +105,7 @@ impl Default for Metrics {
             webhooks_rejected: Family::default(),
             webhooks_duplicates: Family::default(),
             webhooks_ignored: Family::default(),
+            webhooks_loop_guarded: Family::default(),
             jobs_enqueued: Family::default(),
             jobs_succeeded: Family::default(),
             jobs_retried: Family::default(),
@@ -139,6 +141,11 @@ impl Default for Metrics {
             "webhooks_ignored",
             "Events no trigger matched, by source",
             m.webhooks_ignored.clone(),
+        );
+        registry.register(
+            "webhooks_loop_guarded",
+            "Events this server wrote back to Segment and Segment sent here again: never triggered on",
+            m.webhooks_loop_guarded.clone(),
         );
         registry.register(
             "jobs_enqueued",

@@ -47,6 +47,13 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
     {
         missing.push(format!("{weak}. It guards the console (every event, every brief) and the admin API, often on a public URL"));
     }
+    let w = &settings.write_back;
+    if table.uses_sink("customerio") && (w.cio_site_id.is_none() || w.cio_track_api_key.is_none()) {
+        missing.push("CIO_SITE_ID and CIO_TRACK_API_KEY are not both set, and a trigger writes back to Customer.io (a `customerio` sink): copy them from Customer.io (Workspace Settings → API and webhook credentials → Track API keys)".to_string());
+    }
+    if table.uses_sink("segment") && w.segment_write_key.is_none() {
+        missing.push("SEGMENT_WRITE_KEY is not set, and a trigger writes back to Segment (a `segment` sink): use the write key of a Segment source (Connections → Sources → your HTTP API source → Settings → API Keys)".to_string());
+    }
     if table.uses_enrichment() && settings.cio_app_key.is_none() {
         missing.push("CIO_APP_KEY is not set, and a trigger looks customers up: create an App API key in Customer.io (Account Settings → API Credentials → App API Keys)".to_string());
     }
@@ -138,6 +145,9 @@ impl App {
             daily_budget: state.settings.mavera_daily_budget,
             metrics,
             http: sink_http,
+            write_back: Arc::new(crate::sinks::writeback::WriteBack::from_settings(
+                &state.settings.write_back,
+            )),
         };
         Ok(Self {
             listener,

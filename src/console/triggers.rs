@@ -54,7 +54,30 @@ fn sink_label(sink: &SinkSpec) -> String {
                 .unwrap_or_else(|| "(url)".into())),
             if secret.is_some() { " (signed)" } else { "" }
         ),
+        SinkSpec::Customerio {
+            attributes, event, ..
+        } => write_back_label("customerio", attributes.keys(), event.as_deref()),
+        SinkSpec::Segment { traits, event, .. } => {
+            write_back_label("segment", traits.keys(), event.as_deref())
+        }
     }
+}
+
+/// `customerio: attributes mavera_persona_id, last_brief; event mavera_brief_ready`.
+fn write_back_label<'a>(
+    kind: &str,
+    keys: impl Iterator<Item = &'a String>,
+    event: Option<&str>,
+) -> String {
+    let keys: Vec<&str> = keys.map(String::as_str).collect();
+    let mut parts = Vec::new();
+    if !keys.is_empty() {
+        parts.push(format!("sets {}", keys.join(", ")));
+    }
+    if let Some(event) = event {
+        parts.push(format!("event {event}"));
+    }
+    esc(&format!("{kind}: {}", parts.join("; ")))
 }
 
 fn table_html(table: &TriggerTable) -> String {

@@ -54,12 +54,14 @@ pub struct Runner {
     pub metrics: Arc<Metrics>,
     /// The shared HTTP client, for sink deliveries.
     pub http: reqwest::Client,
+    /// Where the `customerio` and `segment` sinks write.
+    pub write_back: Arc<sinks::writeback::WriteBack>,
 }
 
 impl Runner {
     pub async fn run(&self, job: &Job, store: &dyn JobStore) -> Step {
         if job.new.action.starts_with("sink:") {
-            return match sinks::deliver(&self.http, job).await {
+            return match sinks::deliver(&self.http, &self.write_back, job).await {
                 Ok(outcome) => Step::Done(outcome, Vec::new()),
                 Err(sinks::SinkError::Upstream(e)) => e.into(),
                 Err(sinks::SinkError::Transient(e)) => Step::Retry {
@@ -158,7 +160,11 @@ impl Runner {
         if trigger.sinks.contains(&SinkSpec::Log) {
             sinks::log::report(job, &outcome);
         }
-        let deliveries = sinks::deliveries(job, &trigger.sinks, &outcome);
+        let mut view = outcome.clone();
+        view["job_id"] = json!(job.id);
+        view["trigger"] = json!(trigger.name);
+        let rendered = table.render_sinks(trigger, &ctx, &view);
+        let deliveries = sinks::deliveries(job, &trigger.sinks, &outcome, &rendered);
         Step::Done(outcome, deliveries)
     }
 

@@ -1,5 +1,7 @@
 //! The trigger table file as written by people: TOML, unknown keys rejected. See `config/mavera-triggers.toml`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::sources::Source;
@@ -81,6 +83,61 @@ pub enum SinkSpec {
     Slack { webhook_url: String },
     /// A JSON POST to any URL, signed with HMAC-SHA256 when `secret` is set.
     Webhook { url: String, secret: Option<String> },
+    /// Write the outcome back to the person in Customer.io (Track API): `attributes` (templates) update the
+    /// profile, `event` records an event carrying the brief. Needs `CIO_SITE_ID` and `CIO_TRACK_API_KEY`.
+    Customerio {
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: BTreeMap<String, String>,
+        event: Option<String>,
+        /// Extra event data (templates), beside the brief's fields.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        data: BTreeMap<String, String>,
+    },
+    /// Write the outcome back to Segment (HTTP Tracking API): `traits` (templates) in an `identify`, and
+    /// optionally a `track` of `event` with the outcome as properties. Needs `SEGMENT_WRITE_KEY`.
+    Segment {
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        traits: BTreeMap<String, String>,
+        event: Option<String>,
+        /// Extra track properties (templates), beside the outcome's fields.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        data: BTreeMap<String, String>,
+    },
+}
+
+impl SinkSpec {
+    /// The sink's name in job actions, logs and the console.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkSpec::Log => "log",
+            SinkSpec::File { .. } => "file",
+            SinkSpec::Slack { .. } => "slack",
+            SinkSpec::Webhook { .. } => "webhook",
+            SinkSpec::Customerio { .. } => "customerio",
+            SinkSpec::Segment { .. } => "segment",
+        }
+    }
+
+    /// The templates a write-back renders from the outcome: (group, key, template source).
+    pub fn templates(&self) -> Vec<(&'static str, &str, &str)> {
+        fn group<'a>(
+            name: &'static str,
+            map: &'a BTreeMap<String, String>,
+        ) -> Vec<(&'static str, &'a str, &'a str)> {
+            map.iter()
+                .map(|(k, v)| (name, k.as_str(), v.as_str()))
+                .collect()
+        }
+        match self {
+            SinkSpec::Customerio {
+                attributes, data, ..
+            } => [group("attributes", attributes), group("data", data)].concat(),
+            SinkSpec::Segment { traits, data, .. } => {
+                [group("traits", traits), group("data", data)].concat()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// `budget = { per_hour = 100, per_day = 1000 }`.

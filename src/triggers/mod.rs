@@ -96,6 +96,8 @@ pub struct Trigger {
     pub budget: config::BudgetSpec,
     /// Where outcomes go; the log when the file names none.
     pub sinks: Vec<config::SinkSpec>,
+    /// Per sink, its write-back templates: (group, key, template name).
+    sink_templates: Vec<Vec<(&'static str, String, String)>>,
 }
 
 impl Trigger {
@@ -290,6 +292,14 @@ impl TriggerTable {
                 .map_err(|e| self.invalid_at_load(t, e))?;
             self.render(t, &ctx)
                 .map_err(|e| self.invalid_at_load(t, e))?;
+            let outcome = serde_json::json!({"title": "", "summary": "", "brief": "", "persona_id": ""});
+            if let Some(Err(e)) = self
+                .render_sinks(t, &ctx, &outcome)
+                .into_iter()
+                .find(Result::is_err)
+            {
+                return Err(self.invalid_at_load(t, e));
+            }
         }
         Ok(())
     }
@@ -321,6 +331,13 @@ impl TriggerTable {
     /// True when any enabled trigger listens to `source`.
     pub fn uses_source(&self, source: Source) -> bool {
         self.triggers.iter().any(|t| t.source == source)
+    }
+
+    /// True when any enabled trigger sends outcomes to a sink of this kind (`customerio`, `segment`…).
+    pub fn uses_sink(&self, kind: &str) -> bool {
+        self.triggers
+            .iter()
+            .any(|t| t.sinks.iter().any(|s| s.kind() == kind))
     }
 
     pub fn uses_enrichment(&self) -> bool {
@@ -381,6 +398,45 @@ impl TriggerTable {
             .eval(JinjaValue::from_serialize(ctx))
             .map_err(err)?
             .is_true())
+    }
+
+    /// Renders each sink's write-back templates against the event's context and the `outcome`: per sink,
+    /// `{group: {key: value}}` (empty for sinks without templates), or why it could not be rendered. The
+    /// rendered strings are data: they are sent as JSON strings, never evaluated again.
+    pub fn render_sinks(
+        &self,
+        trigger: &Trigger,
+        ctx: &Map<String, Value>,
+        outcome: &Value,
+    ) -> Vec<Result<Value, RenderError>> {
+        let mut ctx = ctx.clone();
+        let mut view = outcome.as_object().cloned().unwrap_or_default();
+        if view.get("persona_type").is_none_or(Value::is_null) {
+            if let Some(t) = ctx.get("persona_type") {
+                view.insert("persona_type".into(), t.clone());
+            }
+        }
+        ctx.insert("outcome".into(), Value::Object(view));
+        let jctx = JinjaValue::from_serialize(&ctx);
+        trigger
+            .sink_templates
+            .iter()
+            .enumerate()
+            .map(|(i, templates)| {
+                let mut groups = Map::new();
+                for (group, key, template) in templates {
+                    let value =
+                        self.render_str(trigger, &format!("sinks[{i}].{group}.{key}"), template, &jctx)?;
+                    groups
+                        .entry(group.to_string())
+                        .or_insert_with(|| Value::Object(Map::new()))
+                        .as_object_mut()
+                        .expect("groups are objects")
+                        .insert(key.clone(), Value::String(value.trim().to_string()));
+                }
+                Ok(Value::Object(groups))
+            })
+            .collect()
     }
 
     /// Renders the trigger's action for one event.
@@ -587,7 +643,17 @@ fn compile_trigger(
         .sinks
         .clone()
         .unwrap_or_else(|| vec![config::SinkSpec::Log]);
+    let mut sink_templates = Vec::new();
     for (i, sink) in sinks.iter().enumerate() {
+        let mut compiled = Vec::new();
+        for (group, key, source) in sink.templates() {
+            compiled.push((
+                group,
+                key.to_string(),
+                add(&format!("sinks[{i}].{group}.{key}"), source)?,
+            ));
+        }
+        sink_templates.push(compiled);
         for setting in crate::sinks::settings_of(sink) {
             crate::sinks::expand_env(setting, &|k| std::env::var(k).ok()).map_err(|why| {
                 invalid(
@@ -687,6 +753,7 @@ fn compile_trigger(
         cooldown,
         budget: spec.budget.unwrap_or_default(),
         sinks,
+        sink_templates,
     })
 }
 

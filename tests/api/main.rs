@@ -11,3 +11,4 @@ mod helpers;
 mod operations;
 mod segment;
 mod sinks;
+mod write_back;
