@@ -183,6 +183,7 @@ impl App {
             shutdown.clone(),
         );
         tokio::spawn(watch_backlog(self.state.clone(), shutdown.clone()));
+        tokio::spawn(close_digests(self.state.clone(), shutdown.clone()));
         let app =
             routes::router(self.state.clone()).into_make_service_with_connect_info::<RemoteAddr>();
         let listener = LimitedListener::new(self.listener, self.state.settings.max_connections);
@@ -205,6 +206,21 @@ impl App {
             tracing::warn!("workers still busy after 30 s: stopping anyway");
         }
         served.map_err(Into::into)
+    }
+}
+
+/// Closes digests whose window has ended, once a second: a digest is closed at most a second late, and a
+/// restart loses none (they are in the store).
+async fn close_digests(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = state.jobs.close_due_digests(crate::jobs::now_ms()).await {
+            tracing::warn!(error = %e, "cannot close due digests: trying again in a second");
+        }
     }
 }
 

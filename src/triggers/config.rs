@@ -57,6 +57,9 @@ pub struct TriggerSpec {
     pub budget: Option<BudgetSpec>,
     /// Where outcomes go (default: the log). Each delivery is a durable job with retries.
     pub sinks: Option<Vec<SinkSpec>>,
+    /// Gather matching events and run the action once per group (`[triggers.digest]`), instead of once per
+    /// event: one Mave call for twenty churns of one persona type.
+    pub digest: Option<DigestSpec>,
     /// Set `false` to keep a trigger in the file without running it.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -138,6 +141,19 @@ impl SinkSpec {
             _ => Vec::new(),
         }
     }
+}
+
+/// `[triggers.digest]`: `window = "1h"`, `max = 20`, `by = "{{ persona_type }}"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestSpec {
+    /// How long a digest gathers, from its first event (a duration: `30m`, `1h`, `1d`).
+    pub window: String,
+    /// A digest closes early when it holds this many events (default 50).
+    pub max: Option<u32>,
+    /// What events are grouped by: a template over the event (after `vars` and enrichment), e.g.
+    /// `{{ persona_type }}`. Default: one digest for the whole trigger.
+    pub by: Option<String>,
 }
 
 /// `budget = { per_hour = 100, per_day = 1000 }`.

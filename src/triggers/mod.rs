@@ -98,7 +98,23 @@ pub struct Trigger {
     pub sinks: Vec<config::SinkSpec>,
     /// Per sink, its write-back templates: (group, key, template name).
     sink_templates: Vec<Vec<(&'static str, String, String)>>,
+    /// Gathers events and runs the action once per digest.
+    pub digest: Option<Digest>,
 }
+
+/// A trigger's digest, compiled.
+#[derive(Debug, Clone)]
+pub struct Digest {
+    pub window: std::time::Duration,
+    pub max: u32,
+    /// The template the key is rendered from (`None`: one digest for the trigger).
+    by: Option<String>,
+    /// As written, for check-config and the console.
+    pub by_source: Option<String>,
+}
+
+/// A digest closes early at this many events unless `max` says otherwise.
+pub const DEFAULT_DIGEST_MAX: u32 = 50;
 
 impl Trigger {
     pub fn matches(&self, event: &Event) -> bool {
@@ -288,6 +304,16 @@ impl TriggerTable {
             let ctx = self
                 .prepare(t, ctx.clone())
                 .map_err(|e| self.invalid_at_load(t, e))?;
+            if t.digest.is_some() {
+                self.digest_key(t, &ctx)
+                    .map_err(|e| self.invalid_at_load(t, e))?;
+                let mut digest_ctx = ctx.clone();
+                digest_ctx.insert("events".into(), Value::Array(vec![Value::Object(ctx.clone())]));
+                digest_ctx.insert("key".into(), Value::from(""));
+                digest_ctx.insert("count".into(), Value::from(1));
+                self.render(t, &digest_ctx)
+                    .map_err(|e| self.invalid_at_load(t, e))?;
+            }
             self.condition_holds(t, &ctx)
                 .map_err(|e| self.invalid_at_load(t, e))?;
             self.render(t, &ctx)
@@ -398,6 +424,21 @@ impl TriggerTable {
             .eval(JinjaValue::from_serialize(ctx))
             .map_err(err)?
             .is_true())
+    }
+
+    /// The key an event is gathered under in a digest trigger (`by`, rendered; empty without `by`).
+    pub fn digest_key(
+        &self,
+        trigger: &Trigger,
+        ctx: &Map<String, Value>,
+    ) -> Result<String, RenderError> {
+        match trigger.digest.as_ref().and_then(|d| d.by.as_deref()) {
+            Some(template) => Ok(self
+                .render_str(trigger, "digest.by", template, &JinjaValue::from_serialize(ctx))?
+                .trim()
+                .to_string()),
+            None => Ok(String::new()),
+        }
     }
 
     /// Renders each sink's write-back templates against the event's context and the `outcome`: per sink,
@@ -664,6 +705,31 @@ fn compile_trigger(
             })?;
         }
     }
+    let digest = match &spec.digest {
+        None => None,
+        Some(d) => {
+            let window = humantime::parse_duration(d.window.trim()).map_err(|e| {
+                invalid(
+                    "digest.window",
+                    format!("`{}` is not a duration ({e})", d.window),
+                    "write a duration such as \"1h\" or \"30m\"",
+                )
+            })?;
+            if window.is_zero() || d.max == Some(0) {
+                return Err(invalid(
+                    "digest",
+                    "a zero window or max would never gather anything".into(),
+                    "set window above 0 and max to 1 or more",
+                ));
+            }
+            Some(Digest {
+                window,
+                max: d.max.unwrap_or(DEFAULT_DIGEST_MAX),
+                by: d.by.as_deref().map(|b| add("digest.by", b)).transpose()?,
+                by_source: d.by.clone(),
+            })
+        }
+    };
     let mut vars = Vec::new();
     for (var, value) in &spec.vars {
         let Some(source) = value.as_str() else {
@@ -754,6 +820,7 @@ fn compile_trigger(
         budget: spec.budget.unwrap_or_default(),
         sinks,
         sink_templates,
+        digest,
     })
 }
 

@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod console;
 mod customerio;
+mod digests;
 mod durability;
 mod guards;
 mod helpers;
