@@ -18,7 +18,7 @@ use crate::{
         now_ms, open_store, JobState,
     },
     sources::{customerio, signature::sign_sha1, Source},
-    startup::{preflight, App},
+    startup::{preflight, preflight_settings, App},
     telemetry,
     triggers::{Action, TriggerTable},
 };
@@ -298,7 +298,8 @@ async fn run_server(mut settings: Settings, args: RunArgs) -> ExitCode {
         }
     };
     settings.apply_file_limits(&table.limits, |k| std::env::var(k).ok());
-    let missing = preflight(&settings, &table);
+    let mut missing = preflight_settings(&settings);
+    missing.extend(preflight(&settings, &table));
     match settings.mode {
         Mode::Serve if !missing.is_empty() => {
             for m in &missing {
@@ -480,7 +481,8 @@ fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCode {
         mode: Mode::Serve,
         ..settings.clone()
     };
-    let missing = preflight(&serve, &table);
+    let mut missing = preflight_settings(&serve);
+    missing.extend(preflight(&serve, &table));
     if missing.is_empty() {
         println!("\n`serve` would start with these settings.");
     } else {

@@ -40,13 +40,6 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
     if settings.mavera_api_key.is_none() {
         missing.push("MAVERA_API_KEY is not set: create a key in Mavera (Settings → Developer → API Keys; it starts with mvra_live_)".to_string());
     }
-    if let Some(weak) = settings
-        .admin_token
-        .as_ref()
-        .and_then(crate::access::token_weakness)
-    {
-        missing.push(format!("{weak}. It guards the console (every event, every brief) and the admin API, often on a public URL"));
-    }
     let w = &settings.write_back;
     if table.uses_sink("customerio") && (w.cio_site_id.is_none() || w.cio_track_api_key.is_none()) {
         missing.push("CIO_SITE_ID and CIO_TRACK_API_KEY are not both set, and a trigger writes back to Customer.io (a `customerio` sink): copy them from Customer.io (Workspace Settings → API and webhook credentials → Track API keys)".to_string());
@@ -58,6 +51,18 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
         missing.push("CIO_APP_KEY is not set, and a trigger looks customers up: create an App API key in Customer.io (Account Settings → API Credentials → App API Keys)".to_string());
     }
     missing
+}
+
+/// What is wrong with the settings whatever the trigger table (`serve` refuses, `dev` warns): an admin
+/// token too weak for the console and the admin API, which often sit on a public URL.
+pub fn preflight_settings(settings: &Settings) -> Vec<String> {
+    settings
+        .admin_token
+        .as_ref()
+        .and_then(crate::access::token_weakness)
+        .map(|weak| format!("{weak}. It guards the console (every event, every brief) and the admin API, often on a public URL"))
+        .into_iter()
+        .collect()
 }
 
 pub struct App {
