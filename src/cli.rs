@@ -450,7 +450,11 @@ fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCode {
             );
         }
         for sink in &t.sinks {
-            if matches!(sink, crate::triggers::config::SinkSpec::Customerio { .. } | crate::triggers::config::SinkSpec::Segment { .. }) {
+            if matches!(
+                sink,
+                crate::triggers::config::SinkSpec::Customerio { .. }
+                    | crate::triggers::config::SinkSpec::Segment { .. }
+            ) {
                 println!("{:<20} writes back to {}", "", sink.kind());
             }
         }

@@ -138,7 +138,13 @@ async fn open_digests_html(state: &AppState) -> String {
         Err(e) => return format!("<p role=alert>{}</p>", esc(&e.to_string())),
     };
     if open.is_empty() {
-        return if state.table.load().triggers().iter().any(|t| t.digest.is_some()) {
+        return if state
+            .table
+            .load()
+            .triggers()
+            .iter()
+            .any(|t| t.digest.is_some())
+        {
             "<section><h2>Open digests</h2><p>None gathering now.</p></section>".into()
         } else {
             String::new()

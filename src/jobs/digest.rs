@@ -67,7 +67,8 @@ pub trait DigestStore: Send + Sync {
 
 /// The statements, with `{J}` and `{LOCK}` to fill per backend.
 pub mod sql {
-    pub const ALREADY: &str = "SELECT d.id, d.count, CAST(CASE WHEN d.job_id IS NULL THEN 0 ELSE 1 END AS BIGINT)
+    pub const ALREADY: &str =
+        "SELECT d.id, d.count, CAST(CASE WHEN d.job_id IS NULL THEN 0 ELSE 1 END AS BIGINT)
          FROM digest_events e JOIN digests d ON d.id = e.digest_id WHERE e.job_id = $1";
     pub const OPEN: &str = "INSERT INTO digests (trigger_name, key, source, action, opened_ms, closes_ms, max_events, count)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT (trigger_name, key) WHERE job_id IS NULL DO NOTHING";
@@ -81,8 +82,10 @@ pub mod sql {
          RETURNING id";
     pub const CLOSED_BY: &str = "UPDATE digests SET job_id = $2 WHERE id = $1";
     pub const DUE: &str = "SELECT id, key, count FROM digests WHERE job_id IS NULL AND closes_ms <= $1 ORDER BY closes_ms LIMIT 100{LOCK}";
-    pub const EVENTS: &str = "SELECT context{T} FROM digest_events WHERE digest_id = $1 ORDER BY seq";
-    pub const OPEN_LIST: &str = "SELECT id, trigger_name, key, count, max_events, opened_ms, closes_ms FROM digests
+    pub const EVENTS: &str =
+        "SELECT context{T} FROM digest_events WHERE digest_id = $1 ORDER BY seq";
+    pub const OPEN_LIST: &str =
+        "SELECT id, trigger_name, key, count, max_events, opened_ms, closes_ms FROM digests
          WHERE job_id IS NULL ORDER BY closes_ms LIMIT 200";
     pub const USERS: &str = "SELECT COALESCE(user_id, 'unknown') FROM digest_events WHERE digest_id = $1 ORDER BY seq LIMIT 20";
 

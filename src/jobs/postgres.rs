@@ -13,8 +13,9 @@ use sqlx::{
 
 use super::{
     audit::{self, AuditEntry, AuditLog, AuditRecord},
+    batch,
     digest::{self, DigestStore, Gather, Gathered},
-    batch, events,
+    events,
     row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, SharedLimits,
     StoreError,

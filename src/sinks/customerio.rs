@@ -28,7 +28,8 @@ pub async fn deliver(
 ) -> Result<Value, SinkError> {
     let identifier = r.person.cio_identifier().ok_or_else(|| {
         SinkError::Final(
-            "the person has no id, email or cio_id: Customer.io cannot tell whom to write to".into(),
+            "the person has no id, email or cio_id: Customer.io cannot tell whom to write to"
+                .into(),
         )
     })?;
     if identifier == "." || identifier == ".." {

@@ -71,10 +71,7 @@ pub fn deliveries(
             let mut context = serde_json::Map::new();
             context.insert("sink".into(), json!(spec));
             context.insert("delivery".into(), envelope(job, outcome));
-            context.insert(
-                "delivery_id".into(),
-                json!(ulid::Ulid::new().to_string()),
-            );
+            context.insert("delivery_id".into(), json!(ulid::Ulid::new().to_string()));
             if matches!(spec, SinkSpec::Customerio { .. } | SinkSpec::Segment { .. }) {
                 context.insert("person".into(), json!(writeback::Person::of(job)));
                 match rendered {

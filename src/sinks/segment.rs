@@ -40,11 +40,15 @@ pub async fn deliver(
         }
     };
     let base = target.segment_base_url.trim_end_matches('/');
-    let context = json!({ "library": { "name": LIBRARY_NAME, "version": env!("CARGO_PKG_VERSION") } });
+    let context =
+        json!({ "library": { "name": LIBRARY_NAME, "version": env!("CARGO_PKG_VERSION") } });
     let call = |kind: &str, mut body: Map<String, Value>| {
         body.extend(who.as_object().cloned().unwrap_or_default());
         body.insert("type".into(), json!(kind));
-        body.insert("messageId".into(), json!(format!("{}-{kind}", r.delivery_id)));
+        body.insert(
+            "messageId".into(),
+            json!(format!("{}-{kind}", r.delivery_id)),
+        );
         body.insert("context".into(), context.clone());
         body.insert("timestamp".into(), r.delivery["at"].clone());
         (format!("{base}/{kind}"), Value::Object(body))
@@ -76,7 +80,10 @@ pub async fn deliver(
     };
     let mut sent = Vec::new();
     for (url, body) in requests {
-        let request = http.post(&url).basic_auth(key.expose(), Some("")).json(&body);
+        let request = http
+            .post(&url)
+            .basic_auth(key.expose(), Some(""))
+            .json(&body);
         let status = send("the Segment Tracking API", request).await?;
         sent.push(json!({ "request": format!("POST {}", url.trim_start_matches(base)), "status": status }));
     }

@@ -308,7 +308,10 @@ impl TriggerTable {
                 self.digest_key(t, &ctx)
                     .map_err(|e| self.invalid_at_load(t, e))?;
                 let mut digest_ctx = ctx.clone();
-                digest_ctx.insert("events".into(), Value::Array(vec![Value::Object(ctx.clone())]));
+                digest_ctx.insert(
+                    "events".into(),
+                    Value::Array(vec![Value::Object(ctx.clone())]),
+                );
                 digest_ctx.insert("key".into(), Value::from(""));
                 digest_ctx.insert("count".into(), Value::from(1));
                 self.render(t, &digest_ctx)
@@ -318,7 +321,8 @@ impl TriggerTable {
                 .map_err(|e| self.invalid_at_load(t, e))?;
             self.render(t, &ctx)
                 .map_err(|e| self.invalid_at_load(t, e))?;
-            let outcome = serde_json::json!({"title": "", "summary": "", "brief": "", "persona_id": ""});
+            let outcome =
+                serde_json::json!({"title": "", "summary": "", "brief": "", "persona_id": ""});
             if let Some(Err(e)) = self
                 .render_sinks(t, &ctx, &outcome)
                 .into_iter()
@@ -434,7 +438,12 @@ impl TriggerTable {
     ) -> Result<String, RenderError> {
         match trigger.digest.as_ref().and_then(|d| d.by.as_deref()) {
             Some(template) => Ok(self
-                .render_str(trigger, "digest.by", template, &JinjaValue::from_serialize(ctx))?
+                .render_str(
+                    trigger,
+                    "digest.by",
+                    template,
+                    &JinjaValue::from_serialize(ctx),
+                )?
                 .trim()
                 .to_string()),
             None => Ok(String::new()),
@@ -466,8 +475,12 @@ impl TriggerTable {
             .map(|(i, templates)| {
                 let mut groups = Map::new();
                 for (group, key, template) in templates {
-                    let value =
-                        self.render_str(trigger, &format!("sinks[{i}].{group}.{key}"), template, &jctx)?;
+                    let value = self.render_str(
+                        trigger,
+                        &format!("sinks[{i}].{group}.{key}"),
+                        template,
+                        &jctx,
+                    )?;
                     groups
                         .entry(group.to_string())
                         .or_insert_with(|| Value::Object(Map::new()))

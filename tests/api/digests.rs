@@ -85,18 +85,27 @@ async fn five_events_of_one_key_and_two_of_another_make_two_mave_calls_each_nami
         assert_eq!(app.post_segment(&churned(n, "smb")).await.status(), 200);
     }
     for n in 1..=2 {
-        assert_eq!(app.post_segment(&churned(n, "enterprise")).await.status(), 200);
+        assert_eq!(
+            app.post_segment(&churned(n, "enterprise")).await.status(),
+            200
+        );
     }
     // A re-delivery gathers nothing twice.
     app.post_segment(&churned(1, "smb")).await;
     let counts = app.settle().await;
     assert_eq!(counts.done, 7, "seven events gathered: {counts:?}");
-    assert!(chat_messages(&app).await.is_empty(), "nothing asked before the window ends");
+    assert!(
+        chat_messages(&app).await.is_empty(),
+        "nothing asked before the window ends"
+    );
 
     let open = app.state.jobs.store.open_digests().await.unwrap();
     let mut held: Vec<(String, u32)> = open.iter().map(|d| (d.key.clone(), d.count)).collect();
     held.sort();
-    assert_eq!(held, [("enterprise".to_string(), 2), ("smb".to_string(), 5)]);
+    assert_eq!(
+        held,
+        [("enterprise".to_string(), 2), ("smb".to_string(), 5)]
+    );
 
     close_windows(&app).await;
     assert_eq!(
@@ -113,8 +122,19 @@ async fn five_events_of_one_key_and_two_of_another_make_two_mave_calls_each_nami
         .into_iter()
         .filter_map(|j| j.outcome?["digest"]["key"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(briefs.len(), 2, "each digest's brief says which digest it was");
-    assert!(app.state.jobs.store.open_digests().await.unwrap().is_empty());
+    assert_eq!(
+        briefs.len(),
+        2,
+        "each digest's brief says which digest it was"
+    );
+    assert!(app
+        .state
+        .jobs
+        .store
+        .open_digests()
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -136,7 +156,10 @@ async fn max_closes_a_digest_early_and_the_next_event_opens_a_new_one() {
     );
     let open = app.state.jobs.store.open_digests().await.unwrap();
     assert_eq!(open.len(), 1);
-    assert_eq!((open[0].count, open[0].users.clone()), (1, vec!["smb-u4".to_string()]));
+    assert_eq!(
+        (open[0].count, open[0].users.clone()),
+        (1, vec!["smb-u4".to_string()])
+    );
     app.mavera.verify().await;
 }
 
@@ -168,4 +191,61 @@ async fn a_restart_in_the_middle_of_a_window_loses_no_gathered_event() {
         ["3 smb customers churned: smb-u1 smb-u2 smb-u3"]
     );
     app.mavera.verify().await;
+}
+
+#[tokio::test]
+async fn the_console_lists_open_digests_and_its_dry_run_says_which_digest_an_event_joins() {
+    const TOKEN: &str = "digest-console-token-0123456789abcdef";
+    let app = spawn_with(Options {
+        config: config(50),
+        tweak: Box::new(|s| s.admin_token = Some(mavera_triggers::config::Secret::new(TOKEN))),
+        ..Options::default()
+    })
+    .await;
+    app.post_segment(&churned(1, "smb")).await;
+    app.settle().await;
+    let page = app
+        .http
+        .get(format!("{}/console/triggers", app.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Open digests"), "{page}");
+    assert!(
+        page.contains("<td>smb</td><td>1 of 50</td><td>smb-u1</td>"),
+        "{page}"
+    );
+
+    let csrf = {
+        let start = page.find("name=csrf value=\"").unwrap() + "name=csrf value=\"".len();
+        page[start..start + 64].to_string()
+    };
+    let dry = app
+        .http
+        .post(format!("{}/console/triggers/test", app.address))
+        .bearer_auth(TOKEN)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("source", "segment"),
+            ("body", &churned(9, "enterprise")),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        dry.contains("would be gathered into the digest <code>enterprise</code>"),
+        "{dry}"
+    );
+    assert_eq!(
+        app.state.jobs.store.open_digests().await.unwrap().len(),
+        1,
+        "a dry run gathers nothing"
+    );
 }

@@ -18,11 +18,14 @@ const WRITE_KEY: &str = "segment-write-key-789";
 /// `Authorization: Basic base64(user:password)`, as reqwest and the vendors' own libraries write it.
 fn basic(user: &str, password: &str) -> String {
     let raw = format!("{user}:{password}");
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in raw.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -98,7 +101,10 @@ fn track_event(message_id: &str, who: Value) -> String {
         "properties": {"plan": "pro"},
         "context": {"library": {"name": "analytics.js", "version": "2.11.1"}, "traits": {"email": "jane@acme.example"}}
     });
-    event.as_object_mut().unwrap().extend(who.as_object().unwrap().clone());
+    event
+        .as_object_mut()
+        .unwrap()
+        .extend(who.as_object().unwrap().clone());
     event.to_string()
 }
 
@@ -151,7 +157,10 @@ async fn the_customerio_sink_sets_attributes_and_records_an_event_with_a_fixed_u
         .find(|j| j.new.action == "research")
         .unwrap()
         .id;
-    let put = requests.iter().find(|r| r.method.as_str() == "PUT").unwrap();
+    let put = requests
+        .iter()
+        .find(|r| r.method.as_str() == "PUT")
+        .unwrap();
     assert_eq!(
         body(put),
         json!({"mavera_brief_title": "Brief for usr_42", "mavera_brief_job": research_job.to_string()})
@@ -251,7 +260,8 @@ async fn a_person_known_only_by_email_or_cio_id_is_addressed_by_it_and_one_with_
 }
 
 #[tokio::test]
-async fn the_segment_sink_identifies_and_tracks_with_fixed_message_ids_and_its_echo_triggers_nothing() {
+async fn the_segment_sink_identifies_and_tracks_with_fixed_message_ids_and_its_echo_triggers_nothing(
+) {
     let w = spawn_write_back(config(
         "segment",
         "\"plan_upgraded\", \"identify\", \"Mavera Brief Ready\"",
@@ -298,13 +308,19 @@ async fn the_segment_sink_identifies_and_tracks_with_fixed_message_ids_and_its_e
     );
     let identify = identifies[1];
     assert_eq!(identify["userId"], "usr_7");
-    assert_eq!(identify["traits"], json!({"mavera_last_brief": "Brief for usr_7"}));
+    assert_eq!(
+        identify["traits"],
+        json!({"mavera_last_brief": "Brief for usr_7"})
+    );
     assert_eq!(identify["context"]["library"]["name"], "mavera-triggers");
     let track = &sent.iter().find(|(p, _)| p == "/v1/track").unwrap().1;
     assert_eq!(track["event"], "Mavera Brief Ready");
     assert_eq!(track["userId"], "usr_7");
     assert_eq!(track["properties"]["title"], "Brief for usr_7");
-    assert_eq!(track["properties"]["brief"], "## Next\nOffer the annual plan.");
+    assert_eq!(
+        track["properties"]["brief"],
+        "## Next\nOffer the annual plan."
+    );
     assert_ne!(track["messageId"], identify["messageId"]);
 
     // Segment forwards both back to this server: acknowledged, signed, and nothing is triggered.
@@ -312,7 +328,10 @@ async fn the_segment_sink_identifies_and_tracks_with_fixed_message_ids_and_its_e
         let (status, summary) = answer(w.app.post_segment(&echo.to_string()).await).await;
         assert_eq!(status, 200);
         assert_eq!(summary["received"], 1);
-        assert_eq!(summary["triggered"], 0, "a write-back must not loop: {summary}");
+        assert_eq!(
+            summary["triggered"], 0,
+            "a write-back must not loop: {summary}"
+        );
     }
     assert_eq!(w.app.settle().await.done, 2, "no new job");
     let metrics = w
@@ -341,5 +360,8 @@ async fn a_broken_sink_template_is_named_at_load() {
     let err = mavera_triggers::triggers::TriggerTable::from_toml(&bad, "bad.toml")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("brief_back") && err.contains("sinks[0].traits.x"), "{err}");
+    assert!(
+        err.contains("brief_back") && err.contains("sinks[0].traits.x"),
+        "{err}"
+    );
 }
