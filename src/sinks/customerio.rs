@@ -4,22 +4,13 @@
 //! uses to drop a retry's second copy. Basic auth: `CIO_SITE_ID:CIO_TRACK_API_KEY`.
 
 use percent_encoding::utf8_percent_encode;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{
     send,
-    writeback::{dry_run, outcome_fields, Person, WriteBack},
+    writeback::{dry_run, outcome_fields, Request, WriteBack},
     SinkError,
 };
-
-pub struct Request<'a> {
-    pub person: &'a Person,
-    pub delivery_id: &'a str,
-    pub attributes: &'a Map<String, Value>,
-    pub event: Option<&'a str>,
-    pub data: &'a Map<String, Value>,
-    pub delivery: &'a Value,
-}
 
 pub async fn deliver(
     http: &reqwest::Client,
@@ -40,11 +31,11 @@ pub async fn deliver(
     let path = utf8_percent_encode(&identifier, crate::clients::PATH_SEGMENT).to_string();
     let base = target.cio_track_base_url.trim_end_matches('/');
     let mut requests = Vec::new();
-    if !r.attributes.is_empty() {
+    if !r.profile.is_empty() {
         requests.push((
             reqwest::Method::PUT,
             format!("{base}/customers/{path}"),
-            Value::Object(r.attributes.clone()),
+            Value::Object(r.profile.clone()),
         ));
     }
     if let Some(name) = r.event {

@@ -164,10 +164,10 @@ pub async fn deliver(
                 customerio::deliver(
                     http,
                     write_back,
-                    customerio::Request {
+                    writeback::Request {
                         person: &person,
                         delivery_id: &delivery_id,
-                        attributes: &attributes,
+                        profile: &attributes,
                         event: event.as_deref(),
                         data: &data,
                         delivery: &delivery,
@@ -179,10 +179,10 @@ pub async fn deliver(
                 segment::deliver(
                     http,
                     write_back,
-                    segment::Request {
+                    writeback::Request {
                         person: &person,
                         delivery_id: &delivery_id,
-                        traits: &traits,
+                        profile: &traits,
                         event: event.as_deref(),
                         data: &data,
                         delivery: &delivery,

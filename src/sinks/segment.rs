@@ -8,21 +8,12 @@ use serde_json::{json, Map, Value};
 
 use super::{
     send,
-    writeback::{dry_run, outcome_fields, Person, WriteBack},
+    writeback::{dry_run, outcome_fields, Request, WriteBack},
     SinkError,
 };
 
 /// The library name of everything this server sends to Segment (and refuses to trigger on).
 pub use crate::sources::OWN_LIBRARY as LIBRARY_NAME;
-
-pub struct Request<'a> {
-    pub person: &'a Person,
-    pub delivery_id: &'a str,
-    pub traits: &'a Map<String, Value>,
-    pub event: Option<&'a str>,
-    pub data: &'a Map<String, Value>,
-    pub delivery: &'a Value,
-}
 
 pub async fn deliver(
     http: &reqwest::Client,
@@ -54,10 +45,10 @@ pub async fn deliver(
         (format!("{base}/{kind}"), Value::Object(body))
     };
     let mut requests = Vec::new();
-    if !r.traits.is_empty() {
+    if !r.profile.is_empty() {
         requests.push(call(
             "identify",
-            Map::from_iter([("traits".to_string(), Value::Object(r.traits.clone()))]),
+            Map::from_iter([("traits".to_string(), Value::Object(r.profile.clone()))]),
         ));
     }
     if let Some(event) = r.event {

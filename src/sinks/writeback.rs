@@ -102,6 +102,20 @@ impl WriteBack {
     }
 }
 
+/// One write-back delivery, as either sink takes it.
+pub struct Request<'a> {
+    pub person: &'a Person,
+    /// Fixed for the delivery's retries: the vendors drop a second copy by it.
+    pub delivery_id: &'a str,
+    /// Customer.io `attributes` or Segment `traits`, rendered.
+    pub profile: &'a Map<String, Value>,
+    pub event: Option<&'a str>,
+    /// Extra event data or track properties, rendered.
+    pub data: &'a Map<String, Value>,
+    /// The outcome with where it came from (see `sinks::deliveries`).
+    pub delivery: &'a Value,
+}
+
 /// How a request that is not sent (no credentials, dev) reads in the log, and what the job records.
 pub fn dry_run(sink: &str, missing: &str, requests: &[(String, Value)]) -> Value {
     for (line, body) in requests {
