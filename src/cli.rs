@@ -440,6 +440,24 @@ fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCode {
             enrich,
             t.condition_source().unwrap_or("-")
         );
+        if let Some(d) = &t.digest {
+            println!(
+                "{:<20} digest: events gathered by `{}`; the action runs once per group, {} after its first event or at {} events (`events`, `key`, `count` in its templates)",
+                "",
+                d.by_source.as_deref().unwrap_or("(one group)"),
+                humantime::format_duration(d.window),
+                d.max
+            );
+        }
+        for sink in &t.sinks {
+            if matches!(
+                sink,
+                crate::triggers::config::SinkSpec::Customerio { .. }
+                    | crate::triggers::config::SinkSpec::Segment { .. }
+            ) {
+                println!("{:<20} writes back to {}", "", sink.kind());
+            }
+        }
     }
     let show = |secrets: &[crate::config::Secret]| {
         if secrets.is_empty() {

@@ -185,6 +185,59 @@ pub struct Settings {
     pub log_json: bool,
     /// Who may use the console and the admin API, and how hard guessing is made.
     pub access: AccessSettings,
+    /// Where the `customerio` and `segment` sinks write outcomes back.
+    pub write_back: WriteBackSettings,
+}
+
+pub const CIO_TRACK_US_BASE_URL: &str = "https://track.customer.io/api/v1";
+pub const CIO_TRACK_EU_BASE_URL: &str = "https://track-eu.customer.io/api/v1";
+pub const SEGMENT_API_BASE_URL: &str = "https://api.segment.io/v1";
+
+/// Credentials and addresses of the write-back sinks.
+#[derive(Debug, Clone)]
+pub struct WriteBackSettings {
+    /// `CIO_TRACK_BASE_URL` (default from `CIO_REGION`: `https://track.customer.io/api/v1`, or
+    /// `https://track-eu.customer.io/api/v1` for `eu`).
+    pub cio_track_base_url: String,
+    /// `CIO_SITE_ID`: the Track API's Basic-auth user name (Workspace Settings → API Credentials).
+    pub cio_site_id: Option<Secret>,
+    /// `CIO_TRACK_API_KEY`: the Track API's Basic-auth password.
+    pub cio_track_api_key: Option<Secret>,
+    /// `SEGMENT_API_BASE_URL` (default `https://api.segment.io/v1`).
+    pub segment_api_base_url: String,
+    /// `SEGMENT_WRITE_KEY`: the write key of the Segment source the `segment` sink writes to.
+    pub segment_write_key: Option<Secret>,
+}
+
+impl Default for WriteBackSettings {
+    fn default() -> Self {
+        Self {
+            cio_track_base_url: CIO_TRACK_US_BASE_URL.to_string(),
+            cio_site_id: None,
+            cio_track_api_key: None,
+            segment_api_base_url: SEGMENT_API_BASE_URL.to_string(),
+            segment_write_key: None,
+        }
+    }
+}
+
+impl WriteBackSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut w = Self::default();
+        if get("CIO_REGION").is_some_and(|r| r.eq_ignore_ascii_case("eu")) {
+            w.cio_track_base_url = CIO_TRACK_EU_BASE_URL.to_string();
+        }
+        if let Some(v) = get("CIO_TRACK_BASE_URL") {
+            w.cio_track_base_url = check_url("CIO_TRACK_BASE_URL", &v)?;
+        }
+        w.cio_site_id = get("CIO_SITE_ID").map(Secret::new);
+        w.cio_track_api_key = get("CIO_TRACK_API_KEY").map(Secret::new);
+        if let Some(v) = get("SEGMENT_API_BASE_URL") {
+            w.segment_api_base_url = check_url("SEGMENT_API_BASE_URL", &v)?;
+        }
+        w.segment_write_key = get("SEGMENT_WRITE_KEY").map(Secret::new);
+        Ok(w)
+    }
 }
 
 /// Settings of the console's and the admin API's doors.
@@ -322,6 +375,7 @@ impl Settings {
             retry_max_age: Duration::from_secs(24 * 3600),
             log_json: false,
             access: AccessSettings::default(),
+            write_back: WriteBackSettings::default(),
         }
     }
 
@@ -367,6 +421,7 @@ impl Settings {
         s.cio_app_key = get("CIO_APP_KEY").map(Secret::new);
         s.admin_token = get("ADMIN_TOKEN").map(Secret::new);
         s.access = AccessSettings::from_lookup(get)?;
+        s.write_back = WriteBackSettings::from_lookup(get)?;
         if let Some(region) = get("CIO_REGION") {
             s.cio_app_base_url = match region.to_ascii_lowercase().as_str() {
                 "us" => CIO_US_BASE_URL.to_string(),

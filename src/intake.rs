@@ -106,7 +106,15 @@ impl Intake {
                 Sighting::New => remembered.push(key.clone()),
             }
             let mut jobs = Vec::new();
-            for trigger in table.matching(&event) {
+            let own = table.matching(&event).next().is_some() && event.is_own_write_back();
+            if own {
+                self.metrics
+                    .webhooks_loop_guarded
+                    .get_or_create(&Metrics::source(source))
+                    .inc();
+                tracing::info!(source = %source, event_id = %event.id, event = %event.name, "our own write-back, forwarded back by Segment: acknowledged, never triggered (loop guard)");
+            }
+            for trigger in table.matching(&event).filter(|_| !own) {
                 if !trigger.decides_in_job() {
                     let decided = table
                         .prepare(trigger, event.context().clone())

@@ -90,6 +90,7 @@ pub struct Metrics {
     pub webhooks_duplicates: Family<SourceLabel, Counter>,
     pub webhooks_ignored: Family<SourceLabel, Counter>,
     pub webhooks_unusable: Family<UnusableLabel, Counter>,
+    pub webhooks_loop_guarded: Family<SourceLabel, Counter>,
     pub jobs_enqueued: Family<JobLabel, Counter>,
     pub jobs_succeeded: Family<JobLabel, Counter>,
     pub jobs_retried: Family<JobLabel, Counter>,
@@ -113,6 +114,7 @@ impl Default for Metrics {
             webhooks_duplicates: Family::default(),
             webhooks_ignored: Family::default(),
             webhooks_unusable: Family::default(),
+            webhooks_loop_guarded: Family::default(),
             jobs_enqueued: Family::default(),
             jobs_succeeded: Family::default(),
             jobs_retried: Family::default(),
@@ -153,6 +155,11 @@ impl Default for Metrics {
             "webhooks_unusable",
             "Parts of genuine webhooks that are not usable events, acknowledged and kept with their reason, by source and status (refused, unprocessable)",
             m.webhooks_unusable.clone(),
+        );
+        registry.register(
+            "webhooks_loop_guarded",
+            "Events this server wrote back to Segment and Segment sent here again: never triggered on",
+            m.webhooks_loop_guarded.clone(),
         );
         registry.register(
             "jobs_enqueued",

@@ -7,6 +7,8 @@
 pub mod audit;
 pub mod batch;
 pub mod committer;
+#[macro_use]
+pub mod digest;
 pub mod events;
 pub mod postgres;
 pub mod retry;
@@ -225,7 +227,7 @@ pub struct KnownPersona {
 
 /// Where events, jobs and their outcomes live. Every backend (SQLite, Postgres) behaves the same.
 #[async_trait::async_trait]
-pub trait JobStore: audit::AuditLog + Send + Sync + 'static {
+pub trait JobStore: audit::AuditLog + digest::DigestStore + Send + Sync + 'static {
     /// Records deliveries and their jobs in one transaction. For each delivery: true when it is new, false
     /// when its (source, event id) was recorded before (a duplicate: its jobs are not added).
     async fn record(&self, deliveries: Vec<Delivery>, now_ms: u64)
@@ -354,6 +356,16 @@ impl Jobs {
         self.committer
             .dropped
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Closes the digests whose window ended by `now_ms` (recording one job each) and wakes the workers.
+    pub async fn close_due_digests(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let closed = self.store.close_due_digests(now_ms).await?;
+        if closed > 0 {
+            tracing::info!(closed, "digests closed: their window ended");
+            self.bell.notify_waiters();
+        }
+        Ok(closed)
     }
 
     /// Puts a finished or dead job back in the queue, due now.

@@ -13,7 +13,9 @@ use sqlx::{
 
 use super::{
     audit::{self, AuditEntry, AuditLog, AuditRecord},
-    batch, events,
+    batch,
+    digest::{self, DigestStore, Gather, Gathered},
+    events,
     row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, SharedLimits,
     StoreError,
@@ -463,6 +465,27 @@ impl JobStore for PgStore {
 
     fn shared_limits(&self) -> Option<std::sync::Arc<dyn SharedLimits>> {
         Some(std::sync::Arc::new(self.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl DigestStore for PgStore {
+    async fn gather(&self, g: &Gather) -> Result<Gathered, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        digest::gather_in!(tx, true, g)
+    }
+
+    async fn close_due_digests(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        digest::close_due_in!(tx, true, now_ms)
+    }
+
+    async fn digest_events(&self, digest_id: i64) -> Result<Vec<Value>, StoreError> {
+        digest::events_in!(&self.pool, true, digest_id)
+    }
+
+    async fn open_digests(&self) -> Result<Vec<digest::OpenDigest>, StoreError> {
+        digest::open_in!(&self.pool, true)
     }
 }
 

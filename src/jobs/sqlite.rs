@@ -32,7 +32,9 @@ use sqlx::{
 
 use super::{
     audit::{self, AuditEntry, AuditLog, AuditRecord},
-    batch, events,
+    batch,
+    digest::{self, DigestStore, Gather, Gathered},
+    events,
     row::{self, json_text, JobRow},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
 };
@@ -566,6 +568,29 @@ impl JobStore for SqliteStore {
         .execute(&mut *self.bookkeeping().await?)
         .await?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl DigestStore for SqliteStore {
+    async fn gather(&self, g: &Gather) -> Result<Gathered, StoreError> {
+        let mut conn = self.bookkeeping().await?;
+        let mut tx = conn.begin().await?;
+        digest::gather_in!(tx, false, g)
+    }
+
+    async fn close_due_digests(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut conn = self.bookkeeping().await?;
+        let mut tx = conn.begin().await?;
+        digest::close_due_in!(tx, false, now_ms)
+    }
+
+    async fn digest_events(&self, digest_id: i64) -> Result<Vec<Value>, StoreError> {
+        digest::events_in!(&self.reader, false, digest_id)
+    }
+
+    async fn open_digests(&self) -> Result<Vec<digest::OpenDigest>, StoreError> {
+        digest::open_in!(&self.reader, false)
     }
 }
 

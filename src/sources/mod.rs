@@ -51,6 +51,9 @@ impl std::str::FromStr for Source {
     }
 }
 
+/// The `context.library.name` this server puts on what it sends to Segment.
+pub const OWN_LIBRARY: &str = "mavera-triggers";
+
 /// One verified, parsed event, ready for dedupe and trigger matching.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -79,6 +82,14 @@ impl Event {
             Source::Segment => segment::full_context(&self.raw),
             Source::CustomerIo => Map::new(),
         })
+    }
+
+    /// True for a Segment event this server sent itself (a write-back that Segment forwarded here again):
+    /// its `context.library.name` is ours. Such an event is acknowledged and counted, never triggered on.
+    pub fn is_own_write_back(&self) -> bool {
+        self.source == Source::Segment
+            && self.raw.contains(OWN_LIBRARY)
+            && self.context()["context"]["library"]["name"].as_str() == Some(OWN_LIBRARY)
     }
 
     /// The key that is remembered to drop re-deliveries: one mechanism, one key space per source.

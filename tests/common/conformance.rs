@@ -54,6 +54,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     events_are_listed_filtered_and_paged_by_key(&*store).await;
     unusable_parts_are_kept_with_their_status_and_reason(&*store).await;
     the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age(&*store).await;
+    digests_gather_once_per_job_close_at_max_or_window_and_record_one_job(&*store).await;
     store.ping(now_ms()).await.expect("the store takes writes");
 }
 
@@ -575,4 +576,86 @@ async fn the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age(store
         .map(|r| r.detail)
         .collect();
     assert_eq!(kept, ["line 3", "line 2"]);
+}
+
+async fn digests_gather_once_per_job_close_at_max_or_window_and_record_one_job(
+    store: &dyn JobStore,
+) {
+    use mavera_triggers::jobs::digest::Gather;
+    drain(store).await;
+    let now = now_ms();
+    let gather = |key: &str, job_id: u64| Gather {
+        trigger: "churn_digest".into(),
+        key: key.into(),
+        source: Source::Segment,
+        action: "research".into(),
+        window_ms: 3_600_000,
+        max: 3,
+        job_id: 900_000 + job_id,
+        user_id: Some(format!("u{job_id}")),
+        context: json!({"user_id": format!("u{job_id}")}),
+        now_ms: now,
+    };
+    let first = store.gather(&gather("smb", 1)).await.unwrap();
+    assert_eq!((first.count, first.closed), (1, false));
+    // The same job gathered again (a retry) adds nothing.
+    assert_eq!(store.gather(&gather("smb", 1)).await.unwrap(), first);
+    store.gather(&gather("smb", 2)).await.unwrap();
+    let other = store.gather(&gather("enterprise", 3)).await.unwrap();
+    assert_ne!(other.digest_id, first.digest_id, "one digest per key");
+    let full = store.gather(&gather("smb", 4)).await.unwrap();
+    assert_eq!(
+        (full.digest_id, full.count, full.closed),
+        (first.digest_id, 3, true)
+    );
+    let open = store.open_digests().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (open[0].key.as_str(), open[0].users.clone()),
+        ("enterprise", vec!["u3".to_string()])
+    );
+    // The full digest's job is queued; the open one's window has not ended.
+    assert_eq!(store.close_due_digests(now).await.unwrap(), 0);
+    let job = store
+        .claim(now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("the digest's job");
+    assert_eq!(job.new.context["digest_id"], json!(first.digest_id));
+    assert_eq!(job.new.context["key"], "smb");
+    assert_eq!(job.new.context["count"], 3);
+    assert_eq!(job.new.action, "research");
+    let events = store.digest_events(first.digest_id).await.unwrap();
+    let users: Vec<&str> = events
+        .iter()
+        .map(|e| e["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["u1", "u2", "u4"], "in arrival order");
+    store
+        .finish(job.id, json!({"done": true}), vec![])
+        .await
+        .unwrap();
+    // The window ends: the other digest closes, once.
+    assert_eq!(store.close_due_digests(now + 3_600_000).await.unwrap(), 1);
+    assert_eq!(store.close_due_digests(now + 3_600_000).await.unwrap(), 0);
+    let job = store
+        .claim(now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("the closed digest's job");
+    assert_eq!(job.new.context["key"], "enterprise");
+    store
+        .finish(job.id, json!({"done": true}), vec![])
+        .await
+        .unwrap();
+    // A gather after the window ended closes the stale digest and opens a new one.
+    let stale = Gather {
+        now_ms: now + 7_200_000,
+        ..gather("enterprise", 5)
+    };
+    store.gather(&gather("enterprise", 6)).await.unwrap();
+    let fresh = store.gather(&stale).await.unwrap();
+    assert_eq!(fresh.count, 1, "a new digest");
+    drain(store).await;
+    assert!(store.claim(now_ms(), 60_000).await.unwrap().is_none());
 }
