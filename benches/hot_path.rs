@@ -55,7 +55,7 @@ fn cio_headers(body: &[u8]) -> HeaderMap {
 fn segment_event(name: &str) -> Event {
     let body = segment_track(name, "ajs-next-1732541457974-7f3c2a91", "usr_k8m2n4p7");
     let verified = segment::verify(&HeaderMap::new(), body.as_bytes(), &[], true).unwrap();
-    segment::parse(&verified).unwrap().remove(0)
+    segment::parse(&verified).unwrap().events.remove(0)
 }
 
 fn cio_unsubscribed() -> Event {
@@ -69,9 +69,9 @@ fn cio_unsubscribed() -> Event {
         SystemTime::now(),
     )
     .unwrap();
-    match customerio::parse(&verified).unwrap() {
+    match customerio::parse(&verified) {
         Parsed::Event(e) => *e,
-        Parsed::Unrecognised(why) => panic!("{why}"),
+        Parsed::Unprocessable(part) => panic!("{}", part.refusal.reason()),
     }
 }
 
@@ -102,7 +102,7 @@ fn sources(c: &mut Criterion) {
     g.bench_function("parse + full context", |b| {
         b.iter(|| {
             let events = segment::parse(black_box(&verified)).unwrap();
-            black_box(events[0].context().len())
+            black_box(events.events[0].context().len())
         })
     });
     g.bench_function("verify + parse", |b| {
@@ -132,7 +132,7 @@ fn sources(c: &mut Criterion) {
                 SystemTime::now(),
             )
             .unwrap();
-            customerio::parse(&v).unwrap()
+            customerio::parse(&v)
         })
     });
     g.finish();

@@ -145,29 +145,38 @@ async fn soak(duration: Duration, per_minute: u64, overload: u64, real: bool) {
     let steady_from = started + window;
     let steady_count = times.iter().filter(|t| **t >= steady_from).count();
     let steady_secs = elapsed.saturating_sub(window).as_secs_f64();
-    let steady_rate = if steady_secs > 0.0 {
-        steady_count as f64 / steady_secs * 60.0
-    } else {
-        f64::NAN
-    };
+    // The smoke run (6 s) is too short for the RSS and steady-rate verdicts: it prints the figures it can
+    // measure and judges only what it can reach, the window limit.
+    let verdict = |pass: bool| if pass { "PASS" } else { "MISS" };
 
     println!("soak: {} s, webhooks {sent} sent / {acked} acknowledged ({send_per_sec}/s = {overload}× the Mavera rate of {per_minute}/min)", elapsed.as_secs());
-    println!(
-        "soak: RSS {:.1} MiB at start, steady median {:.1} MiB, range {:.1}–{:.1} MiB: {:.1} % from the median (target ±10 %: {})",
+    let rss = format!(
+        "soak: RSS {:.1} MiB at start, steady median {:.1} MiB, range {:.1}–{:.1} MiB: {:.1} % from the median",
         samples[0].1 as f64 / 1048576.0,
         median / 1048576.0,
         low / 1048576.0,
         high / 1048576.0,
         spread,
-        if spread <= 10.0 { "PASS" } else { "MISS" }
     );
+    if real {
+        println!("{rss} (target ±10 %: {})", verdict(spread <= 10.0));
+    } else {
+        println!("{rss} (no verdict in the smoke run: `cargo bench --bench soak` judges it)");
+    }
     println!(
-        "soak: Mavera received {} requests; most in any 60 s window: {most_in_window} (limit {per_minute}: {}); after the first minute {:.1}/min (target {per_minute} ±5 %: {})",
+        "soak: Mavera received {} requests; most in any 60 s window: {most_in_window} (limit {per_minute}: {})",
         times.len(),
-        if most_in_window as u64 <= per_minute { "PASS" } else { "MISS" },
-        steady_rate,
-        if real { if (steady_rate - per_minute as f64).abs() <= per_minute as f64 * 0.05 { "PASS" } else { "MISS" } } else { "n/a in the smoke run" }
+        verdict(most_in_window as u64 <= per_minute),
     );
+    if real && steady_secs > 0.0 {
+        let steady_rate = steady_count as f64 / steady_secs * 60.0;
+        println!(
+            "soak: after the first minute {steady_rate:.1}/min (target {per_minute} ±5 %: {})",
+            verdict((steady_rate - per_minute as f64).abs() <= per_minute as f64 * 0.05)
+        );
+    } else if real {
+        println!("soak: no steady rate: the run is not longer than the first 60 s window (BENCH_SOAK_SECS)");
+    }
     println!(
         "soak: backlog left on disk: {} jobs",
         sent.saturating_sub(times.len() as u64)

@@ -404,6 +404,11 @@ async fn send(
                 .await
                 .map(drop)
         }
+        // Refused in `[alerts]` when the trigger file is loaded.
+        SinkSpec::Customerio { .. } | SinkSpec::Segment { .. } => Err(SinkError::Final(format!(
+            "a `{}` sink cannot carry alerts",
+            spec.kind()
+        ))),
     }
 }
 

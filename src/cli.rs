@@ -26,21 +26,25 @@ use crate::{
 const ABOUT: &str =
     "Segment and Customer.io webhooks in, real-time Mavera personas and research briefs out.";
 
-const LONG_ABOUT: &str = "\
-Segment and Customer.io webhooks in, real-time Mavera personas and research briefs out.
+// Paragraphs are single lines, separated by blank lines: clap wraps them to the terminal's width.
+const LONG_ABOUT: &str = "Segment and Customer.io webhooks in, real-time Mavera personas and research briefs out.
 
-mavera-triggers receives Segment (POST /segment) and Customer.io reporting (POST /customerio) webhooks,
-checks their signatures, drops re-deliveries, and runs the matching triggers of a TOML trigger table:
-create a Mavera persona, or ask Mave for a research brief (Customer.io events can first be enriched with
-the customer's attributes). The answer to the sender never waits on Mavera.
+mavera-triggers receives Segment (POST /segment) and Customer.io reporting (POST /customerio) webhooks, checks their signatures, drops re-deliveries, and runs the matching triggers of a TOML trigger table: create a Mavera persona, or ask Mave for a research brief (Customer.io events can first be enriched with the customer's attributes). The answer to the sender never waits on Mavera.
 
 First steps:
-  mavera-triggers dev                          run locally: 127.0.0.1:8080, unsigned requests accepted,
-                                               Mavera requests printed instead of sent without a key
-  mavera-triggers send segment trial_started   fire a sample event at it (in another terminal)
-  mavera-triggers check-config                 validate the trigger table and print it
+
+1. `mavera-triggers dev` runs it locally on 127.0.0.1:8080: unsigned requests are accepted, and without MAVERA_API_KEY each Mavera request is printed instead of sent.
+
+2. `mavera-triggers send segment trial_started`, in another terminal, fires a sample event at it.
+
+3. `mavera-triggers jobs list` shows what it did; `mavera-triggers check-config` validates the trigger table and prints it.
 
 Settings come from the environment (and a .env file): see .env.example for every variable.";
+
+const SEND_EXAMPLES: &str = "Examples:
+  mavera-triggers send segment trial_started
+  mavera-triggers send segment ./event.json --url https://x.ngrok.app/segment
+  mavera-triggers send customerio unsubscribed";
 
 #[derive(Debug, Parser)]
 #[command(name = "mavera-triggers", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -62,13 +66,9 @@ pub enum Command {
         /// The file to check.
         path: Option<PathBuf>,
     },
-    /// Post a sample event to a running server, signed when the source's secret is set, and print the answer.
-    ///
-    /// Examples:
-    ///   mavera-triggers send segment trial_started
-    ///   mavera-triggers send segment ./my-event.json --url https://abc.ngrok.app/segment
-    ///   mavera-triggers send customerio unsubscribed
-    #[command(verbatim_doc_comment)]
+    /// Post a sample event or a JSON file to a running server, signed when the source's secret is set, and
+    /// print the answer.
+    #[command(after_help = SEND_EXAMPLES)]
     Send(SendArgs),
     /// See and fix jobs in the store (DATABASE_URL): list, show one (brief included), replay.
     #[command(subcommand)]
@@ -84,7 +84,7 @@ pub enum Command {
     },
     /// Exit 0 when the local server answers GET /healthz (for Docker's HEALTHCHECK).
     Healthcheck {
-        /// Default: http://127.0.0.1:$WEBHOOK_PORT/healthz
+        /// The health URL to ask (default: http://127.0.0.1:$WEBHOOK_PORT/healthz).
         #[arg(long)]
         url: Option<String>,
     },
@@ -92,23 +92,29 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
-    /// Newest first.
+    /// List jobs, newest first: state, trigger, action, user, attempts, and the last error or the outcome (a
+    /// persona id, a brief's title, a skip reason).
     List {
-        /// pending, running, done, dead or held
+        /// Only jobs in this state: pending, running, done, dead or held.
         #[arg(long)]
         state: Option<String>,
+        /// At most this many jobs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
     /// Everything about one job: its event, attempts, last error and outcome (the brief, in full).
-    Show { id: u64 },
-    /// Run a finished, dead or held job again (a running server picks it up within a second). An operator's
-    /// replay is not held back by a cooldown; budgets still apply.
+    Show {
+        /// The job's id: the first column of `jobs list`.
+        id: u64,
+    },
+    /// Run a finished, dead or held job again (a running server picks it up within a second): one job by its
+    /// id, or every dead job with --dead. An operator's replay is not held back by a cooldown; budgets still
+    /// apply.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "dead"])))]
     Replay {
-        /// The job to replay.
-        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        /// The job to replay: the first column of `jobs list`.
         id: Option<u64>,
-        /// Replay every dead job.
+        /// Replay every dead job instead of one.
         #[arg(long)]
         dead: bool,
     },
@@ -214,9 +220,11 @@ async fn jobs(settings: &Settings, command: JobsCommand) -> ExitCode {
                         (_, Some(o)) if o.get("skipped").is_some() => {
                             o["skipped"].as_str().unwrap_or("").to_string()
                         }
-                        (_, Some(o)) => o
-                            .get("persona_id")
-                            .or(o.get("thread_id"))
+                        // A persona's id, else a brief's title (a dry-run brief has no thread).
+                        (_, Some(o)) => ["persona_id", "title", "thread_id"]
+                            .iter()
+                            .filter_map(|k| o.get(*k))
+                            .find(|v| v.as_str().is_some_and(|s| !s.is_empty()))
                             .map(|v| v.to_string())
                             .unwrap_or_default(),
                         (Some(e), None) => e.clone(),
@@ -466,6 +474,24 @@ fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCode {
             enrich,
             t.condition_source().unwrap_or("-")
         );
+        if let Some(d) = &t.digest {
+            println!(
+                "{:<20} digest: events gathered by `{}`; the action runs once per group, {} after its first event or at {} events (`events`, `key`, `count` in its templates)",
+                "",
+                d.by_source.as_deref().unwrap_or("(one group)"),
+                humantime::format_duration(d.window),
+                d.max
+            );
+        }
+        for sink in &t.sinks {
+            if matches!(
+                sink,
+                crate::triggers::config::SinkSpec::Customerio { .. }
+                    | crate::triggers::config::SinkSpec::Segment { .. }
+            ) {
+                println!("{:<20} writes back to {}", "", sink.kind());
+            }
+        }
     }
     let show = |secrets: &[crate::config::Secret]| {
         if secrets.is_empty() {
@@ -656,6 +682,71 @@ async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
                 crate::clients::cause_chain(&e.without_url())
             );
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every text clap shows, with where it comes from.
+    fn texts(command: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        let path = format!("{path} {}", command.get_name());
+        for text in [command.get_about(), command.get_long_about()]
+            .into_iter()
+            .flatten()
+        {
+            out.push((path.clone(), text.to_string()));
+        }
+        for arg in command.get_arguments() {
+            for text in [arg.get_help(), arg.get_long_help()].into_iter().flatten() {
+                out.push((format!("{path} {}", arg.get_id()), text.to_string()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            texts(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_is_described() {
+        fn check(command: &clap::Command, path: &str) {
+            let path = format!("{path} {}", command.get_name());
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" {
+                    assert!(
+                        arg.get_help().is_some(),
+                        "{path}: `{id}` has no description"
+                    );
+                }
+            }
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                check(sub, &path);
+            }
+        }
+        check(&Cli::command(), "");
+    }
+
+    #[test]
+    fn help_texts_leave_wrapping_to_clap() {
+        // A line break inside a paragraph is wrapped again by clap, leaving stubs such as `webhooks,` alone.
+        let mut all = Vec::new();
+        texts(&Cli::command(), "", &mut all);
+        assert!(all.len() > 20, "{all:?}");
+        for (place, text) in all {
+            let paragraphs_only = text.replace("\n\n", "");
+            assert!(
+                !paragraphs_only.contains('\n'),
+                "{place}: a hand-broken line in {text:?}"
+            );
         }
     }
 }

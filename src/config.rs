@@ -139,8 +139,18 @@ pub struct Settings {
     pub job_lease: Duration,
     /// `MAX_BACKLOG` (default 100000 pending jobs): past it new webhooks get 503 + Retry-After.
     pub max_backlog: u64,
-    /// `MAX_BODY_BYTES` (default 1 MiB): larger webhook bodies get 413.
+    /// `MAX_BODY_BYTES` (default 1 MiB): larger Customer.io (and any non-Segment) bodies get 413. One
+    /// reporting webhook is one event of a few KiB.
     pub max_body_bytes: usize,
+    /// `SEGMENT_MAX_BODY_BYTES` (default 8 MiB): larger `/segment` bodies get 413. Segment's Actions batches
+    /// hold up to 4,000 events (1,000 by default): 4,000 typical events are about 3 MiB and 1,000 events
+    /// carrying every common field about 1.6 MiB, so 8 MiB takes the largest documented batch of events
+    /// twice that size. Segment never splits or retries a batch refused with 413.
+    pub segment_max_body_bytes: usize,
+    /// `MAX_BODY_BYTES_IN_FLIGHT` (default 64 MiB): webhook body bytes being received at once, across all
+    /// requests, before any signature is checked. A request that would go past it gets 503 + `Retry-After`
+    /// (both senders retry a 503) instead of more memory.
+    pub max_body_bytes_in_flight: usize,
     /// `MAX_JSON_DEPTH` (default 32): deeper JSON gets 400.
     pub max_json_depth: usize,
     /// `MAX_ARRAY_ITEMS` (default 10000): a longer JSON array gets 400.
@@ -187,6 +197,59 @@ pub struct Settings {
     pub prune_interval: Duration,
     /// Who may use the console and the admin API, and how hard guessing is made.
     pub access: AccessSettings,
+    /// Where the `customerio` and `segment` sinks write outcomes back.
+    pub write_back: WriteBackSettings,
+}
+
+pub const CIO_TRACK_US_BASE_URL: &str = "https://track.customer.io/api/v1";
+pub const CIO_TRACK_EU_BASE_URL: &str = "https://track-eu.customer.io/api/v1";
+pub const SEGMENT_API_BASE_URL: &str = "https://api.segment.io/v1";
+
+/// Credentials and addresses of the write-back sinks.
+#[derive(Debug, Clone)]
+pub struct WriteBackSettings {
+    /// `CIO_TRACK_BASE_URL` (default from `CIO_REGION`: `https://track.customer.io/api/v1`, or
+    /// `https://track-eu.customer.io/api/v1` for `eu`).
+    pub cio_track_base_url: String,
+    /// `CIO_SITE_ID`: the Track API's Basic-auth user name (Workspace Settings → API Credentials).
+    pub cio_site_id: Option<Secret>,
+    /// `CIO_TRACK_API_KEY`: the Track API's Basic-auth password.
+    pub cio_track_api_key: Option<Secret>,
+    /// `SEGMENT_API_BASE_URL` (default `https://api.segment.io/v1`).
+    pub segment_api_base_url: String,
+    /// `SEGMENT_WRITE_KEY`: the write key of the Segment source the `segment` sink writes to.
+    pub segment_write_key: Option<Secret>,
+}
+
+impl Default for WriteBackSettings {
+    fn default() -> Self {
+        Self {
+            cio_track_base_url: CIO_TRACK_US_BASE_URL.to_string(),
+            cio_site_id: None,
+            cio_track_api_key: None,
+            segment_api_base_url: SEGMENT_API_BASE_URL.to_string(),
+            segment_write_key: None,
+        }
+    }
+}
+
+impl WriteBackSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut w = Self::default();
+        if get("CIO_REGION").is_some_and(|r| r.eq_ignore_ascii_case("eu")) {
+            w.cio_track_base_url = CIO_TRACK_EU_BASE_URL.to_string();
+        }
+        if let Some(v) = get("CIO_TRACK_BASE_URL") {
+            w.cio_track_base_url = check_url("CIO_TRACK_BASE_URL", &v)?;
+        }
+        w.cio_site_id = get("CIO_SITE_ID").map(Secret::new);
+        w.cio_track_api_key = get("CIO_TRACK_API_KEY").map(Secret::new);
+        if let Some(v) = get("SEGMENT_API_BASE_URL") {
+            w.segment_api_base_url = check_url("SEGMENT_API_BASE_URL", &v)?;
+        }
+        w.segment_write_key = get("SEGMENT_WRITE_KEY").map(Secret::new);
+        Ok(w)
+    }
 }
 
 /// Settings of the console's and the admin API's doors.
@@ -306,6 +369,8 @@ impl Settings {
             job_lease: Duration::from_secs(60),
             max_backlog: 100_000,
             max_body_bytes: 1024 * 1024,
+            segment_max_body_bytes: 8 * 1024 * 1024,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
             max_json_depth: 32,
             max_array_items: 10_000,
             max_batch_events: 4000,
@@ -326,6 +391,7 @@ impl Settings {
             retention_jobs: Some(Duration::from_secs(90 * 86_400)),
             prune_interval: Duration::from_secs(600),
             access: AccessSettings::default(),
+            write_back: WriteBackSettings::default(),
         }
     }
 
@@ -371,6 +437,7 @@ impl Settings {
         s.cio_app_key = get("CIO_APP_KEY").map(Secret::new);
         s.admin_token = get("ADMIN_TOKEN").map(Secret::new);
         s.access = AccessSettings::from_lookup(get)?;
+        s.write_back = WriteBackSettings::from_lookup(get)?;
         if let Some(region) = get("CIO_REGION") {
             s.cio_app_base_url = match region.to_ascii_lowercase().as_str() {
                 "us" => CIO_US_BASE_URL.to_string(),
@@ -447,6 +514,8 @@ impl Settings {
             s.max_body_bytes = positive::<u32>("MAX_BODY_BYTES", &v)? as usize;
         }
         for (var, field) in [
+            ("SEGMENT_MAX_BODY_BYTES", &mut s.segment_max_body_bytes),
+            ("MAX_BODY_BYTES_IN_FLIGHT", &mut s.max_body_bytes_in_flight),
             ("MAX_JSON_DEPTH", &mut s.max_json_depth),
             ("MAX_ARRAY_ITEMS", &mut s.max_array_items),
             ("MAX_BATCH_EVENTS", &mut s.max_batch_events),
@@ -456,6 +525,14 @@ impl Settings {
             if let Some(v) = get(var) {
                 *field = positive::<u32>(var, &v)? as usize;
             }
+        }
+        let largest_body = s.segment_max_body_bytes.max(s.max_body_bytes);
+        if s.max_body_bytes_in_flight < largest_body {
+            return Err(SettingsError {
+                var: "MAX_BODY_BYTES_IN_FLIGHT",
+                value: s.max_body_bytes_in_flight.to_string(),
+                fix: format!("use at least {largest_body} (the larger of SEGMENT_MAX_BODY_BYTES and MAX_BODY_BYTES), or a body of the largest size would never be let in"),
+            });
         }
         if let Some(v) = get("REQUEST_TIMEOUT_SECS") {
             s.request_timeout = Duration::from_secs(positive("REQUEST_TIMEOUT_SECS", &v)?);

@@ -20,7 +20,13 @@ pub enum ApiError {
     /// The store cannot take the event now: the sender should retry.
     #[error("temporarily unavailable")]
     Unavailable { retry_after_secs: u64 },
+    /// Too many body bytes are arriving at once: the sender should retry.
+    #[error("too many request bodies arriving at once (over MAX_BODY_BYTES_IN_FLIGHT, {budget} bytes): retry later")]
+    BodiesInFlight { budget: usize },
 }
+
+/// Seconds a sender is asked to wait after a 503 for bodies in flight: a large body takes about that long.
+const BODIES_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
@@ -29,7 +35,9 @@ impl ApiError {
             ApiError::Rejected(RejectReason::BadRequest(_)) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::BodiesInFlight { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -41,6 +49,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "too_large",
             ApiError::UnreadableBody => "unreadable_body",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::BodiesInFlight { .. } => "bodies_in_flight",
         }
     }
 
@@ -64,7 +73,12 @@ impl IntoResponse for ApiError {
             other => other.reason(),
         };
         let mut response = (status, Json(json!({ "error": message }))).into_response();
-        if let ApiError::Unavailable { retry_after_secs } = self {
+        let retry_after = match self {
+            ApiError::Unavailable { retry_after_secs } => Some(retry_after_secs),
+            ApiError::BodiesInFlight { .. } => Some(BODIES_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(retry_after_secs) = retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 retry_after_secs.to_string().parse().expect("digits"),

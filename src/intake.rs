@@ -11,17 +11,19 @@ use serde::Serialize;
 use crate::{
     dedupe::{DedupeMemory, Sighting},
     jobs::{events::RequestMeta, Delivery, Jobs, NewJob, StoreError},
-    metrics::Metrics,
-    sources::{Event, Source},
+    metrics::{Metrics, UnusableLabel},
+    sources::{Event, Refusal, Source, Unusable},
     triggers::TriggerTable,
 };
 
-/// The answer to a sender: how many events came in, how many were re-deliveries, how many jobs started.
+/// The answer to a sender: how many events came in, how many were re-deliveries, how many jobs started, and
+/// how many were not usable events (kept with their reason on the console's events page, never run).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub received: usize,
     pub duplicates: usize,
     pub triggered: usize,
+    pub refused: usize,
 }
 
 /// Running totals, for logs and `/healthz`.
@@ -32,6 +34,8 @@ pub struct Counters {
     pub ignored: AtomicU64,
     pub triggered: AtomicU64,
     pub rejected: AtomicU64,
+    /// Parts of genuine requests that were not usable events (refused batch elements, unprocessable bodies).
+    pub refused: AtomicU64,
 }
 
 pub struct Intake {
@@ -59,11 +63,13 @@ pub enum IntakeError {
 impl Intake {
     /// Remembers each event, and records a job for every trigger it matches. Events and jobs are written
     /// durably (one transaction) before this returns; if the store refuses them, the events are forgotten
-    /// again so that the sender's retry is not taken for a duplicate.
+    /// again so that the sender's retry is not taken for a duplicate. The `unusable` parts of the request
+    /// are recorded in the same transaction, with their reason, and never run.
     pub async fn accept(
         &self,
         source: Source,
         events: Vec<Event>,
+        unusable: Vec<Unusable>,
         meta: &(dyn Fn() -> RequestMeta + Sync),
     ) -> Result<Summary, IntakeError> {
         // Headers are masked and copied only for an event that is recorded or logged.
@@ -78,18 +84,21 @@ impl Intake {
         }
         let table = self.table.load_full();
         let mut summary = Summary {
-            received: events.len(),
+            received: events.len() + unusable.len(),
+            refused: unusable.len(),
             ..Summary::default()
         };
         let mut remembered = Vec::new();
         let mut deliveries = Vec::new();
+        // Whom each delivery is about, for its log line.
+        let mut whos = Vec::new();
         let mut ignored = Vec::new();
         for event in events {
             let key = event.dedupe_key();
             match self.dedupe.sight(&key) {
                 Sighting::Seen => {
                     summary.duplicates += 1;
-                    tracing::info!(source = %source, event_id = %event.id, event = %event.name, "duplicate: already received, ignored");
+                    tracing::info!(source = %source, event_id = %event.id, event = %event.name, who = %event.who, "duplicate: already received, ignored");
                     continue;
                 }
                 // Its owner has not committed yet: the store's unique key decides, after our own commit.
@@ -97,7 +106,15 @@ impl Intake {
                 Sighting::New => remembered.push(key.clone()),
             }
             let mut jobs = Vec::new();
-            for trigger in table.matching(&event) {
+            let own = table.matching(&event).next().is_some() && event.is_own_write_back();
+            if own {
+                self.metrics
+                    .webhooks_loop_guarded
+                    .get_or_create(&Metrics::source(source))
+                    .inc();
+                tracing::info!(source = %source, event_id = %event.id, event = %event.name, "our own write-back, forwarded back by Segment: acknowledged, never triggered (loop guard)");
+            }
+            for trigger in table.matching(&event).filter(|_| !own) {
                 if !trigger.decides_in_job() {
                     let decided = table
                         .prepare(trigger, event.context().clone())
@@ -105,11 +122,11 @@ impl Intake {
                     match decided {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::info!(source = %source, event_id = %event.id, trigger = %trigger.name, "condition not met: no job");
+                            tracing::info!(source = %source, event_id = %event.id, who = %event.who, trigger = %trigger.name, "condition not met: no job");
                             continue;
                         }
                         Err(e) => {
-                            tracing::warn!(source = %source, event_id = %event.id, error = %e, "condition could not be evaluated: no job");
+                            tracing::warn!(source = %source, event_id = %event.id, who = %event.who, error = %e, "condition could not be evaluated: no job");
                             continue;
                         }
                     }
@@ -129,7 +146,7 @@ impl Intake {
                     .webhooks_ignored
                     .get_or_create(&Metrics::source(source))
                     .inc();
-                tracing::debug!(source = %source, event_id = %event.id, event = %event.name, "no trigger matches: acknowledged and ignored");
+                tracing::info!(source = %source, event_id = %event.id, event = %event.name, who = %event.who, "no trigger matches: acknowledged and ignored");
                 if self.log_ignored && self.jobs.log_has_room() {
                     ignored.push(Delivery {
                         source,
@@ -139,9 +156,11 @@ impl Intake {
                         raw: event.raw,
                         meta: meta(),
                         jobs,
+                        refusal: None,
                     });
                 }
             } else {
+                whos.push(event.who);
                 deliveries.push(Delivery {
                     source,
                     event_id: event.id,
@@ -150,8 +169,33 @@ impl Intake {
                     raw: event.raw,
                     meta: meta(),
                     jobs,
+                    refusal: None,
                 });
             }
+        }
+        for part in unusable {
+            self.metrics
+                .webhooks_unusable
+                .get_or_create(&UnusableLabel {
+                    source: source.to_string(),
+                    status: match part.refusal {
+                        Refusal::Refused(_) => "refused",
+                        Refusal::Unprocessable(_) => "unprocessable",
+                    }
+                    .into(),
+                })
+                .inc();
+            tracing::warn!(source = %source, event_id = %part.id, who = %part.who, reason = %part.refusal.reason(), "not a usable event: acknowledged and kept on the console's events page");
+            deliveries.push(Delivery {
+                source,
+                event_id: part.id,
+                name: part.name,
+                user_id: part.user_id,
+                raw: part.raw,
+                meta: meta(),
+                jobs: Vec::new(),
+                refusal: Some(part.refusal),
+            });
         }
         // The store is the truth: an event the memory forgot (a restart, the size cap) is still a duplicate there.
         let fresh = match self.jobs.submit(deliveries.clone()).await {
@@ -168,7 +212,8 @@ impl Intake {
             self.dedupe.commit(key);
         }
         self.jobs.log(ignored);
-        for (delivery, new) in deliveries.iter().zip(fresh) {
+        // The unusable parts come last, and their answer is already counted.
+        for ((delivery, new), who) in deliveries.iter().zip(fresh).zip(whos) {
             if new {
                 summary.triggered += delivery.jobs.len();
                 for job in &delivery.jobs {
@@ -177,10 +222,10 @@ impl Intake {
                         .get_or_create(&self.metrics.job(&job.trigger, &job.action))
                         .inc();
                 }
-                tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, jobs = delivery.jobs.len(), "triggered: jobs recorded");
+                tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, who = %who, jobs = delivery.jobs.len(), "triggered: jobs recorded");
             } else {
                 summary.duplicates += 1;
-                tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, "duplicate: already recorded, ignored");
+                tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, who = %who, "duplicate: already recorded, ignored");
             }
         }
         let label = Metrics::source(source);
@@ -201,6 +246,9 @@ impl Intake {
         self.counters
             .triggered
             .fetch_add(summary.triggered as u64, Ordering::Relaxed);
+        self.counters
+            .refused
+            .fetch_add(summary.refused as u64, Ordering::Relaxed);
         Ok(summary)
     }
 }

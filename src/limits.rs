@@ -1,7 +1,7 @@
 //! Limits on what one request or one client may cost: JSON shape, header size, open connections.
 //!
 //! Body size (413) is axum's `DefaultBodyLimit`; the request deadline (408) is tower-http's `TimeoutLayer`;
-//! both are wired in `routes::router`.
+//! both are wired in `routes::router`, as is the [`BodyBudget`] that bounds body bytes in flight (503).
 
 use std::{
     io,
@@ -13,7 +13,7 @@ use std::{
 
 use axum::{
     extract::{connect_info::Connected, Request},
-    http::StatusCode,
+    http::{header::CONTENT_LENGTH, HeaderMap, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
     serve::{IncomingStream, Listener},
@@ -96,6 +96,46 @@ pub async fn limit_header_bytes(max: usize, request: Request, next: Next) -> Res
             .into_response();
     }
     next.run(request).await
+}
+
+/// Body bytes being received at once across all requests, before any signature is checked: the memory that
+/// unsigned bodies can cost is bounded by this, not by the number of connections times the body limit.
+#[derive(Clone)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    total: usize,
+}
+
+impl BodyBudget {
+    pub fn new(total: usize) -> Self {
+        Self {
+            bytes: Arc::new(Semaphore::new(total.clamp(1, Semaphore::MAX_PERMITS))),
+            total,
+        }
+    }
+
+    /// The budget, in bytes.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Room for a body of a request with these headers, whose route takes at most `max_body` bytes: the
+    /// declared `Content-Length` (capped at `max_body`, which is all a longer body is read of before its
+    /// 413), or `max_body` for a body of unknown length. `None` when the budget has no such room now: the
+    /// caller answers 503 instead of waiting, so a flood of large bodies costs no more memory.
+    pub fn try_take(&self, headers: &HeaderMap, max_body: usize) -> Option<OwnedSemaphorePermit> {
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let bytes = declared
+            .unwrap_or(max_body)
+            .min(max_body)
+            .min(self.total)
+            .max(1);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.bytes.clone().try_acquire_many_owned(permits).ok()
+    }
 }
 
 /// A TCP listener that holds at most `max` connections open: past that, new clients wait in the kernel's
@@ -216,6 +256,25 @@ mod tests {
     fn brackets_and_commas_inside_strings_do_not_count() {
         let s = format!(r#"{{"a":"{}","b":"\"[,,,"}}"#, "[".repeat(100));
         assert!(check_json_shape(s.as_bytes(), 4, 2).is_ok());
+    }
+
+    #[test]
+    fn the_body_budget_lends_declared_lengths_and_refuses_past_its_total() {
+        let budget = BodyBudget::new(100);
+        let mut sized = HeaderMap::new();
+        sized.insert(CONTENT_LENGTH, "60".parse().unwrap());
+        let first = budget
+            .try_take(&sized, 1000)
+            .expect("60 of 100 bytes are free");
+        assert!(budget.try_take(&sized, 1000).is_none(), "only 40 are left");
+        // A body of unknown length reserves the route's whole limit.
+        assert!(budget.try_take(&HeaderMap::new(), 50).is_none());
+        assert!(budget.try_take(&HeaderMap::new(), 40).is_some());
+        drop(first);
+        // A declared length past the route's limit costs only the limit: that is all that is read of it.
+        let mut huge = HeaderMap::new();
+        huge.insert(CONTENT_LENGTH, "999999999".parse().unwrap());
+        assert!(budget.try_take(&huge, 30).is_some());
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub struct RejectLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnusableLabel {
+    pub source: String,
+    /// `refused` (a bad element of a Segment batch) or `unprocessable` (a Customer.io body that is no event).
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
     pub trigger: String,
     pub action: String,
@@ -93,6 +100,8 @@ pub struct Metrics {
     pub webhooks_rejected: Family<RejectLabel, Counter>,
     pub webhooks_duplicates: Family<SourceLabel, Counter>,
     pub webhooks_ignored: Family<SourceLabel, Counter>,
+    pub webhooks_unusable: Family<UnusableLabel, Counter>,
+    pub webhooks_loop_guarded: Family<SourceLabel, Counter>,
     pub jobs_enqueued: Family<JobLabel, Counter>,
     pub jobs_succeeded: Family<JobLabel, Counter>,
     pub jobs_retried: Family<JobLabel, Counter>,
@@ -124,6 +133,8 @@ impl Default for Metrics {
             webhooks_rejected: Family::default(),
             webhooks_duplicates: Family::default(),
             webhooks_ignored: Family::default(),
+            webhooks_unusable: Family::default(),
+            webhooks_loop_guarded: Family::default(),
             jobs_enqueued: Family::default(),
             jobs_succeeded: Family::default(),
             jobs_retried: Family::default(),
@@ -166,6 +177,16 @@ impl Default for Metrics {
             "webhooks_ignored",
             "Events no trigger matched, by source",
             m.webhooks_ignored.clone(),
+        );
+        registry.register(
+            "webhooks_unusable",
+            "Parts of genuine webhooks that are not usable events, acknowledged and kept with their reason, by source and status (refused, unprocessable)",
+            m.webhooks_unusable.clone(),
+        );
+        registry.register(
+            "webhooks_loop_guarded",
+            "Events this server wrote back to Segment and Segment sent here again: never triggered on",
+            m.webhooks_loop_guarded.clone(),
         );
         registry.register(
             "jobs_enqueued",

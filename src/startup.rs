@@ -51,6 +51,13 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
     if settings.mavera_api_key.is_none() {
         missing.push("MAVERA_API_KEY is not set: create a key in Mavera (Settings → Developer → API Keys; it starts with mvra_live_)".to_string());
     }
+    let w = &settings.write_back;
+    if table.uses_sink("customerio") && (w.cio_site_id.is_none() || w.cio_track_api_key.is_none()) {
+        missing.push("CIO_SITE_ID and CIO_TRACK_API_KEY are not both set, and a trigger writes back to Customer.io (a `customerio` sink): copy them from Customer.io (Workspace Settings → API and webhook credentials → Track API keys)".to_string());
+    }
+    if table.uses_sink("segment") && w.segment_write_key.is_none() {
+        missing.push("SEGMENT_WRITE_KEY is not set, and a trigger writes back to Segment (a `segment` sink): use the write key of a Segment source (Connections → Sources → your HTTP API source → Settings → API Keys)".to_string());
+    }
     if table.uses_enrichment() && settings.cio_app_key.is_none() {
         missing.push("CIO_APP_KEY is not set, and a trigger looks customers up: create an App API key in Customer.io (Account Settings → API Credentials → App API Keys)".to_string());
     }
@@ -168,6 +175,9 @@ impl App {
             daily_budget: state.settings.mavera_daily_budget,
             metrics,
             http: sink_http,
+            write_back: Arc::new(crate::sinks::writeback::WriteBack::from_settings(
+                &state.settings.write_back,
+            )),
         };
         Ok(Self {
             listener,
@@ -210,6 +220,7 @@ impl App {
             stop.clone(),
         );
         tokio::spawn(watch_backlog(self.state.clone(), shutdown.clone()));
+        tokio::spawn(close_digests(self.state.clone(), shutdown.clone()));
         tokio::spawn(upkeep::run(
             self.state.jobs.store.upkeep(),
             Retention::from_settings(&self.state.settings),
@@ -269,6 +280,21 @@ async fn join_workers(workers: &mut tokio::task::JoinSet<()>) {
             Err(e) if e.is_panic() => tracing::error!(error = %e, "a worker panicked"),
             // Cancelled: the runtime is shutting down around us.
             _ => {}
+        }
+    }
+}
+
+/// Closes digests whose window has ended, once a second: a digest is closed at most a second late, and a
+/// restart loses none (they are in the store).
+async fn close_digests(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = state.jobs.close_due_digests(crate::jobs::now_ms()).await {
+            tracing::warn!(error = %e, "cannot close due digests: trying again in a second");
         }
     }
 }

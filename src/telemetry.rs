@@ -1,4 +1,5 @@
-//! Logging: `RUST_LOG` (default `info`), human-readable, or JSON with `LOG_FORMAT=json`.
+//! Logging: `RUST_LOG` (default `info`), human-readable, or JSON with `LOG_FORMAT=json`; and what a log line may
+//! show of a person.
 
 use tracing_subscriber::{fmt, EnvFilter};
 
@@ -11,4 +12,29 @@ pub fn init(json: bool) {
     } else {
         builder.try_init()
     };
+}
+
+/// An email address as a log line may show it: the first character of its local part and the domain
+/// (`j***@acme.example`). Anything that is not an address is returned as it is.
+pub fn mask_email(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}").into()
+        }
+        _ => text.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_email;
+
+    #[test]
+    fn an_email_keeps_its_first_letter_and_domain_only() {
+        assert_eq!(mask_email("jane.doe@acme.example"), "j***@acme.example");
+        assert_eq!(mask_email("émile@b.co"), "é***@b.co");
+        assert_eq!(mask_email("user-42"), "user-42");
+        assert_eq!(mask_email("@handle"), "@handle");
+    }
 }

@@ -712,16 +712,22 @@ fn check_segment(
     };
     prop_assert_eq!(verified.authenticity, expected_authenticity);
     match segment::parse(&verified) {
-        Ok(events) => {
-            // Whatever parsed is JSON: one event, or one per element of a batch.
-            let value: Value = serde_json::from_slice(body)
+        Ok(parsed) => {
+            // Whatever parsed is JSON: one event, or one per element of a batch (an event or set aside). JSON
+            // text, read without `Value`'s nesting limit: a batch element nested too deep to read is set aside
+            // alone, not the batch (the route refuses such nesting earlier, at MAX_JSON_DEPTH).
+            let raw: &RawValue = serde_json::from_slice(body)
                 .map_err(|e| TestCaseError::fail(format!("parsed a body that is not JSON: {e}")))?;
-            let expected = match &value {
-                Value::Array(elements) => elements.len(),
-                _ => 1,
+            let expected = match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
+                Ok(elements) => elements.len(),
+                Err(_) => 1,
             };
-            prop_assert_eq!(events.len(), expected);
-            for e in &events {
+            prop_assert_eq!(parsed.events.len() + parsed.unusable.len(), expected);
+            for part in &parsed.unusable {
+                prop_assert!(!part.refusal.reason().is_empty());
+                prop_assert!(part.id.starts_with("content:"));
+            }
+            for e in &parsed.events {
                 prop_assert_eq!(e.source, Source::Segment);
                 prop_assert!(!e.id.is_empty());
                 prop_assert!(e.context().contains_key("payload"));
@@ -756,21 +762,18 @@ fn check_customerio(
             return Ok(false);
         }
     };
-    // Only a body that is not one JSON object is refused, whatever it holds.
+    // Nothing verified is refused, whatever it holds: an event comes only from a JSON object, and anything
+    // else is kept, as received, as unprocessable.
     let is_object = matches!(serde_json::from_slice::<Value>(body), Ok(Value::Object(_)));
     match customerio::parse(&verified) {
-        Ok(customerio::Parsed::Event(e)) => {
+        customerio::Parsed::Event(e) => {
             prop_assert!(is_object, "an event from a body that is not an object");
             prop_assert_eq!(e.source, Source::CustomerIo);
             prop_assert!(!e.id.is_empty());
         }
-        Ok(customerio::Parsed::Unrecognised(_)) => prop_assert!(is_object),
-        Err(e) => {
-            prop_assert!(
-                matches!(e, RejectReason::BadRequest(_)),
-                "customerio parse: {e:?}"
-            );
-            prop_assert!(!is_object, "a JSON object was refused: {e:?}");
+        customerio::Parsed::Unprocessable(part) => {
+            prop_assert_eq!(&part.raw, &String::from_utf8_lossy(body));
+            prop_assert!(!part.refusal.reason().is_empty());
         }
     }
     Ok(true)
@@ -951,12 +954,12 @@ proptest! {
         let verified = segment::verify(&seg_headers(&sig), body.as_bytes(), &secrets, false)
             .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
         prop_assert_eq!(verified.authenticity, Authenticity::Signed);
-        let events = segment::parse(&verified).map_err(|e| TestCaseError::fail(format!("parse: {e}")))?;
+        let events = segment::parse(&verified).map_err(|e| TestCaseError::fail(format!("parse: {e}")))?.events;
         prop_assert_eq!(events.len(), 1);
         check_event(&events[0], &event, &json)?;
 
         // The same bytes, unsigned in dev mode, give the same event.
-        let dev = segment::parse(&segment::verify(&HeaderMap::new(), body.as_bytes(), &[], true).unwrap()).unwrap();
+        let dev = segment::parse(&segment::verify(&HeaderMap::new(), body.as_bytes(), &[], true).unwrap()).unwrap().events;
         prop_assert_eq!(&dev[0].id, &events[0].id);
         prop_assert_eq!(&dev[0].context(), &events[0].context());
     }
@@ -983,8 +986,9 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
         prop_assert_eq!(verified.authenticity, Authenticity::Signed);
         let parsed = segment::parse(&verified).map_err(|e| TestCaseError::fail(format!("parse: {e}")))?;
-        prop_assert_eq!(parsed.len(), events.len());
-        for (i, (got, want)) in parsed.iter().zip(&events).enumerate() {
+        prop_assert!(parsed.unusable.is_empty());
+        prop_assert_eq!(parsed.events.len(), events.len());
+        for (i, (got, want)) in parsed.events.iter().zip(&events).enumerate() {
             let raw = serde_json::to_string(&values[i]).unwrap();
             check_event(got, want, &raw)?;
         }
@@ -1238,8 +1242,7 @@ proptest! {
         let verified = customerio::verify(&headers, &body, &secrets, false, Duration::from_secs(300), now)
             .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
         prop_assert_eq!(verified.authenticity, Authenticity::Signed);
-        let parsed = customerio::parse(&verified)
-            .map_err(|e| TestCaseError::fail(format!("a signed JSON object was refused: {e}")))?;
+        let parsed = customerio::parse(&verified);
         match (parsed, expected_cio_kind(&obj)) {
             (customerio::Parsed::Event(e), Some((kind, metric))) => {
                 prop_assert_eq!(&e.kind, &kind);
@@ -1253,7 +1256,7 @@ proptest! {
                 prop_assert_eq!(&e.context()["payload"], &Value::Object(obj.clone()));
                 prop_assert_eq!(e.raw.as_bytes(), &body[..]);
             }
-            (customerio::Parsed::Unrecognised(_), None) => {}
+            (customerio::Parsed::Unprocessable(_), None) => {}
             (got, want) => return Err(TestCaseError::fail(format!("got {got:?}, expected {want:?}"))),
         }
     }
@@ -1264,7 +1267,7 @@ proptest! {
     #![proptest_config(config(500))]
 
     #[test]
-    fn a_signed_customerio_body_that_is_not_an_object_is_a_bad_request(
+    fn a_signed_customerio_body_that_is_not_an_object_is_kept_as_unprocessable(
         value in json_value().prop_filter("not an object", |v| !v.is_object()),
         secret in secret(),
         ts in 1_000_000_000u64..4_000_000_000,
@@ -1273,8 +1276,11 @@ proptest! {
         let headers = cio_headers(customerio::sign(&secret, ts, &body).as_bytes(), ts.to_string().as_bytes());
         let verified = customerio::verify(&headers, &body, std::slice::from_ref(&secret), false, Duration::ZERO, SystemTime::now())
             .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
-        let err = customerio::parse(&verified).err().ok_or_else(|| TestCaseError::fail("a non-object parsed"))?;
-        prop_assert!(matches!(err, RejectReason::BadRequest(_)), "{err:?}");
+        let customerio::Parsed::Unprocessable(part) = customerio::parse(&verified) else {
+            return Err(TestCaseError::fail("a non-object parsed into an event"));
+        };
+        prop_assert_eq!(part.raw.as_bytes(), &body[..]);
+        prop_assert!(part.refusal.reason().contains("expected one JSON object"), "{:?}", part.refusal);
     }
 }
 

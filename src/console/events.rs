@@ -76,8 +76,8 @@ impl ListQuery {
 
 /// An event's status from its jobs: the most urgent of them.
 fn status_of(event: &EventRow, job_states: &[&str]) -> String {
-    if event.status == "ignored" {
-        return "ignored".into();
+    if event.status != "triggered" {
+        return event.status.clone();
     }
     for state in ["dead", "running", "pending", "held", "done"] {
         if job_states.contains(&state) {
@@ -158,6 +158,8 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
                 "",
                 "ignored",
                 "triggered",
+                "refused",
+                "unprocessable",
                 "pending",
                 "running",
                 "done",
@@ -285,7 +287,7 @@ pub async fn detail(State(state): State<AppState>, Path(id): Path<i64>) -> Respo
          <tr><th>event / metric</th><td>{}</td></tr>\
          <tr><th>user / customer</th><td>{}</td></tr>\
          <tr><th>received</th><td>{}</td></tr>\
-         <tr><th>status</th><td>{}</td></tr>\
+         <tr><th>status</th><td>{}{}</td></tr>\
          <tr><th>signature</th><td>{} {}</td></tr>\
          <tr><th>triggers matched</th><td>{}</td></tr></table></section>\
          {job_sections}\
@@ -297,13 +299,20 @@ pub async fn detail(State(state): State<AppState>, Path(id): Path<i64>) -> Respo
         esc(row.user_id.as_deref().unwrap_or("—")),
         time(row.received_ms as u64),
         badge(&status_of(row, &states)),
+        event
+            .reason
+            .as_deref()
+            .map(|why| format!(" <span class=reason>{}</span>", esc(why)))
+            .unwrap_or_default(),
         badge(signature_state),
         esc(event
             .signature
             .strip_prefix("verified: ")
             .or(event.signature.strip_prefix("not checked: "))
             .unwrap_or(&event.signature)),
-        if triggers.is_empty() {
+        if event.reason.is_some() {
+            "none: not a usable event, acknowledged and kept here".to_string()
+        } else if triggers.is_empty() {
             "none: acknowledged and ignored".to_string()
         } else {
             triggers.join(", ")

@@ -116,16 +116,26 @@ pub async fn overview(State(state): State<AppState>) -> Response {
         if m.minute > this_minute - 60 {
             cell.0 += m.count;
             let slot = &mut per_minute[(59 - (this_minute - m.minute)) as usize];
-            if m.status == "ignored" {
-                slot.1 += m.count as u64;
-            } else {
-                slot.0 += m.count as u64;
+            match m.status.as_str() {
+                "triggered" => slot.0 += m.count as u64,
+                "ignored" => slot.1 += m.count as u64,
+                // Refused and unprocessable parts are in the table below, not the chart.
+                _ => {}
             }
         }
     }
     let rows: String = Source::all()
         .iter()
-        .flat_map(|s| ["triggered", "ignored"].map(move |st| (s.as_str(), st)))
+        .flat_map(|s| {
+            ["triggered", "ignored", "refused", "unprocessable"].map(move |st| (s.as_str(), st))
+        })
+        // Segment batches have refused elements; Customer.io bodies are unprocessable.
+        .filter(|(s, st)| {
+            !matches!(
+                (*s, *st),
+                ("segment", "unprocessable") | ("customerio", "refused")
+            )
+        })
         .map(|(s, st)| {
             let (hour, day) = table
                 .get(&(s.to_string(), st.to_string()))

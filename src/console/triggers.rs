@@ -54,7 +54,30 @@ fn sink_label(sink: &SinkSpec) -> String {
                 .unwrap_or_else(|| "(url)".into())),
             if secret.is_some() { " (signed)" } else { "" }
         ),
+        SinkSpec::Customerio {
+            attributes, event, ..
+        } => write_back_label("customerio", attributes.keys(), event.as_deref()),
+        SinkSpec::Segment { traits, event, .. } => {
+            write_back_label("segment", traits.keys(), event.as_deref())
+        }
     }
+}
+
+/// `customerio: attributes mavera_persona_id, last_brief; event mavera_brief_ready`.
+fn write_back_label<'a>(
+    kind: &str,
+    keys: impl Iterator<Item = &'a String>,
+    event: Option<&str>,
+) -> String {
+    let keys: Vec<&str> = keys.map(String::as_str).collect();
+    let mut parts = Vec::new();
+    if !keys.is_empty() {
+        parts.push(format!("sets {}", keys.join(", ")));
+    }
+    if let Some(event) = event {
+        parts.push(format!("event {event}"));
+    }
+    esc(&format!("{kind}: {}", parts.join("; ")))
 }
 
 fn table_html(table: &TriggerTable) -> String {
@@ -108,14 +131,54 @@ fn form_html(csrf: &str, source: Source, body: &str) -> String {
     )
 }
 
+/// The digests still gathering: what they hold and when they close.
+async fn open_digests_html(state: &AppState) -> String {
+    let open = match state.jobs.store.open_digests().await {
+        Ok(open) => open,
+        Err(e) => return format!("<p role=alert>{}</p>", esc(&e.to_string())),
+    };
+    if open.is_empty() {
+        return if state
+            .table
+            .load()
+            .triggers()
+            .iter()
+            .any(|t| t.digest.is_some())
+        {
+            "<section><h2>Open digests</h2><p>None gathering now.</p></section>".into()
+        } else {
+            String::new()
+        };
+    }
+    let rows: String = open
+        .iter()
+        .map(|d| {
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&d.trigger),
+                esc(if d.key.is_empty() { "—" } else { &d.key }),
+                d.count,
+                d.max,
+                esc(&d.users.join(", ")),
+                super::layout::time(d.opened_ms),
+                super::layout::time(d.closes_ms),
+            )
+        })
+        .collect();
+    format!(
+        "<section><h2>Open digests</h2><table><tr><th>trigger</th><th>key</th><th>events</th><th>about</th><th>opened</th><th>closes</th></tr>{rows}</table></section>"
+    )
+}
+
 pub async fn show(State(state): State<AppState>) -> Response {
     let table = state.table.load_full();
     let csrf = super::csrf_for(&state);
     page(
         "Triggers",
         &format!(
-            "{}{}<p class=meta>Customer.io sample: <code>{}</code></p>",
+            "{}{}{}<p class=meta>Customer.io sample: <code>{}</code></p>",
             table_html(&table),
+            open_digests_html(&state).await,
             form_html(&csrf, Source::Segment, SEGMENT_SAMPLE),
             esc(&CIO_SAMPLE.replace('\n', " "))
         ),
@@ -135,9 +198,18 @@ fn parse(source: Source, body: &[u8]) -> Result<Vec<crate::sources::Event>, Stri
     let none: [Secret; 0] = [];
     let headers = HeaderMap::new();
     match source {
-        Source::Segment => segment::verify(&headers, body, &none, true)
-            .and_then(|v| segment::parse(&v))
-            .map_err(|e| e.to_string()),
+        Source::Segment => {
+            let parsed = segment::verify(&headers, body, &none, true)
+                .and_then(|v| segment::parse(&v))
+                .map_err(|e| e.to_string())?;
+            match parsed.unusable.first() {
+                Some(part) => Err(format!(
+                    "Segment would get a 200, but this part is refused and kept on the events page: {}",
+                    part.refusal.reason()
+                )),
+                None => Ok(parsed.events),
+            }
+        }
         Source::CustomerIo => {
             let verified = customerio::verify(
                 &headers,
@@ -148,10 +220,11 @@ fn parse(source: Source, body: &[u8]) -> Result<Vec<crate::sources::Event>, Stri
                 std::time::SystemTime::now(),
             )
             .map_err(|e| e.to_string())?;
-            match customerio::parse(&verified).map_err(|e| e.to_string())? {
+            match customerio::parse(&verified) {
                 customerio::Parsed::Event(e) => Ok(vec![*e]),
-                customerio::Parsed::Unrecognised(why) => Err(format!(
-                    "Customer.io would get a 200, but the event is ignored: {why}"
+                customerio::Parsed::Unprocessable(part) => Err(format!(
+                    "Customer.io would get a 200, but the body is kept as unprocessable: {}",
+                    part.refusal.reason()
                 )),
             }
         }
@@ -179,6 +252,11 @@ pub async fn test(State(state): State<AppState>, Form(form): Form<TestEvent>) ->
                                     "{} would send <code>{method} {path}</code><pre>{}</pre>",
                                     badge("triggered"),
                                     esc(&serde_json::to_string_pretty(body).unwrap_or_default())
+                                ),
+                                Plan::Gather { key, window, max } => format!(
+                                    "{} would be gathered into the digest <code>{}</code>: the action runs once for all its events when {window} have passed since its first event, or at {max} events",
+                                    badge("pending"),
+                                    esc(if key.is_empty() { "(one digest for the trigger)" } else { key })
                                 ),
                                 Plan::Skipped { reason } => {
                                     format!("{} {}", badge("skipped"), esc(reason))

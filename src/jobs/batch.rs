@@ -20,7 +20,7 @@ where
     i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     let mut q = QueryBuilder::new(
-        "INSERT INTO events (source, event_id, name, received_ms, raw, user_id, headers, signature, status) ",
+        "INSERT INTO events (source, event_id, name, received_ms, raw, user_id, headers, signature, status, reason) ",
     );
     q.push_values(deliveries, |mut b, d| {
         b.push_bind(d.source.as_str())
@@ -31,7 +31,8 @@ where
             .push_bind(d.user_id.as_deref())
             .push_bind(&*d.meta.headers)
             .push_bind(&*d.meta.signature)
-            .push_bind(events::status_of(d));
+            .push_bind(events::status_of(d).as_str())
+            .push_bind(d.refusal.as_ref().map(|r| r.reason()));
     });
     q.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id");
     q
@@ -101,7 +102,7 @@ pub fn tally(deliveries: &[Delivery], rows: &[Option<i64>], now_ms: u64) -> even
     let mut tally = events::Tally::default();
     for (d, row) in deliveries.iter().zip(rows) {
         if row.is_some() {
-            tally.add(now_ms, d.source, d.jobs.is_empty());
+            tally.add(now_ms, d.source, events::status_of(d));
         }
     }
     tally

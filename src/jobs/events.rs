@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 
 use super::JobState;
-use crate::sources::Source;
+use crate::sources::{Refusal, Source};
 
 /// What the request carried besides the event: shown on the event's page.
 #[derive(Debug, Clone, Default)]
@@ -77,11 +77,37 @@ pub struct EventFilter {
     pub before: Option<i64>,
 }
 
-/// An event's status: `ignored` (no trigger matched), or one of its jobs' states.
+/// What became of an event, as its row records it (the `status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    /// It matched a trigger: its jobs say the rest.
+    Triggered,
+    /// No trigger matched it.
+    Ignored,
+    /// An element of a genuine Segment batch that is not a Segment event: kept with the reason, never run.
+    Refused,
+    /// A genuine Customer.io body that is not an event we can read: acknowledged (2xx), kept with the reason.
+    Unprocessable,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Triggered => "triggered",
+            EventStatus::Ignored => "ignored",
+            EventStatus::Refused => "refused",
+            EventStatus::Unprocessable => "unprocessable",
+        }
+    }
+}
+
+/// An event's status: what became of it (see [`EventStatus`]), or one of its jobs' states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
     Ignored,
     Triggered,
+    Refused,
+    Unprocessable,
     Job(JobState),
 }
 
@@ -91,8 +117,10 @@ impl std::str::FromStr for StatusFilter {
         match s {
             "ignored" => Ok(StatusFilter::Ignored),
             "triggered" => Ok(StatusFilter::Triggered),
+            "refused" => Ok(StatusFilter::Refused),
+            "unprocessable" => Ok(StatusFilter::Unprocessable),
             other => other.parse().map(StatusFilter::Job).map_err(|_| {
-                format!("unknown status `{other}`: use ignored, triggered, pending, running, done, dead or held")
+                format!("unknown status `{other}`: use ignored, triggered, refused, unprocessable, pending, running, done, dead or held")
             }),
         }
     }
@@ -170,13 +198,19 @@ pub fn list_query(filter: &EventFilter, limit: usize) -> (String, Vec<Bind>) {
                 format!("EXISTS (SELECT 1 FROM jobs j WHERE j.event_row = e.id AND j.state = {p})")
             });
         }
-        Some(word @ (StatusFilter::Ignored | StatusFilter::Triggered)) => {
-            let word = if word == StatusFilter::Ignored {
-                "ignored"
-            } else {
-                "triggered"
+        Some(
+            word @ (StatusFilter::Ignored
+            | StatusFilter::Triggered
+            | StatusFilter::Refused
+            | StatusFilter::Unprocessable),
+        ) => {
+            let word = match word {
+                StatusFilter::Ignored => EventStatus::Ignored,
+                StatusFilter::Refused => EventStatus::Refused,
+                StatusFilter::Unprocessable => EventStatus::Unprocessable,
+                _ => EventStatus::Triggered,
             };
-            let p = bind(Bind::Text(word.into()), &mut binds);
+            let p = bind(Bind::Text(word.as_str().into()), &mut binds);
             // With a name or user, their index is the narrow one: the status is only checked.
             conditions.push(if narrow {
                 format!("(e.status || '') = {p}")
@@ -235,7 +269,7 @@ pub struct EventRow {
     pub name: String,
     pub user_id: Option<String>,
     pub received_ms: i64,
-    /// `triggered` or `ignored`; the jobs say the rest.
+    /// `triggered`, `ignored`, `refused` or `unprocessable` ([`EventStatus`]); the jobs say the rest.
     pub status: String,
 }
 
@@ -258,10 +292,12 @@ pub struct EventDetail {
     pub headers: String,
     pub signature: String,
     pub raw: String,
+    /// Why a refused or unprocessable event could not be used.
+    pub reason: Option<String>,
 }
 
 pub const DETAIL_QUERY: &str =
-    "SELECT e.id, e.source, e.event_id, e.name, e.user_id, e.received_ms, e.status, e.headers, e.signature, e.raw
+    "SELECT e.id, e.source, e.event_id, e.name, e.user_id, e.received_ms, e.status, e.headers, e.signature, e.raw, e.reason
      FROM events e WHERE e.id = $1";
 
 /// The jobs of some events (from the `jobs (event_row)` index).
@@ -273,12 +309,14 @@ pub fn jobs_query(rows: usize) -> String {
     )
 }
 
-/// `triggered` for an event with jobs, `ignored` for one without.
-pub fn status_of(delivery: &super::Delivery) -> &'static str {
-    if delivery.jobs.is_empty() {
-        "ignored"
-    } else {
-        "triggered"
+/// `refused` or `unprocessable` for an event that could not be used, else `triggered` for an event with
+/// jobs and `ignored` for one without.
+pub fn status_of(delivery: &super::Delivery) -> EventStatus {
+    match &delivery.refusal {
+        Some(Refusal::Refused(_)) => EventStatus::Refused,
+        Some(Refusal::Unprocessable(_)) => EventStatus::Unprocessable,
+        None if delivery.jobs.is_empty() => EventStatus::Ignored,
+        None => EventStatus::Triggered,
     }
 }
 
@@ -305,11 +343,10 @@ pub struct MinuteCount {
 pub struct Tally(std::collections::BTreeMap<(i64, &'static str, &'static str), i64>);
 
 impl Tally {
-    pub fn add(&mut self, now_ms: u64, source: Source, ignored: bool) {
-        let status = if ignored { "ignored" } else { "triggered" };
+    pub fn add(&mut self, now_ms: u64, source: Source, status: EventStatus) {
         *self
             .0
-            .entry(((now_ms / 60_000) as i64, source.as_str(), status))
+            .entry(((now_ms / 60_000) as i64, source.as_str(), status.as_str()))
             .or_default() += 1;
     }
 

@@ -7,6 +7,8 @@
 pub mod audit;
 pub mod batch;
 pub mod committer;
+#[macro_use]
+pub mod digest;
 pub mod events;
 pub mod lockfile;
 pub mod postgres;
@@ -99,6 +101,8 @@ pub struct Delivery {
     pub meta: events::RequestMeta,
     /// Empty for an event no trigger matched: it is logged for the console, not run.
     pub jobs: Vec<NewJob>,
+    /// Why a part of a genuine request is not a usable event (it has no jobs then), or `None`.
+    pub refusal: Option<crate::sources::Refusal>,
 }
 
 /// A job as stored.
@@ -248,7 +252,7 @@ pub struct KnownPersona {
 
 /// Where events, jobs and their outcomes live. Every backend (SQLite, Postgres) behaves the same.
 #[async_trait::async_trait]
-pub trait JobStore: audit::AuditLog + Send + Sync + 'static {
+pub trait JobStore: audit::AuditLog + digest::DigestStore + Send + Sync + 'static {
     /// Records deliveries and their jobs in one transaction. For each delivery: true when it is new, false
     /// when its (source, event id) was recorded before (a duplicate: its jobs are not added).
     async fn record(&self, deliveries: Vec<Delivery>, now_ms: u64)
@@ -382,6 +386,16 @@ impl Jobs {
         self.committer
             .dropped
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Closes the digests whose window ended by `now_ms` (recording one job each) and wakes the workers.
+    pub async fn close_due_digests(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let closed = self.store.close_due_digests(now_ms).await?;
+        if closed > 0 {
+            tracing::info!(closed, "digests closed: their window ended");
+            self.bell.notify_waiters();
+        }
+        Ok(closed)
     }
 
     /// Puts a finished or dead job back in the queue, due now.

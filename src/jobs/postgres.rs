@@ -13,7 +13,9 @@ use sqlx::{
 
 use super::{
     audit::{self, AuditEntry, AuditLog, AuditRecord},
-    batch, events,
+    batch,
+    digest::{self, DigestStore, Gather, Gathered},
+    events,
     row::{self, json_text, JobRow},
     upkeep::{sql, Forgotten, StoreStats, Upkeep},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, SharedLimits,
@@ -477,6 +479,27 @@ impl JobStore for PgStore {
 }
 
 #[async_trait::async_trait]
+impl DigestStore for PgStore {
+    async fn gather(&self, g: &Gather) -> Result<Gathered, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        digest::gather_in!(tx, true, g)
+    }
+
+    async fn close_due_digests(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        digest::close_due_in!(tx, true, now_ms)
+    }
+
+    async fn digest_events(&self, digest_id: i64) -> Result<Vec<Value>, StoreError> {
+        digest::events_in!(&self.pool, true, digest_id)
+    }
+
+    async fn open_digests(&self) -> Result<Vec<digest::OpenDigest>, StoreError> {
+        digest::open_in!(&self.pool, true)
+    }
+}
+
+#[async_trait::async_trait]
 impl AuditLog for PgStore {
     async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         audit::query::insert::<sqlx::Postgres>(entry)
@@ -551,7 +574,11 @@ impl Upkeep for PgStore {
             .await?
             .rows_affected();
         if deleted < limit as u64 {
-            for statement in [sql::DELETE_OLD_COOLDOWNS, sql::DELETE_OLD_BUDGETS] {
+            for statement in [
+                sql::DELETE_OLD_COOLDOWNS,
+                sql::DELETE_OLD_BUDGETS,
+                sql::DELETE_OLD_DIGESTS,
+            ] {
                 sqlx::query(statement)
                     .bind(before_ms as i64)
                     .execute(&self.pool)
@@ -584,7 +611,7 @@ impl Upkeep for PgStore {
 
     async fn forget(&self, user: &str) -> Result<Forgotten, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut removed = [0u64; 5];
+        let mut removed = [0u64; 6];
         for (n, statement) in removed.iter_mut().zip(sql::FORGET) {
             *n = sqlx::query(statement)
                 .bind(user)

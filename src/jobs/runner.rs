@@ -54,12 +54,14 @@ pub struct Runner {
     pub metrics: Arc<Metrics>,
     /// The shared HTTP client, for sink deliveries.
     pub http: reqwest::Client,
+    /// Where the `customerio` and `segment` sinks write.
+    pub write_back: Arc<sinks::writeback::WriteBack>,
 }
 
 impl Runner {
     pub async fn run(&self, job: &Job, store: &dyn JobStore) -> Step {
         if job.new.action.starts_with("sink:") {
-            return match sinks::deliver(&self.http, job).await {
+            return match sinks::deliver(&self.http, &self.write_back, job).await {
                 Ok(outcome) => Step::Done(outcome, Vec::new()),
                 Err(sinks::SinkError::Upstream(e)) => e.into(),
                 Err(sinks::SinkError::Transient(e)) => Step::Retry {
@@ -76,45 +78,28 @@ impl Runner {
                 job.new.trigger
             ));
         };
-        let mut ctx = job.new.context.clone();
-        if trigger.enrich == Some(Enrichment::CustomerioAttributes) {
-            let attributes = match job.progress.get("attributes") {
-                Some(done) => done.clone(),
-                None => {
-                    let attributes = match self.enrich(job).await {
-                        Ok(a) => a,
-                        Err(step) => return step,
-                    };
-                    let patch = json!({ "attributes": attributes });
-                    if let Err(e) = store.merge_progress(job.id, patch).await {
-                        return Step::Retry {
-                            error: e.to_string(),
-                            after: None,
-                        };
-                    }
-                    attributes
+        let ctx = match job.new.context.get("digest_id").and_then(Value::as_i64) {
+            // A closed digest: the action runs once, over every event it gathered.
+            Some(digest_id) => match store.digest_events(digest_id).await {
+                Ok(events) => {
+                    let mut ctx = job.new.context.clone();
+                    ctx.insert("trigger".into(), json!(trigger.name));
+                    ctx.insert("events".into(), Value::Array(events));
+                    ctx
                 }
-            };
-            ctx.insert("attributes".into(), attributes);
-        }
-        let ctx = match table.prepare(trigger, ctx) {
-            Ok(ctx) => ctx,
-            Err(e) => return Step::Dead(e.to_string()),
-        };
-        if trigger.decides_in_job() {
-            match table.condition_holds(trigger, &ctx) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let reason = format!(
-                        "condition not met: `{}`",
-                        trigger.condition_source().unwrap_or_default()
-                    );
-                    tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "skipped: {reason}");
-                    return Step::Done(json!({ "skipped": reason }), Vec::new());
+                Err(e) => return retry_store(e),
+            },
+            None => {
+                let ctx = match self.decide(job, store, &table, trigger).await {
+                    Ok(ctx) => ctx,
+                    Err(step) => return step,
+                };
+                if let Some(digest) = &trigger.digest {
+                    return self.gather(job, store, &table, trigger, digest, ctx).await;
                 }
-                Err(e) => return Step::Dead(e.to_string()),
+                ctx
             }
-        }
+        };
         let rendered = match table.render(trigger, &ctx) {
             Ok(r) => r,
             Err(e) => return Step::Dead(e.to_string()),
@@ -149,6 +134,14 @@ impl Runner {
                 Err(e) => return e.into(),
             },
         };
+        let mut outcome = outcome;
+        if let Some(digest_id) = ctx.get("digest_id") {
+            outcome["digest"] = json!({
+                "id": digest_id,
+                "key": ctx.get("key"),
+                "events": ctx.get("count"),
+            });
+        }
         let credits = outcome["credits_used"]
             .as_f64()
             .or(outcome["credits_charged"].as_f64());
@@ -158,8 +151,100 @@ impl Runner {
         if trigger.sinks.contains(&SinkSpec::Log) {
             sinks::log::report(job, &outcome);
         }
-        let deliveries = sinks::deliveries(job, &trigger.sinks, &outcome);
+        let mut view = outcome.clone();
+        view["job_id"] = json!(job.id);
+        view["trigger"] = json!(trigger.name);
+        let rendered = table.render_sinks(trigger, &ctx, &view);
+        let deliveries = sinks::deliveries(job, &trigger.sinks, &outcome, &rendered);
         Step::Done(outcome, deliveries)
+    }
+
+    /// Enriches (once), computes `vars` and, where the intake could not, evaluates `when`: the event's
+    /// context, or the step that ends the job (a skip, a retry, a dead letter).
+    async fn decide(
+        &self,
+        job: &Job,
+        store: &dyn JobStore,
+        table: &TriggerTable,
+        trigger: &Trigger,
+    ) -> Result<Map<String, Value>, Step> {
+        let mut ctx = job.new.context.clone();
+        if trigger.enrich == Some(Enrichment::CustomerioAttributes) {
+            let attributes = match job.progress.get("attributes") {
+                Some(done) => done.clone(),
+                None => {
+                    let attributes = match self.enrich(job).await {
+                        Ok(a) => a,
+                        Err(step) => return Err(step),
+                    };
+                    let patch = json!({ "attributes": attributes });
+                    if let Err(e) = store.merge_progress(job.id, patch).await {
+                        return Err(Step::Retry {
+                            error: e.to_string(),
+                            after: None,
+                        });
+                    }
+                    attributes
+                }
+            };
+            ctx.insert("attributes".into(), attributes);
+        }
+        let ctx = table
+            .prepare(trigger, ctx)
+            .map_err(|e| Step::Dead(e.to_string()))?;
+        if trigger.decides_in_job() {
+            match table.condition_holds(trigger, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let reason = format!(
+                        "condition not met: `{}`",
+                        trigger.condition_source().unwrap_or_default()
+                    );
+                    tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "skipped: {reason}");
+                    return Err(Step::Done(json!({ "skipped": reason }), Vec::new()));
+                }
+                Err(e) => return Err(Step::Dead(e.to_string())),
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// Adds a decided event to its digest. The job ends there; the digest's own job calls Mavera once.
+    async fn gather(
+        &self,
+        job: &Job,
+        store: &dyn JobStore,
+        table: &TriggerTable,
+        trigger: &Trigger,
+        digest: &crate::triggers::Digest,
+        ctx: Map<String, Value>,
+    ) -> Step {
+        let key = match table.digest_key(trigger, &ctx) {
+            Ok(key) => key,
+            Err(e) => return Step::Dead(e.to_string()),
+        };
+        let gather = super::digest::Gather {
+            trigger: trigger.name.clone(),
+            key: key.clone(),
+            source: job.new.source,
+            action: trigger.action.kind().to_string(),
+            window_ms: digest.window.as_millis() as u64,
+            max: digest.max,
+            job_id: job.id,
+            user_id: job.new.user_id.clone(),
+            context: Value::Object(ctx),
+            now_ms: super::now_ms(),
+        };
+        match store.gather(&gather).await {
+            Ok(g) => {
+                tracing::info!(job = job.id, trigger = %trigger.name, key = %key, digest = g.digest_id, events = g.count, closed = g.closed, "gathered into a digest");
+                Step::Done(
+                    json!({ "action": "digest", "digest_id": g.digest_id, "key": key, "events": g.count, "closed": g.closed }),
+                    Vec::new(),
+                )
+            }
+            Err(e) => retry_store(e),
+        }
     }
 
     /// Takes the job's cost guards once (a retry of the same job is not charged again). An operator's replay

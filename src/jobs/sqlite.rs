@@ -35,7 +35,9 @@ use sqlx::{
 
 use super::{
     audit::{self, AuditEntry, AuditLog, AuditRecord},
-    batch, events,
+    batch,
+    digest::{self, DigestStore, Gather, Gathered},
+    events,
     row::{self, json_text, JobRow},
     upkeep::{sql, Forgotten, StoreStats, Upkeep},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
@@ -641,7 +643,11 @@ impl Upkeep for SqliteStore {
             .await?
             .rows_affected();
         if deleted < limit as u64 {
-            for statement in [sql::DELETE_OLD_COOLDOWNS, sql::DELETE_OLD_BUDGETS] {
+            for statement in [
+                sql::DELETE_OLD_COOLDOWNS,
+                sql::DELETE_OLD_BUDGETS,
+                sql::DELETE_OLD_DIGESTS,
+            ] {
                 sqlx::query(&sql::sqlite(statement))
                     .bind(before_ms as i64)
                     .execute(&mut *conn)
@@ -693,7 +699,7 @@ impl Upkeep for SqliteStore {
     async fn forget(&self, user: &str) -> Result<Forgotten, StoreError> {
         let mut conn = self.bookkeeping().await?;
         let mut tx = conn.begin().await?;
-        let mut removed = [0u64; 5];
+        let mut removed = [0u64; 6];
         for (n, statement) in removed.iter_mut().zip(sql::FORGET) {
             *n = sqlx::query(&sql::sqlite(statement))
                 .bind(user)
@@ -725,6 +731,29 @@ impl SqliteStore {
         Err(StoreError::Unavailable(
             "the write-ahead log could not be emptied: a reader held it for a second".into(),
         ))
+    }
+}
+
+#[async_trait::async_trait]
+impl DigestStore for SqliteStore {
+    async fn gather(&self, g: &Gather) -> Result<Gathered, StoreError> {
+        let mut conn = self.bookkeeping().await?;
+        let mut tx = conn.begin().await?;
+        digest::gather_in!(tx, false, g)
+    }
+
+    async fn close_due_digests(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut conn = self.bookkeeping().await?;
+        let mut tx = conn.begin().await?;
+        digest::close_due_in!(tx, false, now_ms)
+    }
+
+    async fn digest_events(&self, digest_id: i64) -> Result<Vec<Value>, StoreError> {
+        digest::events_in!(&self.reader, false, digest_id)
+    }
+
+    async fn open_digests(&self) -> Result<Vec<digest::OpenDigest>, StoreError> {
+        digest::open_in!(&self.reader, false)
     }
 }
 

@@ -43,16 +43,21 @@ pub struct Forgotten {
     /// Rows of the persona map (trigger, user) → persona id.
     pub personas: u64,
     pub cooldowns: u64,
+    /// Their events gathered into a digest that has not run yet.
+    pub digest_events: u64,
 }
 
 impl Forgotten {
     /// From the rows each statement of [`sql::FORGET`] touched, in its order.
-    pub fn from_counts([jobs, _unlinked, events, personas, cooldowns]: [u64; 5]) -> Self {
+    pub fn from_counts(
+        [jobs, _unlinked, events, personas, cooldowns, digest_events]: [u64; 6],
+    ) -> Self {
         Self {
             events,
             jobs,
             personas,
             cooldowns,
+            digest_events,
         }
     }
 }
@@ -135,6 +140,7 @@ pub async fn forget(store: &dyn Upkeep, user: &str) -> Result<Forgotten, StoreEr
         jobs = removed.jobs,
         personas = removed.personas,
         cooldowns = removed.cooldowns,
+        digest_events = removed.digest_events,
         "erasure: a person's data deleted from the store"
     );
     Ok(removed)
@@ -214,17 +220,22 @@ pub mod sql {
          SELECT id FROM jobs WHERE state IN ('done', 'dead', 'held') AND updated_ms < $1 LIMIT $2)";
     pub const DELETE_OLD_COOLDOWNS: &str = "DELETE FROM cooldowns WHERE last_ms < $1";
     pub const DELETE_OLD_BUDGETS: &str = "DELETE FROM budget_usage WHERE window_start_ms < $1";
+    /// Closed digests whose job is gone (pruned); their gathered events go with them (`ON DELETE CASCADE`).
+    pub const DELETE_OLD_DIGESTS: &str =
+        "DELETE FROM digests WHERE job_id IS NOT NULL AND closes_ms < $1
+         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = digests.job_id)";
     pub const OLDEST_EVENT: &str = "SELECT MIN(received_ms) FROM events";
     pub const OLDEST_JOB: &str = "SELECT created_ms FROM jobs ORDER BY id LIMIT 1";
 
     /// Erasure, in order: a person's jobs, any other job's link to their events, their events, the persona
-    /// map and cooldowns.
-    pub const FORGET: [&str; 5] = [
+    /// map, cooldowns, and their events gathered into digests that have not run yet.
+    pub const FORGET: [&str; 6] = [
         "DELETE FROM jobs WHERE user_id = $1",
         "UPDATE jobs SET event_row = NULL WHERE event_row IN (SELECT id FROM events WHERE user_id = $1)",
         "DELETE FROM events WHERE user_id = $1",
         "DELETE FROM personas WHERE user_id = $1",
         "DELETE FROM cooldowns WHERE user_id = $1",
+        "DELETE FROM digest_events WHERE user_id = $1",
     ];
 
     /// The same statement with SQLite's numbered parameters (`?1` for `$1`).

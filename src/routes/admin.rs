@@ -292,12 +292,13 @@ async fn forget(
                     Via::Api,
                     &client.to_string(),
                     format!(
-                        "user {}: {} events, {} jobs, {} personas, {} cooldowns",
+                        "user {}: {} events, {} jobs, {} personas, {} cooldowns, {} digest events",
                         crate::config::Secret::new(&user).fingerprint(),
                         removed.events,
                         removed.jobs,
                         removed.personas,
-                        removed.cooldowns
+                        removed.cooldowns,
+                        removed.digest_events
                     ),
                 )
                 .await;

@@ -1,7 +1,7 @@
 //! `POST /customerio`: Customer.io reporting webhooks. Anything genuine gets a 2xx, fast: Customer.io holds
 //! back every later webhook for an hour after a 4xx.
 
-use std::{sync::atomic::Ordering, time::SystemTime};
+use std::time::SystemTime;
 
 use axum::{
     extract::{rejection::BytesRejection, ConnectInfo, State},
@@ -65,36 +65,23 @@ async fn handle(
             .trim();
         format!("verified: X-CIO-Signature, HMAC-SHA256 of v0:{stamp}:<body>")
     };
-    // A genuine object is never refused (a 4xx stalls Customer.io's queue for an hour): one too deep or too
-    // long to read is acknowledged and ignored; anything that is not an object at all is a 400.
+    // A genuine body is never refused for its content (a 4xx stalls Customer.io's queue for an hour): one too
+    // deep or too long to read, not JSON, or not an event we know is acknowledged and kept as unprocessable.
     let parsed = match check_shape(state, &body) {
-        Ok(()) => customerio::parse(&verified)?,
-        Err(e) if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
-            Parsed::Unrecognised(e.reason())
-        }
-        Err(e) => return Err(e),
+        Ok(()) => customerio::parse(&verified),
+        Err(e) => customerio::unprocessable(&body, e.reason()),
     };
-    match parsed {
-        Parsed::Event(event) => {
-            hand_over(state, Source::CustomerIo, vec![*event], headers, &signature).await
-        }
-        Parsed::Unrecognised(why) => {
-            tracing::warn!(source = "customerio", reason = %why, "signed body is not an event we know: acknowledged and ignored");
-            state
-                .intake
-                .counters
-                .received
-                .fetch_add(1, Ordering::Relaxed);
-            state
-                .intake
-                .counters
-                .ignored
-                .fetch_add(1, Ordering::Relaxed);
-            Ok(Summary {
-                received: 1,
-                duplicates: 0,
-                triggered: 0,
-            })
-        }
-    }
+    let (events, unusable) = match parsed {
+        Parsed::Event(event) => (vec![*event], Vec::new()),
+        Parsed::Unprocessable(part) => (Vec::new(), vec![*part]),
+    };
+    hand_over(
+        state,
+        Source::CustomerIo,
+        events,
+        unusable,
+        headers,
+        &signature,
+    )
+    .await
 }

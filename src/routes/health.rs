@@ -25,6 +25,7 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
             "ignored": c.ignored.load(Ordering::Relaxed),
             "triggered": c.triggered.load(Ordering::Relaxed),
             "rejected": c.rejected.load(Ordering::Relaxed),
+            "refused": c.refused.load(Ordering::Relaxed),
         },
         "jobs": jobs,
         "backlog": {

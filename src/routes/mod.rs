@@ -6,8 +6,10 @@ pub mod health;
 pub mod segment;
 
 use axum::{
-    extract::{rejection::BytesRejection, DefaultBodyLimit},
+    extract::{rejection::BytesRejection, ConnectInfo, DefaultBodyLimit, Request},
     http::{HeaderMap, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
@@ -18,18 +20,41 @@ use crate::{
     error::ApiError,
     intake::{IntakeError, Summary},
     jobs::events::{masked_headers, RequestMeta},
-    limits::{self, RemoteAddr},
+    limits::{self, BodyBudget, RemoteAddr},
     sources::Source,
     state::AppState,
 };
 
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
+    let segment_limit = state.settings.segment_max_body_bytes;
     let header_limit = state.settings.max_header_bytes;
     let deadline = state.settings.request_timeout;
+    let budget = BodyBudget::new(state.settings.max_body_bytes_in_flight);
+    let admit = |source: Source, max_body: usize| {
+        let (state, budget) = (state.clone(), budget.clone());
+        axum::middleware::from_fn(move |request: Request, next: Next| {
+            admit_body(
+                state.clone(),
+                budget.clone(),
+                source,
+                max_body,
+                request,
+                next,
+            )
+        })
+    };
     Router::new()
-        .route("/segment", post(segment::receive))
-        .route("/customerio", post(customerio::receive))
+        .route(
+            "/segment",
+            post(segment::receive)
+                .layer(DefaultBodyLimit::max(segment_limit))
+                .layer(admit(Source::Segment, segment_limit)),
+        )
+        .route(
+            "/customerio",
+            post(customerio::receive).layer(admit(Source::CustomerIo, limit)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -44,6 +69,29 @@ pub fn router(state: AppState) -> Router {
             limits::limit_header_bytes(header_limit, request, next)
         }))
         .with_state(state)
+}
+
+/// Lets a webhook request in only when its body fits in the [`BodyBudget`] now; else 503 + `Retry-After`,
+/// before a byte of the body is read. The room is held until the answer is sent.
+async fn admit_body(
+    state: AppState,
+    budget: BodyBudget,
+    source: Source,
+    max_body: usize,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(_room) = budget.try_take(request.headers(), max_body) else {
+        let refused = ApiError::BodiesInFlight {
+            budget: budget.total(),
+        };
+        let refused: Result<Summary, ApiError> = Err(refused);
+        if let Some(ConnectInfo(remote)) = request.extensions().get::<ConnectInfo<RemoteAddr>>() {
+            record_outcome(&state, source, *remote, request.headers(), &refused);
+        }
+        return refused.map(axum::Json).into_response();
+    };
+    next.run(request).await
 }
 
 /// The raw body, or 413 past the limit.
@@ -65,6 +113,7 @@ pub(crate) async fn hand_over(
     state: &AppState,
     source: Source,
     events: Vec<crate::sources::Event>,
+    unusable: Vec<crate::sources::Unusable>,
     headers: &HeaderMap,
     signature: &(dyn Fn() -> String + Sync),
 ) -> Result<Summary, ApiError> {
@@ -72,7 +121,7 @@ pub(crate) async fn hand_over(
         headers: masked_headers(headers).into(),
         signature: signature().into(),
     };
-    state.intake.accept(source, events, &meta).await.map_err(|e| {
+    state.intake.accept(source, events, unusable, &meta).await.map_err(|e| {
         match &e {
             IntakeError::Store(_) => tracing::error!(source = %source, error = %e, "cannot record events: answering 503 so the sender retries"),
             IntakeError::Backlog { .. } => tracing::warn!(source = %source, error = %e, "backpressure: answering 503 so the sender retries later"),
@@ -116,7 +165,7 @@ pub(crate) fn record_outcome(
         .unwrap_or("-");
     match result {
         Ok(s) => {
-            tracing::info!(source = %source, remote = %remote, received = s.received, duplicates = s.duplicates, triggered = s.triggered, "webhook accepted")
+            tracing::info!(source = %source, remote = %remote, received = s.received, duplicates = s.duplicates, triggered = s.triggered, refused = s.refused, "webhook accepted")
         }
         Err(e) => {
             tracing::warn!(source = %source, remote = %remote, forwarded_for = forwarded, status = e.status().as_u16(), reason = %e.reason(), "webhook rejected")

@@ -34,7 +34,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Summary, ApiError> {
     let settings = &state.settings;
-    let body = body_bytes(body, settings.max_body_bytes)?;
+    let body = body_bytes(body, settings.segment_max_body_bytes)?;
     let unsigned_ok = settings.mode == Mode::Dev;
     let verified = segment::verify(headers, &body, &settings.segment_secrets, unsigned_ok)?;
     let unsigned = verified.authenticity == segment::Authenticity::UnsignedDevMode;
@@ -56,6 +56,14 @@ async fn handle(
             settings.max_batch_events
         ))));
     }
-    let events = segment::parse(&verified)?;
-    hand_over(state, Source::Segment, events, headers, &signature).await
+    let parsed = segment::parse(&verified)?;
+    hand_over(
+        state,
+        Source::Segment,
+        parsed.events,
+        parsed.unusable,
+        headers,
+        &signature,
+    )
+    .await
 }

@@ -2,10 +2,13 @@
 //! files, Slack and webhooks are durable jobs of their own (action `sink:<type>`), retried like any job, so a
 //! Slack outage delays a brief but does not lose it.
 
+pub mod customerio;
 pub mod file;
 pub mod log;
+pub mod segment;
 pub mod slack;
 pub mod webhook;
+pub mod writeback;
 
 use serde_json::{json, Value};
 
@@ -47,27 +50,38 @@ pub fn settings_of(spec: &SinkSpec) -> Vec<&str> {
             v.extend(secret.as_deref());
             v
         }
+        SinkSpec::Customerio { .. } | SinkSpec::Segment { .. } => vec![],
     }
 }
 
-/// The delivery jobs for one outcome: one per sink that is not the log.
-pub fn deliveries(job: &Job, sinks: &[SinkSpec], outcome: &Value) -> Vec<NewJob> {
+/// The delivery jobs for one outcome: one per sink that is not the log. `rendered[i]` holds what the
+/// templates of sink `i` rendered (write-backs), or why they could not be (the delivery then dead-letters
+/// with that reason, and the outcome is kept). Each delivery gets an id of its own, fixed for its retries.
+pub fn deliveries(
+    job: &Job,
+    sinks: &[SinkSpec],
+    outcome: &Value,
+    rendered: &[Result<Value, crate::triggers::RenderError>],
+) -> Vec<NewJob> {
     sinks
         .iter()
-        .filter(|s| !matches!(s, SinkSpec::Log))
-        .map(|spec| {
-            let kind = match spec {
-                SinkSpec::Log => "log",
-                SinkSpec::File { .. } => "file",
-                SinkSpec::Slack { .. } => "slack",
-                SinkSpec::Webhook { .. } => "webhook",
-            };
+        .zip(rendered)
+        .filter(|(s, _)| !matches!(s, SinkSpec::Log))
+        .map(|(spec, rendered)| {
             let mut context = serde_json::Map::new();
             context.insert("sink".into(), json!(spec));
             context.insert("delivery".into(), envelope(job, outcome));
+            context.insert("delivery_id".into(), json!(ulid::Ulid::new().to_string()));
+            if matches!(spec, SinkSpec::Customerio { .. } | SinkSpec::Segment { .. }) {
+                context.insert("person".into(), json!(writeback::Person::of(job)));
+                match rendered {
+                    Ok(values) => context.insert("rendered".into(), values.clone()),
+                    Err(why) => context.insert("render_error".into(), json!(why.to_string())),
+                };
+            }
             NewJob {
                 trigger: job.new.trigger.clone(),
-                action: format!("sink:{kind}"),
+                action: format!("sink:{}", spec.kind()),
                 source: job.new.source,
                 event_id: job.new.event_id.clone(),
                 user_id: job.new.user_id.clone(),
@@ -103,8 +117,20 @@ pub enum SinkError {
     Transient(String),
 }
 
+/// One group of rendered values (`attributes`, `traits`, `data`) of a write-back delivery.
+fn rendered_group(job: &Job, group: &str) -> serde_json::Map<String, Value> {
+    job.new.context["rendered"][group]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Delivers one sink job.
-pub async fn deliver(http: &reqwest::Client, job: &Job) -> Result<Value, SinkError> {
+pub async fn deliver(
+    http: &reqwest::Client,
+    write_back: &writeback::WriteBack,
+    job: &Job,
+) -> Result<Value, SinkError> {
     let spec: SinkSpec =
         serde_json::from_value(job.new.context.get("sink").cloned().unwrap_or_default())
             .map_err(|e| SinkError::Final(format!("unreadable sink settings: {e}")))?;
@@ -120,6 +146,50 @@ pub async fn deliver(http: &reqwest::Client, job: &Job) -> Result<Value, SinkErr
         SinkSpec::Webhook { url, secret } => {
             let secret = secret.as_deref().map(expand).transpose()?;
             webhook::post(http, &expand(&url)?, secret.as_deref(), job.id, &delivery).await
+        }
+        SinkSpec::Customerio { ref event, .. } | SinkSpec::Segment { ref event, .. } => {
+            if let Some(why) = job.new.context.get("render_error").and_then(Value::as_str) {
+                return Err(SinkError::Final(why.to_string()));
+            }
+            let person: writeback::Person =
+                serde_json::from_value(job.new.context.get("person").cloned().unwrap_or_default())
+                    .unwrap_or_default();
+            let delivery_id = job.new.context["delivery_id"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("job-{}", job.id));
+            let data = rendered_group(job, "data");
+            if matches!(spec, SinkSpec::Customerio { .. }) {
+                let attributes = rendered_group(job, "attributes");
+                customerio::deliver(
+                    http,
+                    write_back,
+                    writeback::Request {
+                        person: &person,
+                        delivery_id: &delivery_id,
+                        profile: &attributes,
+                        event: event.as_deref(),
+                        data: &data,
+                        delivery: &delivery,
+                    },
+                )
+                .await
+            } else {
+                let traits = rendered_group(job, "traits");
+                segment::deliver(
+                    http,
+                    write_back,
+                    writeback::Request {
+                        person: &person,
+                        delivery_id: &delivery_id,
+                        profile: &traits,
+                        event: event.as_deref(),
+                        data: &data,
+                        delivery: &delivery,
+                    },
+                )
+                .await
+            }
         }
     }
 }

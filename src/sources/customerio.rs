@@ -5,8 +5,8 @@
 //!
 //! Payload (§2.3–2.5): one event object per request; the current envelope (`metric`, `object_type`, `data`)
 //! or the legacy `event_type` form. Customer.io holds back every later webhook for an hour after a 4xx, so a
-//! genuine (signed) JSON object is never refused for its content: fields of an unexpected type are read
-//! leniently, and an event we cannot use is acknowledged and counted as ignored.
+//! genuine (signed, in-window) body is never refused for its content: fields of an unexpected type are read
+//! leniently, and a body that is not an event we can use is acknowledged and kept as "unprocessable".
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +16,7 @@ use super::{
     content_id, id_string,
     segment::malformed,
     signature::{read_hex_header, sha256_matches, HeaderSignature},
-    Event, RejectReason, Source,
+    Event, Refusal, RejectReason, Source, Unusable,
 };
 use crate::config::Secret;
 
@@ -98,28 +98,44 @@ pub fn verify<'a>(
     })
 }
 
-/// What a verified body holds: an event, or a genuine JSON object we cannot use (acknowledged, ignored).
+/// What a verified body holds: an event, or a genuine body we cannot use (acknowledged 2xx and kept with why).
 #[derive(Debug)]
 pub enum Parsed {
     Event(Box<Event>),
-    Unrecognised(String),
+    Unprocessable(Box<Unusable>),
 }
 
-/// Reads the envelope. Only bodies that are not a JSON object at all are refused (400).
-pub fn parse(verified: &Verified<'_>) -> Result<Parsed, RejectReason> {
+/// Reads the envelope. Nothing genuine is refused for its content: a body that is not JSON, not an object,
+/// or not an event we know is [`Parsed::Unprocessable`], with the reason.
+pub fn parse(verified: &Verified<'_>) -> Parsed {
     let body = verified.body;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(RejectReason::BadRequest(
-            "empty body: send a Customer.io reporting webhook event as JSON".into(),
-        ));
-    }
-    let value: Value = serde_json::from_slice(body).map_err(malformed)?;
-    let Value::Object(obj) = value else {
-        return Err(RejectReason::BadRequest(
-            "not a Customer.io event: expected one JSON object".into(),
-        ));
+    let obj = if body.iter().all(u8::is_ascii_whitespace) {
+        Err("empty body: expected a Customer.io reporting webhook event as JSON".to_string())
+    } else {
+        // A lone surrogate escape is read as U+FFFD, as for Segment (the signature covered the bytes received).
+        match serde_json::from_slice::<Value>(&super::replace_lone_surrogates(body)) {
+            Ok(Value::Object(obj)) => Ok(obj),
+            Ok(_) => Err("not a Customer.io event: expected one JSON object".into()),
+            Err(e) => Err(malformed(e).to_string()),
+        }
     };
-    Ok(to_event(obj, body))
+    match obj.and_then(|obj| to_event(obj, body)) {
+        Ok(event) => Parsed::Event(Box::new(event)),
+        Err(why) => unprocessable(body, why),
+    }
+}
+
+/// A genuine body that is not an event we can use, kept as received with why.
+pub fn unprocessable(body: &[u8], why: String) -> Parsed {
+    Parsed::Unprocessable(Box::new(Unusable {
+        source: Source::CustomerIo,
+        id: content_id(body),
+        name: "-".into(),
+        user_id: None,
+        who: "unknown".into(),
+        raw: String::from_utf8_lossy(body).into_owned(),
+        refusal: Refusal::Unprocessable(why),
+    }))
 }
 
 fn text(v: Option<&Value>) -> Option<String> {
@@ -166,9 +182,9 @@ fn customer_lookup(data: &Map<String, Value>) -> Option<(String, &'static str)> 
         .or_else(|| ident("cio_id").map(|c| (c, "cio_id")))
 }
 
-fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Parsed {
+fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Result<Event, String> {
     let Some((object_type, metric)) = kind_and_metric(&obj) else {
-        return Parsed::Unrecognised("no `metric` or `event_type`".into());
+        return Err("not a Customer.io event: it has no `metric` or `event_type`".into());
     };
     let data = match obj.get("data") {
         Some(Value::Object(d)) => d.clone(),
@@ -179,16 +195,30 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Parsed {
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    // `recipient` is an email address only for email messages: for SMS and WhatsApp it is a phone number,
+    // for Slack a channel, for a webhook a URL (PROTOCOLS.md §2.4). Templates get it as `recipient`.
+    let recipient = text(data.get("recipient"));
     let email = id_string(identifiers.get("email"))
         .or_else(|| text(data.get("email_address")))
-        .or_else(|| text(data.get("recipient")));
+        .or_else(|| recipient.clone().filter(|_| object_type == "email"));
+    let who = super::who(&[
+        (
+            "id",
+            id_string(identifiers.get("id"))
+                .or_else(|| id_string(data.get("customer_id")))
+                .as_deref(),
+        ),
+        ("cio_id", id_string(identifiers.get("cio_id")).as_deref()),
+        ("email", email.as_deref()),
+        ("object_type", Some(object_type.as_str())),
+    ]);
     let lookup = customer_lookup(&data);
     let event_id = id_string(obj.get("event_id"));
     let id = event_id.clone().unwrap_or_else(|| content_id(raw));
     let user_id = lookup.as_ref().map(|(id, _)| id.clone());
 
     let mut ctx = Map::new();
-    let fields: [(&str, Value); 14] = [
+    let fields: [(&str, Value); 15] = [
         ("provider", Value::from("customerio")),
         ("event", Value::from(metric.clone())),
         ("metric", Value::from(metric.clone())),
@@ -210,6 +240,10 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Parsed {
                 .unwrap_or(Value::Null),
         ),
         ("email", email.map(Value::from).unwrap_or(Value::Null)),
+        (
+            "recipient",
+            recipient.map(Value::from).unwrap_or(Value::Null),
+        ),
         (
             "cio_id",
             id_string(identifiers.get("cio_id"))
@@ -235,15 +269,16 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Parsed {
         ctx.insert(k.to_string(), v);
     }
     ctx.insert("payload".into(), Value::Object(obj));
-    Parsed::Event(Box::new(Event {
+    Ok(Event {
         source: Source::CustomerIo,
         id,
         name: metric,
         kind: object_type,
         user_id,
+        who,
         context: ctx.into(),
         raw: String::from_utf8_lossy(raw).into_owned(),
-    }))
+    })
 }
 
 /// Signs a body the way Customer.io does, for `mavera-triggers send` and tests.
@@ -388,7 +423,7 @@ mod tests {
             SystemTime::now(),
         )
         .unwrap();
-        parse(&v).unwrap()
+        parse(&v)
     }
 
     #[test]
@@ -438,7 +473,7 @@ mod tests {
             SystemTime::now(),
         )
         .unwrap();
-        let Parsed::Event(e) = parse(&v).unwrap() else {
+        let Parsed::Event(e) = parse(&v) else {
             panic!()
         };
         assert_eq!((e.kind.as_str(), e.name.as_str()), ("in_app", "clicked"));
@@ -474,7 +509,7 @@ mod tests {
                 SystemTime::now(),
             )
             .unwrap();
-            let Parsed::Event(e) = parse(&v).unwrap() else {
+            let Parsed::Event(e) = parse(&v) else {
                 panic!()
             };
             assert_eq!(
@@ -486,8 +521,14 @@ mod tests {
     }
 
     #[test]
-    fn a_genuine_object_we_cannot_use_is_not_refused() {
-        for body in [&br#"{"hello":1}"#[..], br#"{"metric":5,"data":"x"}"#] {
+    fn a_genuine_body_we_cannot_use_is_unprocessable_not_refused() {
+        for (body, why) in [
+            (&br#"{"hello":1}"#[..], "no `metric` or `event_type`"),
+            (br#"{"metric":5,"data":"x"}"#, "no `metric` or `event_type`"),
+            (b"[1]", "expected one JSON object"),
+            (b"not json", "malformed JSON"),
+            (b"  ", "empty body"),
+        ] {
             let v = verify(
                 &HeaderMap::new(),
                 body,
@@ -497,17 +538,73 @@ mod tests {
                 SystemTime::now(),
             )
             .unwrap();
-            assert!(matches!(parse(&v).unwrap(), Parsed::Unrecognised(_)));
+            let Parsed::Unprocessable(u) = parse(&v) else {
+                panic!("{body:?} should be unprocessable")
+            };
+            assert!(u.refusal.reason().contains(why), "{:?}", u.refusal);
+            assert_eq!(u.raw.as_bytes(), body);
         }
+    }
+
+    fn event(object_type: &str, data: &str) -> Event {
+        let body = format!(
+            r#"{{"metric":"sent","object_type":"{object_type}","event_id":"e-{object_type}","data":{data}}}"#
+        );
         let v = verify(
             &HeaderMap::new(),
-            b"[1]",
+            body.as_bytes(),
             &[],
             true,
             Duration::ZERO,
             SystemTime::now(),
         )
         .unwrap();
-        assert!(matches!(parse(&v), Err(RejectReason::BadRequest(_))));
+        let Parsed::Event(e) = parse(&v) else {
+            panic!("{body}")
+        };
+        *e
+    }
+
+    #[test]
+    fn a_recipient_is_an_email_only_for_an_email_message() {
+        let email = event(
+            "email",
+            r#"{"identifiers":{"id":"7"},"recipient":"jane@acme.example"}"#,
+        );
+        assert_eq!(email.context()["email"], "jane@acme.example");
+        assert_eq!(email.context()["recipient"], "jane@acme.example");
+        for (object_type, recipient) in [
+            ("sms", "+15551234567"),
+            ("whatsapp", "+447700900123"),
+            ("slack", "#general"),
+            ("webhook", "https://hooks.example/x"),
+            ("in_app", "7"),
+        ] {
+            let e = event(
+                object_type,
+                &format!(r#"{{"identifiers":{{"id":"7"}},"recipient":"{recipient}"}}"#),
+            );
+            assert_eq!(e.context()["email"], Value::Null, "{object_type}");
+            assert_eq!(e.context()["recipient"], recipient, "{object_type}");
+        }
+        // The person's own address still counts, whatever the channel.
+        let sms = event(
+            "sms",
+            r#"{"identifiers":{"id":"7","email":"jane@acme.example"},"recipient":"+15551234567"}"#,
+        );
+        assert_eq!(sms.context()["email"], "jane@acme.example");
+    }
+
+    #[test]
+    fn an_event_says_whom_it_is_about_with_the_email_masked() {
+        let e = event(
+            "email",
+            r#"{"identifiers":{"id":"42","email":"jane@acme.example","cio_id":"d9c1"}}"#,
+        );
+        assert_eq!(
+            e.who,
+            "id=42 cio_id=d9c1 email=j***@acme.example object_type=email"
+        );
+        assert_eq!(event("push", "{}").who, "object_type=push");
     }
 }

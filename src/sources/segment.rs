@@ -9,7 +9,7 @@ use serde_json::{value::RawValue, Map, Value};
 use super::{
     content_id, id_string,
     signature::{read_hex_header, sha1_matches, HeaderSignature},
-    Event, RejectReason, Source,
+    who, Event, Refusal, RejectReason, Source, Unusable,
 };
 use crate::config::Secret;
 
@@ -27,6 +27,8 @@ pub enum Authenticity {
 #[derive(Debug)]
 pub struct Verified<'a> {
     elements: Vec<&'a RawValue>,
+    /// A JSON array (an Actions batch, even of one event), not a single event.
+    batch: bool,
     pub authenticity: Authenticity,
 }
 
@@ -60,6 +62,7 @@ pub fn verify<'a>(
         let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
         return Ok(Verified {
             elements: vec![raw],
+            batch: false,
             authenticity,
         });
     }
@@ -89,6 +92,7 @@ pub fn verify<'a>(
     }
     Ok(Verified {
         elements,
+        batch: true,
         authenticity,
     })
 }
@@ -137,33 +141,90 @@ pub(crate) fn malformed(e: serde_json::Error) -> RejectReason {
     RejectReason::BadRequest(format!("malformed JSON: {e}"))
 }
 
-/// Turns a verified body into events, in order. One bad element refuses the whole request (400): Segment
-/// would re-send the same batch, so accepting part of it would only hide the problem.
-pub fn parse(verified: &Verified<'_>) -> Result<Vec<Event>, RejectReason> {
-    let many = verified.elements.len() > 1;
-    verified
+/// What a verified body holds: its events, in order, and the elements of a batch that are not events.
+#[derive(Debug)]
+pub struct Parsed {
+    pub events: Vec<Event>,
+    pub unusable: Vec<Unusable>,
+}
+
+/// Turns a verified body into events, in order. A single event that is not a Segment event is refused (400,
+/// with the reason). In a batch, each element that is not a Segment event is set aside with its reason and
+/// the others go on: Segment never re-sends a batch refused with a 4xx, so refusing it whole would lose
+/// every good event in it. An array none of whose elements is a JSON object is not a batch at all (400).
+pub fn parse(verified: &Verified<'_>) -> Result<Parsed, RejectReason> {
+    if !verified.batch {
+        let event = verified
+            .elements
+            .iter()
+            .map(|raw| read_event(raw).map_err(RejectReason::BadRequest))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Parsed {
+            events: event,
+            unusable: Vec::new(),
+        });
+    }
+    let mut parsed = Parsed {
+        events: Vec::with_capacity(verified.elements.len()),
+        unusable: Vec::new(),
+    };
+    for (i, raw) in verified.elements.iter().enumerate() {
+        match read_event(raw) {
+            Ok(event) => parsed.events.push(event),
+            Err(why) => parsed
+                .unusable
+                .push(unusable(raw, format!("batch element {i}: {why}"))),
+        }
+    }
+    let objects = verified
         .elements
         .iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            let at = if many {
-                format!("batch element {i}: ")
-            } else {
-                String::new()
-            };
-            if let Some(event) = from_head(raw) {
-                return Ok(event);
-            }
-            let value: Value = serde_json::from_str(raw.get()).map_err(malformed)?;
-            let Value::Object(obj) = value else {
-                return Err(RejectReason::BadRequest(format!(
-                    "{at}not a Segment event: expected a JSON object"
-                )));
-            };
-            to_event(obj, raw.get().as_bytes())
-                .map_err(|why| RejectReason::BadRequest(format!("{at}{why}")))
-        })
-        .collect()
+        .filter(|raw| raw.get().starts_with('{'))
+        .count();
+    if objects == 0 {
+        return Err(RejectReason::BadRequest(format!(
+            "not a Segment batch: none of the array's {} elements is a JSON object (an event)",
+            verified.elements.len()
+        )));
+    }
+    Ok(parsed)
+}
+
+/// One event, or why it is not a Segment event. A lone surrogate escape (`"\ud83d"`, as Node's
+/// `JSON.stringify` writes it) is read as U+FFFD: the event's `raw` is the text that was read.
+fn read_event(raw: &RawValue) -> Result<Event, String> {
+    let readable = super::replace_lone_surrogates(raw.get().as_bytes());
+    let text = std::str::from_utf8(&readable).map_err(|e| format!("malformed JSON: {e}"))?;
+    if let Some(event) = from_head(text) {
+        return Ok(event);
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e).to_string())?;
+    let Value::Object(obj) = value else {
+        return Err("not a Segment event: expected a JSON object".into());
+    };
+    to_event(obj, text.as_bytes())
+}
+
+/// A batch element that is not an event, with what can be read of it for the console.
+fn unusable(raw: &RawValue, why: String) -> Unusable {
+    let obj = match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Object(obj)) => obj,
+        _ => Map::new(),
+    };
+    let field = |key: &str| {
+        obj.get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    Unusable {
+        source: Source::Segment,
+        id: content_id(raw.get().as_bytes()),
+        name: field("event").or(field("type")).unwrap_or("-").to_string(),
+        user_id: field("userId").or(field("anonymousId")).map(str::to_string),
+        who: who_of(field("userId"), field("anonymousId")),
+        raw: raw.get().to_string(),
+        refusal: Refusal::Refused(why),
+    }
 }
 
 /// The string at `key`, `None` when absent or null, an error naming the field when it has another type.
@@ -228,6 +289,7 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Result<Event, String> {
         None => opt_id(&obj, "User ID")?,
     };
     let anonymous_id = opt_id(&obj, "anonymousId")?;
+    let anonymous_id_shown = anonymous_id.clone();
     for key in ["timestamp", "receivedAt", "sentAt", "originalTimestamp"] {
         opt_str(&obj, key)?;
     }
@@ -278,6 +340,7 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Result<Event, String> {
     ctx.insert("payload".into(), Value::Object(obj));
     Ok(Event {
         source: Source::Segment,
+        who: who_of(user_id.as_deref(), anonymous_id_shown.as_deref()),
         id,
         name,
         kind,
@@ -285,6 +348,11 @@ fn to_event(obj: Map<String, Value>, raw: &[u8]) -> Result<Event, String> {
         context: ctx.into(),
         raw: String::from_utf8_lossy(raw).into_owned(),
     })
+}
+
+/// Whom a Segment event is about, for its log lines.
+fn who_of(user_id: Option<&str>, anonymous_id: Option<&str>) -> String {
+    who(&[("userId", user_id), ("anonymousId", anonymous_id)])
 }
 
 /// The template context of an event that [`parse`] accepted from its head: the whole event read now.
@@ -436,11 +504,11 @@ fn id_of(raw: Option<&RawValue>) -> Option<String> {
 
 /// The event from its head alone, when every field it has is of the type [`to_event`] wants; `None` sends
 /// the event through [`to_event`], which reads all of it and names what is wrong.
-fn from_head(raw: &RawValue) -> Option<Event> {
-    if !reads_as_value(raw.get()) {
+fn from_head(raw: &str) -> Option<Event> {
+    if !reads_as_value(raw) {
         return None;
     }
-    let head: Head = serde_json::from_str(raw.get()).ok()?;
+    let head: Head = serde_json::from_str(raw).ok()?;
     let is = |v: Option<&RawValue>, allowed: &[u8]| allowed.contains(&first(v));
     let string = [b'n', b'"'];
     let object = [b'n', b'{'];
@@ -484,15 +552,16 @@ fn from_head(raw: &RawValue) -> Option<Event> {
         ("track", None) => return None,
         (other, None) => other.to_string(),
     };
-    let user_id = id_of(head.user_id)
-        .or_else(|| id_of(head.user_id_doc))
-        .or_else(|| id_of(head.anonymous_id));
-    let raw = raw.get();
+    let named = id_of(head.user_id).or_else(|| id_of(head.user_id_doc));
+    let anonymous = id_of(head.anonymous_id);
+    let who = who_of(named.as_deref(), anonymous.as_deref());
+    let user_id = named.or(anonymous);
     let id = text(head.message_id)
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| content_id(raw.as_bytes()));
     Some(Event {
         source: Source::Segment,
+        who,
         id,
         name,
         kind,
@@ -595,7 +664,9 @@ mod tests {
             let path = entry.unwrap().path();
             let body = std::fs::read(&path).unwrap();
             let verified = verify(&HeaderMap::new(), &body, &[], true).unwrap();
-            let events = parse(&verified).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            let events = parse(&verified)
+                .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+                .events;
             assert_eq!(events.len(), 1, "{path:?}");
             let kind = &events[0].kind;
             assert!(SPEC_TYPES.contains(&kind.as_str()), "{path:?}: {kind}");
@@ -609,7 +680,7 @@ mod tests {
         let body = br#"{"type":"track","event":"trial_started","messageId":"m1","anonymousId":"anon",
             "properties":{"plan":"pro"},"context":{"traits":{"plan":"team","company":"Acme"}},"traits":{"seat":3}}"#;
         let verified = verify(&HeaderMap::new(), body, &[], true).unwrap();
-        let e = parse(&verified).unwrap().remove(0);
+        let e = parse(&verified).unwrap().events.remove(0);
         assert_eq!(e.name, "trial_started");
         assert_eq!(e.id, "m1");
         assert_eq!(e.dedupe_key(), "segment:m1");
@@ -624,8 +695,12 @@ mod tests {
     #[test]
     fn an_event_without_message_id_gets_a_stable_content_key() {
         let body = br#"{"type":"identify","userId":"u1"}"#;
-        let a = parse(&verify(&HeaderMap::new(), body, &[], true).unwrap()).unwrap();
-        let b = parse(&verify(&HeaderMap::new(), body, &[], true).unwrap()).unwrap();
+        let a = parse(&verify(&HeaderMap::new(), body, &[], true).unwrap())
+            .unwrap()
+            .events;
+        let b = parse(&verify(&HeaderMap::new(), body, &[], true).unwrap())
+            .unwrap()
+            .events;
         assert!(a[0].id.starts_with("content:"));
         assert_eq!(a[0].id, b[0].id);
     }
@@ -644,7 +719,7 @@ mod tests {
                 "`properties` must be an object",
             ),
             (br#"{"type":"track","event":5}"#, "`event` must be a string"),
-            (br#"[{"type":"page"},7]"#, "batch element 1"),
+            (b"[7, [1]]", "not a Segment batch"),
         ] {
             let err = verify(&HeaderMap::new(), body, &[], true)
                 .and_then(|v| parse(&v))
@@ -654,6 +729,64 @@ mod tests {
             };
             assert!(reason.contains(why), "{reason} should mention {why}");
         }
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn a_batch_keeps_its_good_events_and_sets_the_bad_ones_aside_with_why() {
+        let body = br#"[{"type":"page","userId":"u1"},7,{"type":"track","userId":"u2"},{"type":"track","event":"x","anonymousId":"a3"}]"#;
+        let parsed = parse(&verify(&HeaderMap::new(), body, &[], true).unwrap()).unwrap();
+        let names: Vec<&str> = parsed.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["page", "x"]);
+        let why: Vec<(&str, &str, Option<&str>)> = parsed
+            .unusable
+            .iter()
+            .map(|u| (u.refusal.reason(), u.name.as_str(), u.user_id.as_deref()))
+            .collect();
+        assert_eq!(
+            why,
+            [
+                (
+                    "batch element 1: not a Segment event: expected a JSON object",
+                    "-",
+                    None
+                ),
+                (
+                    "batch element 2: a track event needs an `event` name",
+                    "track",
+                    Some("u2")
+                ),
+            ]
+        );
+        assert_eq!(parsed.unusable[0].raw, "7");
+        assert!(matches!(parsed.unusable[1].refusal, Refusal::Refused(_)));
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_read_as_the_replacement_character_under_the_signature() {
+        use crate::sources::signature::sign_sha1;
+        let secret = Secret::new("abc123");
+        let first = r#"{"type":"track","event":"Emoji \ud83d","userId":"u1","properties":{"note":"half \udE00 of a pair"}}"#;
+        let body = format!(
+            r#"[{first},{{"type":"identify","userId":"u2","traits":{{"name":"\ud83d\ude00"}}}}]"#
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            SIGNATURE_HEADER,
+            sign_sha1(&secret, first.as_bytes()).parse().unwrap(),
+        );
+        let verified = verify(&headers, body.as_bytes(), &[secret], false).unwrap();
+        let parsed = parse(&verified).unwrap();
+        assert!(parsed.unusable.is_empty());
+        let e = &parsed.events[0];
+        assert_eq!(e.name, "Emoji \u{FFFD}");
+        assert_eq!(e.context()["properties"]["note"], "half \u{FFFD} of a pair");
+        assert_eq!(parsed.events[1].context()["traits"]["name"], "😀");
     }
 }
 
@@ -687,7 +820,7 @@ mod head_tests {
         let raw = r#"{"type":"track","event":"Signed Up","messageId":"m-1","userId":42,"anonymousId":"a",
             "properties":{"plan":"pro"},"context":{"traits":{"company":"Acme"},"ip":"1.2.3.4"},"timestamp":"2026-11-25T00:00:00Z"}"#;
         let raw: &RawValue = serde_json::from_str(raw).unwrap();
-        let fast = from_head(raw).expect("the fast path takes it");
+        let fast = from_head(raw.get()).expect("the fast path takes it");
         let Value::Object(obj) = serde_json::from_str(raw.get()).unwrap() else {
             panic!()
         };

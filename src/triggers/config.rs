@@ -1,5 +1,7 @@
 //! The trigger table file as written by people: TOML, unknown keys rejected. See `config/mavera-triggers.toml`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::sources::Source;
@@ -76,6 +78,9 @@ pub struct TriggerSpec {
     pub budget: Option<BudgetSpec>,
     /// Where outcomes go (default: the log). Each delivery is a durable job with retries.
     pub sinks: Option<Vec<SinkSpec>>,
+    /// Gather matching events and run the action once per group (`[triggers.digest]`), instead of once per
+    /// event: one Mave call for twenty churns of one persona type.
+    pub digest: Option<DigestSpec>,
     /// Set `false` to keep a trigger in the file without running it.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -102,6 +107,74 @@ pub enum SinkSpec {
     Slack { webhook_url: String },
     /// A JSON POST to any URL, signed with HMAC-SHA256 when `secret` is set.
     Webhook { url: String, secret: Option<String> },
+    /// Write the outcome back to the person in Customer.io (Track API): `attributes` (templates) update the
+    /// profile, `event` records an event carrying the brief. Needs `CIO_SITE_ID` and `CIO_TRACK_API_KEY`.
+    Customerio {
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: BTreeMap<String, String>,
+        event: Option<String>,
+        /// Extra event data (templates), beside the brief's fields.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        data: BTreeMap<String, String>,
+    },
+    /// Write the outcome back to Segment (HTTP Tracking API): `traits` (templates) in an `identify`, and
+    /// optionally a `track` of `event` with the outcome as properties. Needs `SEGMENT_WRITE_KEY`.
+    Segment {
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        traits: BTreeMap<String, String>,
+        event: Option<String>,
+        /// Extra track properties (templates), beside the outcome's fields.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        data: BTreeMap<String, String>,
+    },
+}
+
+impl SinkSpec {
+    /// The sink's name in job actions, logs and the console.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkSpec::Log => "log",
+            SinkSpec::File { .. } => "file",
+            SinkSpec::Slack { .. } => "slack",
+            SinkSpec::Webhook { .. } => "webhook",
+            SinkSpec::Customerio { .. } => "customerio",
+            SinkSpec::Segment { .. } => "segment",
+        }
+    }
+
+    /// The templates a write-back renders from the outcome: (group, key, template source).
+    pub fn templates(&self) -> Vec<(&'static str, &str, &str)> {
+        fn group<'a>(
+            name: &'static str,
+            map: &'a BTreeMap<String, String>,
+        ) -> Vec<(&'static str, &'a str, &'a str)> {
+            map.iter()
+                .map(|(k, v)| (name, k.as_str(), v.as_str()))
+                .collect()
+        }
+        match self {
+            SinkSpec::Customerio {
+                attributes, data, ..
+            } => [group("attributes", attributes), group("data", data)].concat(),
+            SinkSpec::Segment { traits, data, .. } => {
+                [group("traits", traits), group("data", data)].concat()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `[triggers.digest]`: `window = "1h"`, `max = 20`, `by = "{{ persona_type }}"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestSpec {
+    /// How long a digest gathers, from its first event (a duration: `30m`, `1h`, `1d`).
+    pub window: String,
+    /// A digest closes early when it holds this many events (default 50).
+    pub max: Option<u32>,
+    /// What events are grouped by: a template over the event (after `vars` and enrichment), e.g.
+    /// `{{ persona_type }}`. Default: one digest for the whole trigger.
+    pub by: Option<String>,
 }
 
 /// `budget = { per_hour = 100, per_day = 1000 }`.

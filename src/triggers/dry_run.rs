@@ -24,6 +24,12 @@ pub enum Plan {
         path: &'static str,
         body: Value,
     },
+    /// A digest trigger: the event would be gathered under `key`, and the action run once per digest.
+    Gather {
+        key: String,
+        window: String,
+        max: u32,
+    },
     /// Its `when` condition does not hold for this event.
     Skipped { reason: String },
     /// The event cannot be rendered (the job would be a dead letter).
@@ -49,6 +55,13 @@ impl TriggerTable {
                                     "condition not met: `{}`",
                                     trigger.condition_source().unwrap_or_default()
                                 ),
+                            });
+                        }
+                        if let Some(digest) = &trigger.digest {
+                            return Ok(Plan::Gather {
+                                key: self.digest_key(trigger, &ctx)?,
+                                window: humantime::format_duration(digest.window).to_string(),
+                                max: digest.max,
                             });
                         }
                         Ok(match self.render(trigger, &ctx)? {

@@ -96,7 +96,25 @@ pub struct Trigger {
     pub budget: config::BudgetSpec,
     /// Where outcomes go; the log when the file names none.
     pub sinks: Vec<config::SinkSpec>,
+    /// Per sink, its write-back templates: (group, key, template name).
+    sink_templates: Vec<Vec<(&'static str, String, String)>>,
+    /// Gathers events and runs the action once per digest.
+    pub digest: Option<Digest>,
 }
+
+/// A trigger's digest, compiled.
+#[derive(Debug, Clone)]
+pub struct Digest {
+    pub window: std::time::Duration,
+    pub max: u32,
+    /// The template the key is rendered from (`None`: one digest for the trigger).
+    by: Option<String>,
+    /// As written, for check-config and the console.
+    pub by_source: Option<String>,
+}
+
+/// A digest closes early at this many events unless `max` says otherwise.
+pub const DEFAULT_DIGEST_MAX: u32 = 50;
 
 impl Trigger {
     pub fn matches(&self, event: &Event) -> bool {
@@ -309,10 +327,32 @@ impl TriggerTable {
             let ctx = self
                 .prepare(t, ctx.clone())
                 .map_err(|e| self.invalid_at_load(t, e))?;
+            if t.digest.is_some() {
+                self.digest_key(t, &ctx)
+                    .map_err(|e| self.invalid_at_load(t, e))?;
+                let mut digest_ctx = ctx.clone();
+                digest_ctx.insert(
+                    "events".into(),
+                    Value::Array(vec![Value::Object(ctx.clone())]),
+                );
+                digest_ctx.insert("key".into(), Value::from(""));
+                digest_ctx.insert("count".into(), Value::from(1));
+                self.render(t, &digest_ctx)
+                    .map_err(|e| self.invalid_at_load(t, e))?;
+            }
             self.condition_holds(t, &ctx)
                 .map_err(|e| self.invalid_at_load(t, e))?;
             self.render(t, &ctx)
                 .map_err(|e| self.invalid_at_load(t, e))?;
+            let outcome =
+                serde_json::json!({"title": "", "summary": "", "brief": "", "persona_id": ""});
+            if let Some(Err(e)) = self
+                .render_sinks(t, &ctx, &outcome)
+                .into_iter()
+                .find(Result::is_err)
+            {
+                return Err(self.invalid_at_load(t, e));
+            }
         }
         Ok(())
     }
@@ -344,6 +384,13 @@ impl TriggerTable {
     /// True when any enabled trigger listens to `source`.
     pub fn uses_source(&self, source: Source) -> bool {
         self.triggers.iter().any(|t| t.source == source)
+    }
+
+    /// True when any enabled trigger sends outcomes to a sink of this kind (`customerio`, `segment`…).
+    pub fn uses_sink(&self, kind: &str) -> bool {
+        self.triggers
+            .iter()
+            .any(|t| t.sinks.iter().any(|s| s.kind() == kind))
     }
 
     pub fn uses_enrichment(&self) -> bool {
@@ -404,6 +451,69 @@ impl TriggerTable {
             .eval(JinjaValue::from_serialize(ctx))
             .map_err(err)?
             .is_true())
+    }
+
+    /// The key an event is gathered under in a digest trigger (`by`, rendered; empty without `by`).
+    pub fn digest_key(
+        &self,
+        trigger: &Trigger,
+        ctx: &Map<String, Value>,
+    ) -> Result<String, RenderError> {
+        match trigger.digest.as_ref().and_then(|d| d.by.as_deref()) {
+            Some(template) => Ok(self
+                .render_str(
+                    trigger,
+                    "digest.by",
+                    template,
+                    &JinjaValue::from_serialize(ctx),
+                )?
+                .trim()
+                .to_string()),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Renders each sink's write-back templates against the event's context and the `outcome`: per sink,
+    /// `{group: {key: value}}` (empty for sinks without templates), or why it could not be rendered. The
+    /// rendered strings are data: they are sent as JSON strings, never evaluated again.
+    pub fn render_sinks(
+        &self,
+        trigger: &Trigger,
+        ctx: &Map<String, Value>,
+        outcome: &Value,
+    ) -> Vec<Result<Value, RenderError>> {
+        let mut ctx = ctx.clone();
+        let mut view = outcome.as_object().cloned().unwrap_or_default();
+        if view.get("persona_type").is_none_or(Value::is_null) {
+            if let Some(t) = ctx.get("persona_type") {
+                view.insert("persona_type".into(), t.clone());
+            }
+        }
+        ctx.insert("outcome".into(), Value::Object(view));
+        let jctx = JinjaValue::from_serialize(&ctx);
+        trigger
+            .sink_templates
+            .iter()
+            .enumerate()
+            .map(|(i, templates)| {
+                let mut groups = Map::new();
+                for (group, key, template) in templates {
+                    let value = self.render_str(
+                        trigger,
+                        &format!("sinks[{i}].{group}.{key}"),
+                        template,
+                        &jctx,
+                    )?;
+                    groups
+                        .entry(group.to_string())
+                        .or_insert_with(|| Value::Object(Map::new()))
+                        .as_object_mut()
+                        .expect("groups are objects")
+                        .insert(key.clone(), Value::String(value.trim().to_string()));
+                }
+                Ok(Value::Object(groups))
+            })
+            .collect()
     }
 
     /// Renders the trigger's action for one event.
@@ -578,6 +688,21 @@ fn compile_alerts(spec: config::AlertsSpec, path: &str) -> Result<AlertSettings,
             }),
     };
     let sinks = spec.sinks.unwrap_or(defaults.sinks);
+    if let Some((i, sink)) = sinks.iter().enumerate().find(|(_, s)| {
+        matches!(
+            s,
+            config::SinkSpec::Customerio { .. } | config::SinkSpec::Segment { .. }
+        )
+    }) {
+        return Err(invalid(
+            &format!("sinks[{i}]"),
+            format!(
+                "a `{}` sink writes outcomes back to a person; an alert is about the server",
+                sink.kind()
+            ),
+            "use log, file, slack or webhook",
+        ));
+    }
     check_sinks(&sinks, &invalid)?;
     Ok(AlertSettings {
         repeat: duration("repeat", spec.repeat.as_deref(), defaults.repeat)?,
@@ -669,7 +794,44 @@ fn compile_trigger(
         .sinks
         .clone()
         .unwrap_or_else(|| vec![config::SinkSpec::Log]);
+    let mut sink_templates = Vec::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let mut compiled = Vec::new();
+        for (group, key, source) in sink.templates() {
+            compiled.push((
+                group,
+                key.to_string(),
+                add(&format!("sinks[{i}].{group}.{key}"), source)?,
+            ));
+        }
+        sink_templates.push(compiled);
+    }
     check_sinks(&sinks, invalid)?;
+    let digest = match &spec.digest {
+        None => None,
+        Some(d) => {
+            let window = humantime::parse_duration(d.window.trim()).map_err(|e| {
+                invalid(
+                    "digest.window",
+                    format!("`{}` is not a duration ({e})", d.window),
+                    "write a duration such as \"1h\" or \"30m\"",
+                )
+            })?;
+            if window.is_zero() || d.max == Some(0) {
+                return Err(invalid(
+                    "digest",
+                    "a zero window or max would never gather anything".into(),
+                    "set window above 0 and max to 1 or more",
+                ));
+            }
+            Some(Digest {
+                window,
+                max: d.max.unwrap_or(DEFAULT_DIGEST_MAX),
+                by: d.by.as_deref().map(|b| add("digest.by", b)).transpose()?,
+                by_source: d.by.clone(),
+            })
+        }
+    };
     let mut vars = Vec::new();
     for (var, value) in &spec.vars {
         let Some(source) = value.as_str() else {
@@ -759,6 +921,8 @@ fn compile_trigger(
         cooldown,
         budget: spec.budget.unwrap_or_default(),
         sinks,
+        sink_templates,
+        digest,
     })
 }
 

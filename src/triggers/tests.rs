@@ -204,4 +204,44 @@ fn alerts_default_to_the_log_and_bad_settings_name_the_alerts_table() {
     );
     assert!(err.contains("NO_SUCH_ALERT_HOOK"), "{err}");
     assert!(error_of("[alerts]\nrepaet = \"1h\"\n").contains("repaet"));
+    let err = error_of("[alerts]\nsinks = [{ type = \"segment\", event = \"x\" }]\n");
+    assert!(err.contains("sinks[0]") && err.contains("webhook"), "{err}");
+}
+
+#[test]
+fn a_missing_tenure_or_amount_renders_n_a_without_its_unit() {
+    let table = shipped();
+    let summary = |trigger: &str, context: Value| {
+        let t = table.get(trigger).unwrap();
+        let prepared = table.prepare(t, ctx(context)).unwrap();
+        let Rendered::Research {
+            summary, message, ..
+        } = table.render(t, &prepared).unwrap()
+        else {
+            panic!("{trigger} is a research trigger")
+        };
+        (summary.unwrap(), message)
+    };
+    let (missing, message) = summary(
+        "cio_churn_alert",
+        json!({"metric": "bounced", "attributes": {"plan_type": "pro"}}),
+    );
+    assert_eq!(missing, "MRR: N/A | Tenure: N/A | Plan: pro");
+    assert!(message.contains("MRR: N/A\nTENURE: N/A\n"), "{message}");
+    let (present, message) = summary(
+        "cio_churn_alert",
+        json!({"attributes": {"plan_type": "pro", "mrr": "850", "tenure_days": "342"}}),
+    );
+    assert_eq!(present, "MRR: $850 | Tenure: 342d | Plan: pro");
+    assert!(
+        message.contains("MRR: $850\nTENURE: 342 days\n"),
+        "{message}"
+    );
+    let (missing, _) = summary("churn_signal", json!({"user_id": "u1"}));
+    assert_eq!(missing, "LTV: N/A | Tenure: N/A");
+    let (present, _) = summary(
+        "churn_signal",
+        json!({"user_id": "u1", "ltv": 0, "tenure_days": 97}),
+    );
+    assert_eq!(present, "LTV: $0 | Tenure: 97d");
 }

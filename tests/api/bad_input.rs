@@ -46,6 +46,11 @@ struct Case {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     expect: u16,
+    /// For a 200: how many parts of the request were not usable events (the answer's `refused`); 0 unless given.
+    #[serde(default)]
+    refused: u64,
+    /// For a 4xx: a phrase the `error` reason must hold (it names the real problem).
+    error_contains: Option<String>,
     why: String,
 }
 
@@ -318,13 +323,24 @@ fn check_answer(case: &Case, status: u16, body: &Value) -> Option<String> {
     if status == 200 {
         if body["triggered"] != 0 || !body["received"].is_u64() {
             return Some(format!(
-                "200 but not `{{received, duplicates, triggered: 0}}`: {shown}"
+                "200 but not `{{received, duplicates, triggered: 0, refused}}`: {shown}"
             ));
+        }
+        if body["refused"] != case.refused {
+            return Some(format!("expected refused: {}, got {shown}", case.refused));
         }
     } else if body["error"].as_str().is_none_or(|e| e.trim().is_empty()) {
         return Some(format!(
             "{status} without a non-empty `error` string: {shown}"
         ));
+    }
+    if let Some(phrase) = &case.error_contains {
+        if !body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(phrase.as_str()))
+        {
+            return Some(format!("the reason does not say `{phrase}`: {shown}"));
+        }
     }
     None
 }

@@ -76,7 +76,7 @@ async fn a_pro_customer_unsubscribing_gets_one_lookup_and_one_brief_with_persona
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"received": 1, "duplicates": 0, "triggered": 1})
+        json!({"received": 1, "duplicates": 0, "triggered": 1, "refused": 0})
     );
     app.settle().await;
     let requests = app.mavera.received_requests().await.unwrap();
@@ -307,7 +307,7 @@ async fn a_deleted_customer_gets_no_brief_and_the_log_says_why() {
     let logs = logs();
     let line = logs
         .lines()
-        .find(|l| l.contains("deleted-77") && l.contains("404"))
+        .find(|l| l.contains("customer=deleted-77") && l.contains("404"))
         .expect("a log line about the 404");
     assert!(line.contains("not found"), "{line}");
     app.cio.verify().await;

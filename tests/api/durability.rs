@@ -56,7 +56,7 @@ async fn a_redelivery_after_a_restart_is_still_a_duplicate() {
     assert_eq!(status, 200);
     assert_eq!(
         answer_body,
-        json!({"received": 1, "duplicates": 1, "triggered": 0})
+        json!({"received": 1, "duplicates": 1, "triggered": 0, "refused": 0})
     );
     again.settle().await;
     again.mavera.verify().await;

@@ -129,6 +129,8 @@ events = ["second_event"]
 message = "second {{ user_id }}"
 "#;
 
+const RELOAD_TOKEN: &str = "reload-token-of-the-reload-test-0123456789";
+
 #[tokio::test]
 async fn a_reload_with_a_broken_file_keeps_the_old_triggers_and_a_good_file_switches_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,7 +141,8 @@ async fn a_reload_with_a_broken_file_keeps_the_old_triggers_and_a_good_file_swit
         config: FIRST.into(),
         tweak: Box::new(move |s| {
             s.config_path = config_path;
-            s.admin_token = Some(mavera_triggers::config::Secret::new("reload-token"));
+            // `serve` (and so a reload) refuses an admin token under 32 characters.
+            s.admin_token = Some(mavera_triggers::config::Secret::new(RELOAD_TOKEN));
         }),
         ..Options::default()
     })
@@ -154,7 +157,7 @@ async fn a_reload_with_a_broken_file_keeps_the_old_triggers_and_a_good_file_swit
         let r = app
             .http
             .post(format!("{}/admin/reload", app.address))
-            .bearer_auth("reload-token")
+            .bearer_auth(RELOAD_TOKEN)
             .send()
             .await
             .unwrap();

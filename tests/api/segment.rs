@@ -63,7 +63,7 @@ async fn trial_started_creates_one_persona_with_the_rendered_name_and_descriptio
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"received": 1, "duplicates": 0, "triggered": 1})
+        json!({"received": 1, "duplicates": 0, "triggered": 1, "refused": 0})
     );
     let counts = app.settle().await;
     assert_eq!(counts.done, 1);
@@ -170,12 +170,12 @@ async fn a_redelivered_message_id_creates_no_second_persona() {
     let (status, second) = answer(app.post_segment(&body).await).await;
     assert_eq!(
         first,
-        json!({"received": 1, "duplicates": 0, "triggered": 1})
+        json!({"received": 1, "duplicates": 0, "triggered": 1, "refused": 0})
     );
     assert_eq!(status, 200);
     assert_eq!(
         second,
-        json!({"received": 1, "duplicates": 1, "triggered": 0})
+        json!({"received": 1, "duplicates": 1, "triggered": 0, "refused": 0})
     );
     // Same id, different content (Segment dedupes on messageId, not on contents).
     let (_, third) = answer(
@@ -258,7 +258,7 @@ async fn a_batch_of_three_events_makes_three_calls() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"received": 3, "duplicates": 0, "triggered": 3})
+        json!({"received": 3, "duplicates": 0, "triggered": 3, "refused": 0})
     );
     app.settle().await;
     app.mavera.verify().await;
@@ -376,9 +376,10 @@ async fn malformed_json_is_400_with_a_reason_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn a_body_over_the_limit_is_413() {
     let app = spawn_app().await;
+    // SEGMENT_MAX_BODY_BYTES, 8 MiB: Segment's largest documented batches fit under it.
     let big = format!(
         r#"{{"type":"track","event":"x","properties":{{"pad":"{}"}}}}"#,
-        "a".repeat(1024 * 1024 + 10)
+        "a".repeat(8 * 1024 * 1024 + 10)
     );
     let response = app.post_segment(&big).await;
     assert_eq!(response.status(), 413);

@@ -232,7 +232,7 @@ async fn erasure_leaves_the_persons_id_and_email_nowhere_in_the_files_and_answer
     assert_eq!(status, 200, "{answer_body}");
     assert_eq!(
         answer_body["removed"],
-        json!({"events": 3, "jobs": 1, "personas": 1, "cooldowns": 0}),
+        json!({"events": 3, "jobs": 1, "personas": 1, "cooldowns": 0, "digest_events": 0}),
         "{answer_body}"
     );
     let files = store_bytes(&app);
@@ -250,7 +250,7 @@ async fn erasure_leaves_the_persons_id_and_email_nowhere_in_the_files_and_answer
     assert_eq!(status, 200);
     assert_eq!(
         again["removed"],
-        json!({"events": 0, "jobs": 0, "personas": 0, "cooldowns": 0}),
+        json!({"events": 0, "jobs": 0, "personas": 0, "cooldowns": 0, "digest_events": 0}),
         "idempotent"
     );
     let (status, bad) = answer(forget(json!({"user": user})).await.unwrap()).await;
@@ -300,7 +300,7 @@ async fn the_forget_command_erases_a_person_and_prints_what_it_removed() {
     let printed: Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(
         printed["removed"],
-        json!({"events": 1, "jobs": 1, "personas": 1, "cooldowns": 0})
+        json!({"events": 1, "jobs": 1, "personas": 1, "cooldowns": 0, "digest_events": 0})
     );
     let second: Value = serde_json::from_slice(&run().stdout).unwrap();
     assert_eq!(second["removed"]["events"], 0, "idempotent");

@@ -13,7 +13,7 @@ use mavera_triggers::{
         Delivery, Guard, JobState, JobStore, KnownPersona, NewJob,
     },
     metrics::Metrics,
-    sources::Source,
+    sources::{Refusal, Source},
 };
 use serde_json::json;
 
@@ -41,6 +41,7 @@ fn delivery(event_id: &str, jobs: usize) -> Delivery {
             signature: "verified: X-Signature".into(),
         },
         jobs: (0..jobs).map(|i| job(&format!("t{i}"), event_id)).collect(),
+        refusal: None,
     }
 }
 
@@ -54,11 +55,75 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     guards_are_taken_all_or_nothing(&*store).await;
     personas_are_remembered_per_trigger_and_user(&*store).await;
     events_are_listed_filtered_and_paged_by_key(&*store).await;
+    unusable_parts_are_kept_with_their_status_and_reason(&*store).await;
     the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age(&*store).await;
+    digests_gather_once_per_job_close_at_max_or_window_and_record_one_job(&*store).await;
     one_person_is_forgotten_and_no_one_else(&*store).await;
     // Last: pruning as of three months from now deletes every finished job the checks above left.
     retention_prunes_old_rows_and_keeps_work_still_to_do(&*store).await;
     store.ping(now_ms()).await.expect("the store takes writes");
+}
+
+async fn unusable_parts_are_kept_with_their_status_and_reason(store: &dyn JobStore) {
+    let now = now_ms();
+    let refused = Delivery {
+        refusal: Some(Refusal::Refused(
+            "batch element 3: a track event needs an `event` name".into(),
+        )),
+        ..delivery("refused-1", 0)
+    };
+    let unprocessable = Delivery {
+        source: Source::CustomerIo,
+        raw: "not json".into(),
+        refusal: Some(Refusal::Unprocessable(
+            "malformed JSON: expected ident at line 1 column 2".into(),
+        )),
+        ..delivery("unprocessable-1", 0)
+    };
+    let fresh = store
+        .record(vec![refused, unprocessable], now)
+        .await
+        .unwrap();
+    assert_eq!(fresh, [true, true]);
+    for (status, event_id, reason, raw) in [
+        (
+            StatusFilter::Refused,
+            "refused-1",
+            "batch element 3: a track event needs an `event` name",
+            r#"{"messageId":"refused-1"}"#,
+        ),
+        (
+            StatusFilter::Unprocessable,
+            "unprocessable-1",
+            "malformed JSON: expected ident at line 1 column 2",
+            "not json",
+        ),
+    ] {
+        let rows = store
+            .events(
+                &EventFilter {
+                    status: Some(status),
+                    ..Default::default()
+                },
+                10,
+            )
+            .await
+            .unwrap()
+            .rows;
+        assert_eq!(rows.len(), 1, "{status:?}");
+        assert_eq!(rows[0].event_id, event_id);
+        let (detail, jobs) = store.event(rows[0].id).await.unwrap().unwrap();
+        assert_eq!(detail.reason.as_deref(), Some(reason));
+        assert_eq!(detail.raw, raw);
+        assert!(jobs.is_empty(), "an unusable part is never run");
+    }
+    let minutes = store.event_minutes((now / 60_000) as i64).await.unwrap();
+    for status in ["refused", "unprocessable"] {
+        assert!(
+            minutes.iter().any(|m| m.status == status && m.count >= 1),
+            "{status} is tallied: {minutes:?}"
+        );
+    }
 }
 
 async fn drain(store: &dyn JobStore) {
@@ -633,6 +698,22 @@ async fn one_person_is_forgotten_and_no_one_else(store: &dyn JobStore) {
         .await
         .unwrap();
 
+    // An event of theirs gathered into a digest that has not run yet.
+    store
+        .gather(&mavera_triggers::jobs::digest::Gather {
+            trigger: "forget_digest".into(),
+            key: "k".into(),
+            source: Source::Segment,
+            action: "research".into(),
+            window_ms: 3_600_000,
+            max: 5,
+            job_id: 990_001,
+            user_id: Some("user-forget-me".into()),
+            context: json!({"user_id": "user-forget-me", "email": "forget@example.com"}),
+            now_ms: now_ms(),
+        })
+        .await
+        .unwrap();
     let removed = store.upkeep().forget("user-forget-me").await.unwrap();
     assert_eq!(
         removed,
@@ -640,9 +721,10 @@ async fn one_person_is_forgotten_and_no_one_else(store: &dyn JobStore) {
             events: 1,
             jobs: 2,
             personas: 1,
-            cooldowns: 1
+            cooldowns: 1,
+            digest_events: 1,
         },
-        "the event, its job and sink delivery, the persona map row, the cooldown"
+        "the event, its job and sink delivery, the persona map row, the cooldown, the gathered event"
     );
     assert!(!event_listed(store, "forget-1").await);
     assert!(job_of(store, "forget-1").await.is_none());
@@ -705,4 +787,86 @@ async fn the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age(store
         .map(|r| r.detail)
         .collect();
     assert_eq!(kept, ["line 3", "line 2"]);
+}
+
+async fn digests_gather_once_per_job_close_at_max_or_window_and_record_one_job(
+    store: &dyn JobStore,
+) {
+    use mavera_triggers::jobs::digest::Gather;
+    drain(store).await;
+    let now = now_ms();
+    let gather = |key: &str, job_id: u64| Gather {
+        trigger: "churn_digest".into(),
+        key: key.into(),
+        source: Source::Segment,
+        action: "research".into(),
+        window_ms: 3_600_000,
+        max: 3,
+        job_id: 900_000 + job_id,
+        user_id: Some(format!("u{job_id}")),
+        context: json!({"user_id": format!("u{job_id}")}),
+        now_ms: now,
+    };
+    let first = store.gather(&gather("smb", 1)).await.unwrap();
+    assert_eq!((first.count, first.closed), (1, false));
+    // The same job gathered again (a retry) adds nothing.
+    assert_eq!(store.gather(&gather("smb", 1)).await.unwrap(), first);
+    store.gather(&gather("smb", 2)).await.unwrap();
+    let other = store.gather(&gather("enterprise", 3)).await.unwrap();
+    assert_ne!(other.digest_id, first.digest_id, "one digest per key");
+    let full = store.gather(&gather("smb", 4)).await.unwrap();
+    assert_eq!(
+        (full.digest_id, full.count, full.closed),
+        (first.digest_id, 3, true)
+    );
+    let open = store.open_digests().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (open[0].key.as_str(), open[0].users.clone()),
+        ("enterprise", vec!["u3".to_string()])
+    );
+    // The full digest's job is queued; the open one's window has not ended.
+    assert_eq!(store.close_due_digests(now).await.unwrap(), 0);
+    let job = store
+        .claim(now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("the digest's job");
+    assert_eq!(job.new.context["digest_id"], json!(first.digest_id));
+    assert_eq!(job.new.context["key"], "smb");
+    assert_eq!(job.new.context["count"], 3);
+    assert_eq!(job.new.action, "research");
+    let events = store.digest_events(first.digest_id).await.unwrap();
+    let users: Vec<&str> = events
+        .iter()
+        .map(|e| e["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["u1", "u2", "u4"], "in arrival order");
+    store
+        .finish(job.id, json!({"done": true}), vec![])
+        .await
+        .unwrap();
+    // The window ends: the other digest closes, once.
+    assert_eq!(store.close_due_digests(now + 3_600_000).await.unwrap(), 1);
+    assert_eq!(store.close_due_digests(now + 3_600_000).await.unwrap(), 0);
+    let job = store
+        .claim(now_ms(), 60_000)
+        .await
+        .unwrap()
+        .expect("the closed digest's job");
+    assert_eq!(job.new.context["key"], "enterprise");
+    store
+        .finish(job.id, json!({"done": true}), vec![])
+        .await
+        .unwrap();
+    // A gather after the window ended closes the stale digest and opens a new one.
+    let stale = Gather {
+        now_ms: now + 7_200_000,
+        ..gather("enterprise", 5)
+    };
+    store.gather(&gather("enterprise", 6)).await.unwrap();
+    let fresh = store.gather(&stale).await.unwrap();
+    assert_eq!(fresh.count, 1, "a new digest");
+    drain(store).await;
+    assert!(store.claim(now_ms(), 60_000).await.unwrap().is_none());
 }

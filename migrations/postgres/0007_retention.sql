@@ -1,4 +1,4 @@
--- As migrations/sqlite/0006_retention.sql.
+-- As migrations/sqlite/0009_retention.sql.
 -- Retention walks the oldest events and the longest-finished jobs first, a small batch at a time.
 CREATE INDEX IF NOT EXISTS events_received ON events (received_ms);
 CREATE INDEX IF NOT EXISTS jobs_state_updated ON jobs (state, updated_ms);
@@ -7,3 +7,4 @@ CREATE INDEX IF NOT EXISTS jobs_state_updated ON jobs (state, updated_ms);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id);
 CREATE INDEX IF NOT EXISTS personas_user ON personas (user_id);
 CREATE INDEX IF NOT EXISTS cooldowns_user ON cooldowns (user_id);
+CREATE INDEX IF NOT EXISTS digest_events_user ON digest_events (user_id);

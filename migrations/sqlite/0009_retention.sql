@@ -6,3 +6,4 @@ CREATE INDEX IF NOT EXISTS jobs_state_updated ON jobs (state, updated_ms);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id);
 CREATE INDEX IF NOT EXISTS personas_user ON personas (user_id);
 CREATE INDEX IF NOT EXISTS cooldowns_user ON cooldowns (user_id);
+CREATE INDEX IF NOT EXISTS digest_events_user ON digest_events (user_id);
