@@ -24,4 +24,4 @@ CREATE TABLE IF NOT EXISTS digest_events (
     user_id TEXT,
     context TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS digest_events_of ON digest_events (digest_id, seq);
+CREATE INDEX IF NOT EXISTS digest_events_of ON digest_events (digest_id, job_id);

@@ -83,11 +83,11 @@ pub mod sql {
     pub const CLOSED_BY: &str = "UPDATE digests SET job_id = $2 WHERE id = $1";
     pub const DUE: &str = "SELECT id, key, count FROM digests WHERE job_id IS NULL AND closes_ms <= $1 ORDER BY closes_ms LIMIT 100{LOCK}";
     pub const EVENTS: &str =
-        "SELECT context{T} FROM digest_events WHERE digest_id = $1 ORDER BY seq";
+        "SELECT context{T} FROM digest_events WHERE digest_id = $1 ORDER BY job_id";
     pub const OPEN_LIST: &str =
         "SELECT id, trigger_name, key, count, max_events, opened_ms, closes_ms FROM digests
          WHERE job_id IS NULL ORDER BY closes_ms LIMIT 200";
-    pub const USERS: &str = "SELECT COALESCE(user_id, 'unknown') FROM digest_events WHERE digest_id = $1 ORDER BY seq LIMIT 20";
+    pub const USERS: &str = "SELECT COALESCE(user_id, 'unknown') FROM digest_events WHERE digest_id = $1 ORDER BY job_id LIMIT 20";
 
     /// A statement for a backend: Postgres casts (`::jsonb`, `::text`) and row locks; SQLite neither.
     pub fn of(statement: &str, postgres: bool) -> String {

@@ -22,6 +22,8 @@ const BATCH_PAUSE: Duration = Duration::from_millis(20);
 pub struct Pruned {
     pub events: u64,
     pub jobs: u64,
+    /// Lines of the audit trail (kept as long as events).
+    pub audit: u64,
 }
 
 /// The store's size and its oldest rows.
@@ -64,7 +66,7 @@ impl Forgotten {
 
 /// The store's side of retention and erasure.
 #[async_trait::async_trait]
-pub trait Upkeep: Send + Sync + 'static {
+pub trait Upkeep: super::audit::AuditLog + Send + Sync + 'static {
     /// Deletes at most `limit` events received before `before_ms`, with their payloads and headers, leaving
     /// those whose jobs are still pending or running; jobs kept longer lose only their link to the event.
     async fn prune_events(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError>;
@@ -108,22 +110,29 @@ pub async fn prune(
     if let Some(keep) = retention.events {
         let before = now_ms.saturating_sub(keep.as_millis() as u64);
         pruned.events = in_batches(|| store.prune_events(before, BATCH)).await?;
+        // The audit trail names clients' addresses: it is kept as long as the events.
+        pruned.audit = in_batches(|| store.prune_audit(before, BATCH)).await?;
     }
     if let Some(keep) = retention.jobs {
         let before = now_ms.saturating_sub(keep.as_millis() as u64);
         pruned.jobs = in_batches(|| store.prune_jobs(before, BATCH)).await?;
     }
-    for (table, n) in [("events", pruned.events), ("jobs", pruned.jobs)] {
+    for (table, n) in [
+        ("events", pruned.events),
+        ("jobs", pruned.jobs),
+        ("audit", pruned.audit),
+    ] {
         metrics
             .store_rows_pruned
             .get_or_create(&Metrics::table(table))
             .inc_by(n);
     }
-    if pruned.events + pruned.jobs > 0 {
+    if pruned.events + pruned.jobs + pruned.audit > 0 {
         store.reclaim().await?;
         tracing::info!(
             events = pruned.events,
             jobs = pruned.jobs,
+            audit = pruned.audit,
             "retention: old rows deleted"
         );
     }

@@ -100,6 +100,19 @@ async fn retention_deletes_old_rows_gives_the_space_back_and_the_server_keeps_wo
         assert!(tokio::time::Instant::now() < deadline, "events not logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // An audit line from today: kept as long as the events.
+    app.state
+        .jobs
+        .store
+        .audit(&mavera_triggers::jobs::audit::AuditEntry {
+            at_ms: now_ms(),
+            action: mavera_triggers::jobs::audit::AuditAction::Reload,
+            via: mavera_triggers::jobs::audit::Via::Signal,
+            client: "local".into(),
+            detail: "5 triggers loaded".into(),
+        })
+        .await
+        .unwrap();
     store.reclaim().await.unwrap();
     let db = app.database_path();
     let before = file_len(&db);
@@ -116,7 +129,17 @@ async fn retention_deletes_old_rows_gives_the_space_back_and_the_server_keeps_wo
     .unwrap();
     let after = file_len(&db);
     println!("retention: {pruned:?}; database file {before} → {after} bytes");
-    assert_eq!((pruned.events, pruned.jobs), (150, 15));
+    assert_eq!((pruned.events, pruned.jobs, pruned.audit), (150, 15, 1));
+    assert!(
+        app.state
+            .jobs
+            .store
+            .audit_page(None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the audit trail is pruned with the events"
+    );
     assert!(
         app.state
             .jobs
