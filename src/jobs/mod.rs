@@ -16,6 +16,7 @@ pub mod retry;
 pub mod row;
 pub mod runner;
 pub mod sqlite;
+mod sqlite_writer;
 pub mod upkeep;
 pub mod worker;
 

@@ -7,10 +7,11 @@
 //! worst the last moments of bookkeeping, which re-runs those jobs under the in-flight guards.
 //! `SQLITE_SYNCHRONOUS=normal` drops the fsync from acknowledgements too. One process per database file.
 //!
-//! Every statement is a round trip to the connection's thread (about 0.2 ms on a busy 2-core machine), and
-//! SQLite has one writer: so acknowledgements go first (job bookkeeping waits while one is queued), a group
-//! commit writes each table with one multi-row statement, and the writer stays in `FULL` between
-//! acknowledgements instead of switching for each.
+//! sqlx makes every statement a round trip to the connection's thread (about 0.2 ms on a busy 2-core
+//! machine), and SQLite has one writer: so a group commit and an event-log batch run whole on the writer
+//! connection's handle in one thread crossing ([`sqlite_writer`]), acknowledgements go first (job
+//! bookkeeping waits while one is queued), and the writer stays in `FULL` between acknowledgements instead
+//! of switching for each. Every write, bookkeeping included, is on that one connection.
 
 use std::{
     path::{Path, PathBuf},
@@ -35,10 +36,10 @@ use sqlx::{
 
 use super::{
     audit::{self, AuditEntry, AuditLog, AuditRecord},
-    batch,
     digest::{self, DigestStore, Gather, Gathered},
     events,
     row::{self, json_text, JobRow},
+    sqlite_writer,
     upkeep::{sql, Forgotten, StoreStats, Upkeep},
     Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
 };
@@ -246,20 +247,25 @@ impl JobStore for SqliteStore {
         now_ms: u64,
     ) -> Result<Vec<bool>, StoreError> {
         let _first = AckTurn::take(&self.gate);
-        let mut conn = self.pool.acquire().await?;
-        // The writer stays in FULL from one acknowledgement to the next; bookkeeping switches it back.
-        if self.ack_full && !self.gate.full.load(Ordering::SeqCst) {
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await?;
-            self.gate.full.store(true, Ordering::SeqCst);
-        }
-        record_on(&mut conn, deliveries, now_ms).await
+        let conn = self.pool.acquire().await?;
+        let (gate, ack_full) = (self.gate.clone(), self.ack_full);
+        sqlite_writer::on_writer(conn, move |db| {
+            // The writer stays in FULL from one acknowledgement to the next; bookkeeping switches it back.
+            if ack_full && !gate.full.load(Ordering::SeqCst) {
+                db.execute_batch("PRAGMA synchronous = FULL")?;
+                gate.full.store(true, Ordering::SeqCst);
+            }
+            sqlite_writer::record(db, &deliveries, now_ms)
+        })
+        .await
     }
 
     async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
-        let mut conn = self.bookkeeping().await?;
-        record_on(&mut conn, deliveries, now_ms).await.map(|_| ())
+        let conn = self.bookkeeping().await?;
+        sqlite_writer::on_writer(conn, move |db| {
+            sqlite_writer::record(db, &deliveries, now_ms).map(|_| ())
+        })
+        .await
     }
 
     async fn events(
@@ -783,40 +789,4 @@ impl AuditLog for SqliteStore {
             .await?;
         Ok(done.rows_affected())
     }
-}
-
-/// Records deliveries in one transaction on the writer connection: one statement per table per chunk.
-async fn record_on(
-    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
-    deliveries: Vec<Delivery>,
-    now_ms: u64,
-) -> Result<Vec<bool>, StoreError> {
-    let mut tx = conn.begin().await?;
-    let mut fresh = Vec::with_capacity(deliveries.len());
-    let mut tally = events::Tally::default();
-    for chunk in deliveries.chunks(batch::CHUNK) {
-        let inserted: Vec<(i64, String, String)> =
-            batch::insert_events::<sqlx::Sqlite>(chunk, now_ms as i64)
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await?;
-        let rows = batch::fresh_rows(chunk, inserted);
-        if let Some(mut jobs) = batch::insert_jobs::<sqlx::Sqlite>(chunk, &rows, now_ms as i64, "")
-        {
-            jobs.build().execute(&mut *tx).await?;
-        }
-        tally.merge(batch::tally(chunk, &rows, now_ms));
-        fresh.extend(rows.iter().map(Option::is_some));
-    }
-    for (minute, source, status, count) in tally.rows() {
-        sqlx::query(events::COUNT_MINUTE)
-            .bind(minute)
-            .bind(source)
-            .bind(status)
-            .bind(count)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(fresh)
 }
