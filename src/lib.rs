@@ -6,7 +6,8 @@
 //! → enqueue (`intake`, `jobs/`) → worker (`jobs::worker`, `jobs::runner`) → remote APIs (`clients/`)
 //! → where the outcome goes (`sinks/`).
 //! `config` reads the environment, `startup` wires the app, `cli` is the command line. Beside the path:
-//! `alerts` (telling someone when work stops) and `jobs::upkeep` (retention, erasure).
+//! `alerts` (telling someone when work stops), `jobs::upkeep` (retention, erasure), `access` (who may use the
+//! console and the admin API). `ARCHITECTURE.md` is the map.
 
 pub mod access;
 pub mod alerts;

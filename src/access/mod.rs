@@ -54,20 +54,17 @@ impl Door {
         }
     }
 
-    /// Counts a wrong token from `client`; how long it is now locked out, when this failure locked it.
-    pub fn failed(&self, client: IpAddr) -> Option<Duration> {
+    /// Counts a wrong token from `client`. The answer to this one is still "wrong token"; when it was one
+    /// too many, the client's next requests get 429 until the lockout ends.
+    pub fn failed(&self, client: IpAddr) {
         self.metrics.auth_failures.inc();
-        match self.throttle.failure(client) {
-            Verdict::Allowed => None,
-            Verdict::Locked { retry_after } => {
-                self.metrics.auth_lockouts.inc();
-                tracing::warn!(
-                    client = %client,
-                    seconds = retry_after.as_secs(),
-                    "too many wrong admin tokens: client locked out of the console and admin API"
-                );
-                Some(retry_after)
-            }
+        if let Verdict::Locked { retry_after } = self.throttle.failure(client) {
+            self.metrics.auth_lockouts.inc();
+            tracing::warn!(
+                client = %client,
+                seconds = retry_after.as_secs(),
+                "too many wrong admin tokens: client locked out of the console and admin API"
+            );
         }
     }
 

@@ -61,14 +61,17 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/console/login", get(login_form).post(login))
         .route("/console/style.css", get(layout::stylesheet))
         .merge(guarded)
-        .route_layer(axum::middleware::from_fn(protective_headers))
         .route_layer(axum::middleware::from_fn_with_state(state, console_enabled))
 }
 
-/// What every console answer carries: no scripts and no framing at all (the pages have none), no sniffing,
-/// no referrer to follow a link out of a brief.
-async fn protective_headers(request: Request, next: Next) -> Response {
+/// What every answer under `/console` carries, its 404s included: no scripts and no framing at all (the
+/// pages have none), no sniffing, no referrer to follow a link out of a brief. Layered on the whole router.
+pub async fn protective_headers(request: Request, next: Next) -> Response {
+    let console = request.uri().path().starts_with("/console");
     let mut response = next.run(request).await;
+    if !console {
+        return response;
+    }
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -214,7 +217,7 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
         Some(_) => {
             let path = request.uri().path().to_string();
             tracing::warn!(client = %client, path, "console request refused: wrong Bearer token");
-            let locked = state.door.failed(client);
+            state.door.failed(client);
             state
                 .audit(
                     AuditAction::SignInFailed,
@@ -223,10 +226,7 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
                     format!("wrong Bearer token for {path}"),
                 )
                 .await;
-            match locked {
-                Some(wait) => locked_out(wait),
-                None => Redirect::to("/console/login").into_response(),
-            }
+            Redirect::to("/console/login").into_response()
         }
         None if session == Some(SessionCheck::Expired) => (
             [(header::SET_COOKIE, session::clear_cookie())],
@@ -301,7 +301,7 @@ async fn login(
     }
     if !token.matches(form.token.trim()) {
         tracing::warn!(client = %client, "console login refused: wrong token");
-        let locked = state.door.failed(client);
+        state.door.failed(client);
         state
             .audit(
                 AuditAction::SignInFailed,
@@ -310,9 +310,6 @@ async fn login(
                 "wrong token on the sign-in form".into(),
             )
             .await;
-        if let Some(wait) = locked {
-            return locked_out(wait);
-        }
         return (
             StatusCode::UNAUTHORIZED,
             pages::login_page(

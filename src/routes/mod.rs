@@ -60,6 +60,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .merge(admin::routes(state.clone()))
         .merge(crate::console::routes(state.clone()))
+        .layer(axum::middleware::from_fn(
+            crate::console::protective_headers,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -1,6 +1,6 @@
-//! Where outcomes go: the log (the default, the brief in full), a file, Slack or any webhook. Deliveries to
-//! files, Slack and webhooks are durable jobs of their own (action `sink:<type>`), retried like any job, so a
-//! Slack outage delays a brief but does not lose it.
+//! Where outcomes go: the log (the default, the brief in full), a file, Slack, any webhook, or back to the
+//! person in Customer.io and Segment (`writeback`). Every sink but the log is a durable job of its own (action
+//! `sink:<type>`), retried like any job, so a Slack outage delays a brief but does not lose it.
 
 pub mod customerio;
 pub mod file;
