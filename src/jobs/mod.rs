@@ -361,13 +361,24 @@ impl Jobs {
         }
     }
 
-    /// Records deliveries durably (batched with concurrent callers into one transaction) and wakes the workers.
+    /// Records deliveries durably (batched with concurrent callers into one transaction) and wakes a worker
+    /// per new job.
     pub async fn submit(&self, deliveries: Vec<Delivery>) -> Result<Vec<bool>, StoreError> {
+        let jobs: Vec<usize> = deliveries.iter().map(|d| d.jobs.len()).collect();
         let fresh = self.committer.record(deliveries).await?;
-        if fresh.iter().any(|f| *f) {
-            self.bell.notify_waiters();
-        }
+        let new_jobs = jobs.iter().zip(&fresh).filter(|(_, f)| **f).map(|(n, _)| n);
+        self.wake(new_jobs.sum());
         Ok(fresh)
+    }
+
+    /// Wakes up to `jobs` idle workers, one per new job. Waking them all for each job made every idle
+    /// worker claim on the one SQLite writer (16 claims per event, ~4 ms of writer time at one connection)
+    /// while the next acknowledgement waited behind them. A busy worker claims again when it finishes, so
+    /// a job left over when fewer are idle is taken then.
+    pub(crate) fn wake(&self, jobs: usize) {
+        for _ in 0..jobs {
+            self.bell.notify_one();
+        }
     }
 
     /// Logs events that matched no trigger for the console, without waiting for the disk.

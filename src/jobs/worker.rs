@@ -58,6 +58,9 @@ async fn work(
         }
         match jobs.store.claim(now_ms(), lease.as_millis() as u64).await {
             Ok(Some(job)) => {
+                // A wake-up this worker took while claiming goes on to an idle one (tokio passes on a
+                // `notify_one` whose future is dropped unpolled).
+                drop(bell);
                 run_one(&jobs, &runner, &policy, lease, job, &stop.abandon).await;
                 continue;
             }
@@ -143,11 +146,9 @@ async fn attempt(
         Step::Done(outcome, followups) => {
             tracing::debug!(followups = followups.len(), "job done");
             metrics.jobs_succeeded.get_or_create(&label).inc();
-            let woke = !followups.is_empty();
+            let woke = followups.len();
             let done = jobs.store.finish(job.id, outcome, followups).await;
-            if woke {
-                jobs.bell.notify_waiters();
-            }
+            jobs.wake(woke);
             done
         }
         Step::Held(reason) => {
