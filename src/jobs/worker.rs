@@ -50,8 +50,8 @@ async fn work(
 ) {
     let shutdown = &stop.shutdown;
     loop {
-        let bell = jobs.bell.notified();
-        tokio::pin!(bell);
+        // Boxed, not pinned on the stack, so that it can be dropped before a claimed job runs.
+        let mut bell = Box::pin(jobs.bell.notified());
         bell.as_mut().enable();
         if shutdown.is_cancelled() {
             return;
