@@ -140,15 +140,7 @@ async fn wrong_tokens_lock_a_client_out_everywhere_until_retry_after() {
     let after = login(&app, TOKEN, None).await;
     assert_eq!(after.status(), 303, "the lockout lifts after Retry-After");
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert_eq!(metric(&metrics, "mavera_triggers_auth_failures_total"), 3.0);
     assert_eq!(metric(&metrics, "mavera_triggers_auth_lockouts_total"), 1.0);
 }

@@ -42,18 +42,6 @@ async fn console_page(app: &TestApp, page: &str) -> String {
     response.text().await.unwrap()
 }
 
-/// The metrics text.
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The event log's rows for a filter, once it holds at least `count` of them (events no trigger matched are
 /// written to it just after the answer).
 async fn rows(app: &TestApp, filter: EventFilter, count: usize) -> Vec<EventRow> {
@@ -175,15 +163,7 @@ async fn bodies_past_the_in_flight_budget_get_503_with_retry_after_and_room_come
         );
         tokio::task::yield_now().await;
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"webhooks_rejected_total{source="segment",reason="bodies_in_flight"}"#),
         "{metrics}"
@@ -482,7 +462,7 @@ async fn a_batch_with_two_bad_elements_of_ten_runs_the_eight_and_keeps_the_two_w
             && l.contains("batch element 3")),
         "the refused element's log line names whom it is about and why"
     );
-    let metrics = metrics(&app).await;
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"webhooks_unusable_total{source="segment",status="refused"} 2"#),
         "{metrics}"
@@ -788,7 +768,7 @@ async fn a_genuine_customerio_body_that_is_not_an_event_gets_2xx_and_is_kept_as_
         assert!(page.contains("badge unprocessable"), "{page}");
         assert!(page.contains("not a usable event"), "{page}");
     }
-    let metrics = metrics(&app).await;
+    let metrics = app.metrics().await;
     assert!(
         metrics
             .contains(r#"webhooks_unusable_total{source="customerio",status="unprocessable"} 3"#),

@@ -233,6 +233,18 @@ impl TestApp {
         }
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn jobs(&self) -> Vec<Job> {
         self.state.jobs.store.list(None, 1000).await.unwrap()
     }

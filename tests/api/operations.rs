@@ -47,15 +47,7 @@ async fn metrics_count_a_known_sequence_of_events() {
     app.post_segment("{broken").await;
     app.settle().await;
 
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let m = |series: &str| sample(&text, &format!("mavera_triggers_{series}"));
     assert_eq!(
         m(r#"webhooks_received_total{source="segment"}"#),

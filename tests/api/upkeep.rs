@@ -52,17 +52,6 @@ fn file_len(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-async fn metrics_text(app: &TestApp) -> String {
-    app.http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn retention_deletes_old_rows_gives_the_space_back_and_the_server_keeps_working() {
     let app = spawn_app().await;
@@ -159,7 +148,7 @@ async fn retention_deletes_old_rows_gives_the_space_back_and_the_server_keeps_wo
     let wal = db.with_extension("db-wal");
     assert_eq!(file_len(&wal), 0, "the write-ahead log is emptied too");
 
-    let text = metrics_text(&app).await;
+    let text = app.metrics().await;
     assert!(
         text.contains("mavera_triggers_store_rows_pruned_total{table=\"events\"} 150"),
         "{text}"

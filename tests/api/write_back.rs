@@ -334,16 +334,7 @@ async fn the_segment_sink_identifies_and_tracks_with_fixed_message_ids_and_its_e
         );
     }
     assert_eq!(w.app.settle().await.done, 2, "no new job");
-    let metrics = w
-        .app
-        .http
-        .get(format!("{}/metrics", w.app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.app.metrics().await;
     assert!(
         metrics.contains("mavera_triggers_webhooks_loop_guarded_total{source=\"segment\"} 2"),
         "{metrics}"
