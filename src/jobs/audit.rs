@@ -22,16 +22,6 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 7] = [
-        AuditAction::SignIn,
-        AuditAction::SignInFailed,
-        AuditAction::SignOut,
-        AuditAction::Replay,
-        AuditAction::ReplayAll,
-        AuditAction::Reload,
-        AuditAction::Forget,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::SignIn => "sign_in",
@@ -42,16 +32,6 @@ impl AuditAction {
             AuditAction::Reload => "reload",
             AuditAction::Forget => "forget",
         }
-    }
-}
-
-impl std::str::FromStr for AuditAction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AuditAction::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("unknown audit action `{s}`"))
     }
 }
 
