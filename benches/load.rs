@@ -17,6 +17,8 @@
 //! 100 requests against the app, and exits.
 
 mod common;
+#[path = "../tests/common/pg.rs"]
+mod pg;
 
 use std::{
     collections::HashMap,
@@ -88,6 +90,12 @@ struct Knobs {
     batch_matching: usize,
     /// `BENCH_WORKERS`: the server's `WORKERS` (default: the server's default, 16). For diagnosis only.
     workers: Option<usize>,
+    /// `BENCH_POSTGRES=1`: the store is a throwaway PostgreSQL server (fsync on, as in production) started by
+    /// the bench, instead of SQLite. Needs the PostgreSQL programs (`MT_PG_BIN_DIR`, see tests/common/pg.rs).
+    postgres: bool,
+    /// `BENCH_REPLICAS` (default 1, Postgres only): app replicas on the one database; each client connection
+    /// talks to one replica, round robin, as behind a load balancer.
+    replicas: usize,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -125,6 +133,8 @@ impl Knobs {
             workers: std::env::var("BENCH_WORKERS")
                 .ok()
                 .map(|w| w.parse().expect("BENCH_WORKERS: a number")),
+            postgres: env_or("BENCH_POSTGRES", 0u8) == 1,
+            replicas: env_or::<usize>("BENCH_REPLICAS", 1).max(1),
         }
     }
 }
@@ -518,7 +528,7 @@ impl Run {
 #[allow(clippy::too_many_arguments)]
 async fn load(
     clients: &[reqwest::Client],
-    base: &str,
+    bases: &[String],
     kind: Kind,
     tag: &str,
     concurrency: usize,
@@ -535,7 +545,7 @@ async fn load(
     for (worker, client) in clients.iter().take(concurrency).enumerate() {
         let (client, base, barrier, sent) = (
             client.clone(),
-            base.to_string(),
+            bases[worker % bases.len()].clone(),
             barrier.clone(),
             sent.clone(),
         );
@@ -684,11 +694,11 @@ async fn serve_stand_in(rt: &Runtime, stand_in: Arc<StandIn>, stop: Cancellation
     port
 }
 
-fn settings(stand_in_port: u16, data: &Path, knobs: &Knobs) -> Settings {
+fn settings(stand_in_port: u16, database_url: &str, knobs: &Knobs) -> Settings {
     let mut s = Settings::defaults(Mode::Serve);
     s.bind_addr = [127, 0, 0, 1].into();
     s.port = 0;
-    s.database_url = format!("sqlite://{}/bench.db", data.display());
+    s.database_url = database_url.to_string();
     s.sqlite_synchronous_full = knobs.sqlite_full;
     s.log_ignored_events = knobs.event_log_all;
     if let Some(workers) = knobs.workers {
@@ -708,11 +718,15 @@ fn settings(stand_in_port: u16, data: &Path, knobs: &Knobs) -> Settings {
 struct Servers {
     server_rt: Runtime,
     stop: CancellationToken,
-    app_base: String,
+    /// One per replica (one unless `BENCH_POSTGRES=1 BENCH_REPLICAS=n`).
+    app_bases: Vec<String>,
     ceiling_base: String,
+    /// The first replica's: job counts are the database's, whichever replica asks.
     state: AppState,
     stand_in: Arc<StandIn>,
     _data: tempfile::TempDir,
+    /// Stopped (and removed) when the bench ends.
+    _postgres: Option<pg::TestPostgres>,
 }
 
 fn start(knobs: &Knobs) -> Servers {
@@ -728,27 +742,51 @@ fn start(knobs: &Knobs) -> Servers {
         .prefix("mavera-bench-")
         .tempdir()
         .expect("temp dir");
-    let table = TriggerTable::load(Path::new(CONFIG)).expect("the shipped trigger table loads");
-    let (stand_in_port, ceiling_port, app) = server_rt.block_on(async {
+    let postgres = knobs.postgres.then(|| {
+        let server = pg::TestPostgres::start_durable();
+        server.create_database("bench");
+        server
+    });
+    let database_url = match &postgres {
+        Some(server) => server.url("bench"),
+        None => format!("sqlite://{}/bench.db", data.path().display()),
+    };
+    let replicas = if postgres.is_some() {
+        knobs.replicas
+    } else {
+        1
+    };
+    let (ceiling_port, apps) = server_rt.block_on(async {
         let stand_in_port = serve_stand_in(&server_rt, stand_in.clone(), stop.clone()).await;
         let ceiling_port = serve_ceiling(&server_rt, stop.clone()).await;
-        let app = App::build(settings(stand_in_port, data.path(), knobs), table)
-            .await
-            .expect("the app builds");
-        (stand_in_port, ceiling_port, app)
+        let mut apps = Vec::with_capacity(replicas);
+        for _ in 0..replicas {
+            let table =
+                TriggerTable::load(Path::new(CONFIG)).expect("the shipped trigger table loads");
+            let app = App::build(settings(stand_in_port, &database_url, knobs), table)
+                .await
+                .expect("the app builds");
+            apps.push(app);
+        }
+        (ceiling_port, apps)
     });
-    let _ = stand_in_port;
-    let app_base = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state();
-    server_rt.spawn(app.run_until_stopped(stop.clone()));
+    let app_bases = apps
+        .iter()
+        .map(|app| format!("http://127.0.0.1:{}", app.port()))
+        .collect();
+    let state = apps[0].state();
+    for app in apps {
+        server_rt.spawn(app.run_until_stopped(stop.clone()));
+    }
     Servers {
         server_rt,
         stop,
-        app_base,
+        app_bases,
         ceiling_base: format!("http://127.0.0.1:{ceiling_port}"),
         state,
         stand_in,
         _data: data,
+        _postgres: postgres,
     }
 }
 
@@ -862,7 +900,8 @@ async fn end_to_end(servers: &Servers, rate: u32, secs: f64) -> Value {
     let mut tasks = Vec::new();
     for n in 0..total {
         ticker.tick().await;
-        let (client, base, acks) = (client.clone(), servers.app_base.clone(), acks.clone());
+        let base = servers.app_bases[n % servers.app_bases.len()].clone();
+        let (client, acks) = (client.clone(), acks.clone());
         tasks.push(tokio::spawn(async move {
             let user = format!("e2e-{n:06}");
             let req = segment_req(
@@ -959,7 +998,7 @@ fn smoke(knobs: Knobs) {
         let clients: Vec<_> = (0..4).map(|_| client()).collect();
         load(
             &clients,
-            &servers.app_base,
+            &servers.app_bases,
             Kind::SegmentDurable,
             "smoke",
             4,
@@ -983,8 +1022,26 @@ fn smoke(knobs: Knobs) {
     assert_eq!(t.errors() + t.unexpected, 0, "{:?}", t.sample_problem);
 }
 
+/// `sqlite`, or `postgres, n replica(s)`.
+fn store_name(knobs: &Knobs) -> String {
+    match (knobs.postgres, knobs.replicas) {
+        (false, _) => "sqlite".into(),
+        (true, 1) => "postgres, 1 replica".into(),
+        (true, n) => format!("postgres, {n} replicas"),
+    }
+}
+
+/// Postgres runs write their own files, so that a SQLite run's results stay beside them.
+fn file_suffix(knobs: &Knobs) -> String {
+    if knobs.postgres {
+        format!("-postgres-{}", knobs.replicas)
+    } else {
+        String::new()
+    }
+}
+
 fn full(knobs: Knobs) {
-    println!("measuring {}", source_version());
+    println!("measuring {} on {}", source_version(), store_name(&knobs));
     // Memory first, in a process that has not yet started anything else.
     println!(
         "dedupe memory: remembering {} distinct ids…",
@@ -1118,6 +1175,7 @@ fn full(knobs: Knobs) {
             "event_log": if knobs.event_log_all { "all" } else { "triggered" },
             "server_threads": knobs.server_threads, "client_threads": knobs.client_threads,
             "batch_matching": knobs.batch_matching, "workers": knobs.workers.unwrap_or(Settings::defaults(Mode::Serve).workers),
+            "store": store_name(&knobs),
         },
         "scenarios": scenarios_json,
         "end_to_end": e2e,
@@ -1127,12 +1185,12 @@ fn full(knobs: Knobs) {
         "targets": checks.iter().map(|c| json!({"what": c.what, "target": c.target, "measured": c.measured, "pass": c.pass})).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&out).expect("json");
-    let path = target_dir().join("bench-load.json");
+    let path = target_dir().join(format!("bench-load{}.json", file_suffix(&knobs)));
     std::fs::create_dir_all(path.parent().expect("parent")).expect("target dir");
     std::fs::write(&path, &text).expect("write bench-load.json");
     println!("\n{text}");
     println!("\nwritten to {}", path.display());
-    let report_path = target_dir().join("bench-load.txt");
+    let report_path = target_dir().join(format!("bench-load{}.txt", file_suffix(&knobs)));
     std::fs::write(&report_path, &report).expect("write bench-load.txt");
     println!("tables written to {}", report_path.display());
 }
@@ -1188,7 +1246,8 @@ impl Bench<'_> {
         for chunk in pool.chunks(16) {
             let sends = chunk.iter().enumerate().map(|(i, req)| {
                 let client = self.clients[i % self.clients.len()].clone();
-                let (base, req) = (self.servers.app_base.clone(), req.clone());
+                let bases = &self.servers.app_bases;
+                let (base, req) = (bases[i % bases.len()].clone(), req.clone());
                 async move {
                     let mut tally = Tally::default();
                     send(&client, &base, &req, true, &mut tally).await;
@@ -1243,13 +1302,14 @@ impl Bench<'_> {
         for n in 0..knobs.slices {
             // The same events go to both; each slice has its own ids.
             let tag = format!("k{}c{level}s{n}", scenario.kind as u8);
-            for (base, check, into) in [
-                (&self.servers.ceiling_base, false, &mut ceiling),
-                (&self.servers.app_base, true, &mut app),
+            let ceiling_bases = std::slice::from_ref(&self.servers.ceiling_base);
+            for (bases, check, into) in [
+                (ceiling_bases, false, &mut ceiling),
+                (&self.servers.app_bases[..], true, &mut app),
             ] {
                 let run = load(
                     &self.clients,
-                    base,
+                    bases,
                     scenario.kind,
                     &tag,
                     level,

@@ -59,6 +59,8 @@ pub struct TestPostgres {
     pg_ctl: PathBuf,
     /// `Some((uid, gid))` of the `postgres` OS user when running as root.
     run_as: Option<(u32, u32)>,
+    /// `fsync=off` unless started with `start_durable` (a benchmark of the durable path needs it on).
+    fsync: bool,
     /// Removes `<root>` on drop (after the server has been stopped).
     _dir: tempfile::TempDir,
 }
@@ -70,6 +72,15 @@ impl TestPostgres {
     /// `postgres` OS user cannot be found (`what_is_missing` says so beforehand), or when the
     /// server does not start within 30 s.
     pub fn start() -> TestPostgres {
+        Self::start_with(false)
+    }
+
+    /// As `start`, with `fsync` on (every commit reaches the disk), as a production server runs.
+    pub fn start_durable() -> TestPostgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(fsync: bool) -> TestPostgres {
         let bins = find_binaries().unwrap_or_else(|what| {
             panic!("\n\n==== TestPostgres: {what} ====\nInstall them: `{INSTALL}`.\n")
         });
@@ -115,6 +126,7 @@ impl TestPostgres {
             root,
             pg_ctl: bins.pg_ctl,
             run_as,
+            fsync,
             _dir: dir,
         };
         // The port was free when picked, but something else may bind it before the server
@@ -251,9 +263,10 @@ impl TestPostgres {
     fn try_start(&self) -> Result<(), String> {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' \
-             -c fsync=off -c max_connections=200",
+             -c fsync={} -c max_connections=200",
             self.port,
-            self.root.display()
+            self.root.display(),
+            if self.fsync { "on" } else { "off" },
         );
         let out = run(pg_command(&self.pg_ctl, self.run_as, &self.root)
             .arg("-D")
