@@ -95,7 +95,7 @@ fn request_span(request: &Request) -> Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        route,
+        route = %route,
         source = field::Empty,
         event_id = field::Empty,
     )

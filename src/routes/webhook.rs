@@ -45,7 +45,7 @@ pub async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Summary>, ApiError> {
     let source = provider.source();
-    tracing::Span::current().record("source", source.as_str());
+    tracing::Span::current().record("source", tracing::field::display(source));
     let result = handle(provider, &settings, &state, &headers, body).await;
     record_outcome(&state, source, remote, &headers, &result);
     result.map(Json)
@@ -77,7 +77,7 @@ async fn handle(
     };
     let parsed = provider.parse(settings, &verified, check_shape(state, &body))?;
     if let Some(first) = parsed.events.first() {
-        tracing::Span::current().record("event_id", first.id.as_str());
+        tracing::Span::current().record("event_id", tracing::field::display(&first.id));
     }
     hand_over(
         state,
