@@ -536,7 +536,7 @@ fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
-    let provider = args.source.provider();
+    let provider = args.source.provider().describe();
     let path = std::path::Path::new(&args.event);
     if !path.exists() && (args.event.contains('/') || args.event.ends_with(".json")) {
         eprintln!(
@@ -555,7 +555,7 @@ async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
             }
         }
     } else {
-        serde_json::to_vec(&provider.sample(&args.event)).expect("JSON")
+        serde_json::to_vec(&(provider.sample)(&args.event)).expect("JSON")
     };
     let url = args
         .url
@@ -563,8 +563,8 @@ async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
     let mut headers: Vec<(&str, String)> = vec![("content-type", "application/json".into())];
     let secrets = crate::routes::webhook::source_settings(settings, args.source).secrets;
     let signed = secrets.first().map(|secret| {
-        headers.extend(provider.sign(secret, &body, SystemTime::now()));
-        provider.signed_with()
+        headers.extend((provider.sign)(secret, &body, SystemTime::now()));
+        provider.signed_with
     });
     let mut request = reqwest::Client::new().post(&url);
     for (name, value) in headers {

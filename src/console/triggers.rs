@@ -158,8 +158,8 @@ pub async fn show(State(state): State<AppState>) -> Response {
         .map(|s| {
             format!(
                 "<p class=meta>{} sample: <code>{}</code></p>",
-                s.provider().title(),
-                esc(&s.provider().console_sample().replace('\n', " "))
+                s.provider().describe().title,
+                esc(&s.provider().describe().console_sample.replace('\n', " "))
             )
         })
         .collect();
@@ -169,7 +169,7 @@ pub async fn show(State(state): State<AppState>) -> Response {
             "{}{}{}{other_samples}",
             table_html(&table),
             open_digests_html(&state).await,
-            form_html(&csrf, *first, first.provider().console_sample()),
+            form_html(&csrf, *first, first.provider().describe().console_sample),
         ),
     )
     .into_response()
@@ -198,7 +198,7 @@ fn parse(source: Source, body: &[u8]) -> Result<Vec<crate::sources::Event>, Stri
     match parsed.unusable.first() {
         Some(part) => Err(format!(
             "{}: {}",
-            provider.kept_answer(),
+            provider.describe().kept_answer,
             part.refusal.reason()
         )),
         None => Ok(parsed.events),

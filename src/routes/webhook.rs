@@ -63,13 +63,13 @@ async fn handle(
     let verified = provider.verify(settings, headers, &body, SystemTime::now())?;
     let unsigned = verified.authenticity == Authenticity::UnsignedDevMode;
     if unsigned {
-        warn_unsigned(source, provider.secret_variable());
+        warn_unsigned(source, provider.describe().secret_variable);
     }
     let signature = move || {
         if unsigned {
             format!(
                 "not checked: dev mode and {} is not set",
-                provider.secret_variable()
+                provider.describe().secret_variable
             )
         } else {
             provider.signature_note(headers)

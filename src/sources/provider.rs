@@ -45,17 +45,36 @@ pub struct Parsed {
     pub unusable: Vec<Unusable>,
 }
 
+/// A request header: its name and value.
+pub type Header = (&'static str, String);
+
+/// A provider as the console's dry run and `mavera-triggers send` see it: how to make and sign a test
+/// request, and what its sender is answered.
+pub struct Description {
+    /// Its name as people write it (`Customer.io`), for pages and messages.
+    pub title: &'static str,
+    /// The setting that holds its signing secret, as the `dev` mode warning and `send` name it.
+    pub secret_variable: &'static str,
+    /// The body the console's test form shows.
+    pub console_sample: &'static str,
+    /// A sample body for `send <name>`: an event of that name (or type, or metric).
+    pub sample: fn(name: &str) -> Value,
+    /// The headers that sign `body` as the sender would, with `secret`, at `now`.
+    pub sign: fn(secret: &Secret, body: &[u8], now: SystemTime) -> Vec<Header>,
+    /// How `send` says a request was signed.
+    pub signed_with: &'static str,
+    /// What the sender is answered when part of a genuine request is kept as not usable, not run.
+    pub kept_answer: &'static str,
+}
+
 /// One webhook source. Its route is `/<source>`; its answers, log lines and metrics are the generic
 /// handler's, so that two providers cannot drift apart.
 pub trait Provider: Sync {
     /// Which source this is: its name, its route and its dedupe key space.
     fn source(&self) -> Source;
 
-    /// Its name as people write it (`Customer.io`), for pages and messages.
-    fn title(&self) -> &'static str;
-
-    /// The setting that holds its signing secret, as the `dev` mode warning and `send` name it.
-    fn secret_variable(&self) -> &'static str;
+    /// What the console's dry run, `send` and the `dev` mode warning say about it.
+    fn describe(&self) -> &'static Description;
 
     /// Checks the signature on the raw bytes, before anything else is read from them.
     fn verify<'a>(
@@ -83,21 +102,4 @@ pub trait Provider: Sync {
     fn full_context(&self, _raw: &str) -> Map<String, Value> {
         Map::new()
     }
-
-    // What the console's dry run and `send` are told.
-
-    /// The body the console's test form shows.
-    fn console_sample(&self) -> &'static str;
-
-    /// A sample body for `send <name>`: an event of that name (or type, or metric).
-    fn sample(&self, name: &str) -> Value;
-
-    /// The headers that sign `body` as the sender would, with `secret`, at `now`.
-    fn sign(&self, secret: &Secret, body: &[u8], now: SystemTime) -> Vec<(&'static str, String)>;
-
-    /// How `send` says a request was signed.
-    fn signed_with(&self) -> &'static str;
-
-    /// What the sender is answered when part of a genuine request is kept as not usable, not run.
-    fn kept_answer(&self) -> &'static str;
 }

@@ -13,13 +13,16 @@ mod verify;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
-use serde_json::Value;
 
 pub use parse::{parse, unprocessable, Parsed};
 pub use sample::sample;
 pub use verify::verify;
 
-use super::{signature::sign_sha256, Provider, RejectReason, Source, SourceSettings, Verified};
+use super::{
+    provider::{Description, Header},
+    signature::sign_sha256,
+    Provider, RejectReason, Source, SourceSettings, Verified,
+};
 use crate::config::Secret;
 
 pub const SIGNATURE_HEADER: &str = "x-cio-signature";
@@ -38,6 +41,18 @@ pub fn sign(secret: &Secret, timestamp: u64, body: &[u8]) -> String {
     )
 }
 
+/// The headers Customer.io would send with `body` at `now`.
+fn sign_now(secret: &Secret, body: &[u8], now: SystemTime) -> Vec<Header> {
+    let ts = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    vec![
+        (TIMESTAMP_HEADER, ts.to_string()),
+        (SIGNATURE_HEADER, sign(secret, ts, body)),
+    ]
+}
+
 /// Customer.io as a [`Provider`]: one event per request, and nothing genuine answered with a 4xx.
 pub struct CustomerIo;
 
@@ -46,12 +61,16 @@ impl Provider for CustomerIo {
         Source::CustomerIo
     }
 
-    fn title(&self) -> &'static str {
-        "Customer.io"
-    }
-
-    fn secret_variable(&self) -> &'static str {
-        "CIO_WEBHOOK_SECRET"
+    fn describe(&self) -> &'static Description {
+        &Description {
+            title: "Customer.io",
+            secret_variable: "CIO_WEBHOOK_SECRET",
+            console_sample: sample::CONSOLE_SAMPLE,
+            sample,
+            sign: sign_now,
+            signed_with: "X-CIO-Signature v0 (HMAC-SHA256, CIO_WEBHOOK_SECRET)",
+            kept_answer: "Customer.io would get a 200, but the body is kept as unprocessable",
+        }
     }
 
     fn verify<'a>(
@@ -102,32 +121,5 @@ impl Provider for CustomerIo {
                 unusable: vec![*part],
             },
         })
-    }
-
-    fn console_sample(&self) -> &'static str {
-        sample::CONSOLE_SAMPLE
-    }
-
-    fn sample(&self, name: &str) -> Value {
-        sample(name)
-    }
-
-    fn sign(&self, secret: &Secret, body: &[u8], now: SystemTime) -> Vec<(&'static str, String)> {
-        let ts = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        vec![
-            (TIMESTAMP_HEADER, ts.to_string()),
-            (SIGNATURE_HEADER, sign(secret, ts, body)),
-        ]
-    }
-
-    fn signed_with(&self) -> &'static str {
-        "X-CIO-Signature v0 (HMAC-SHA256, CIO_WEBHOOK_SECRET)"
-    }
-
-    fn kept_answer(&self) -> &'static str {
-        "Customer.io would get a 200, but the body is kept as unprocessable"
     }
 }

@@ -21,9 +21,9 @@ pub use sample::sample;
 pub use verify::verify;
 
 use super::{
-    signature::sign_sha1, Parsed, Provider, RejectReason, Source, SourceSettings, Verified,
+    provider::Description, signature::sign_sha1, Parsed, Provider, RejectReason, Source,
+    SourceSettings, Verified,
 };
-use crate::config::Secret;
 
 /// The header Segment puts its signature in.
 pub const SIGNATURE_HEADER: &str = "x-signature";
@@ -42,12 +42,17 @@ impl Provider for Segment {
         Source::Segment
     }
 
-    fn title(&self) -> &'static str {
-        "Segment"
-    }
-
-    fn secret_variable(&self) -> &'static str {
-        "SEGMENT_SHARED_SECRET"
+    fn describe(&self) -> &'static Description {
+        &Description {
+            title: "Segment",
+            secret_variable: "SEGMENT_SHARED_SECRET",
+            console_sample: sample::CONSOLE_SAMPLE,
+            sample,
+            sign: |secret, body, _now| vec![(SIGNATURE_HEADER, sign_sha1(secret, body))],
+            signed_with: "X-Signature (HMAC-SHA1, SEGMENT_SHARED_SECRET)",
+            kept_answer:
+                "Segment would get a 200, but this part is refused and kept on the events page",
+        }
     }
 
     fn verify<'a>(
@@ -83,25 +88,5 @@ impl Provider for Segment {
 
     fn full_context(&self, raw: &str) -> Map<String, Value> {
         parse::full_context(raw)
-    }
-
-    fn console_sample(&self) -> &'static str {
-        sample::CONSOLE_SAMPLE
-    }
-
-    fn sample(&self, name: &str) -> Value {
-        sample(name)
-    }
-
-    fn sign(&self, secret: &Secret, body: &[u8], _now: SystemTime) -> Vec<(&'static str, String)> {
-        vec![(SIGNATURE_HEADER, sign_sha1(secret, body))]
-    }
-
-    fn signed_with(&self) -> &'static str {
-        "X-Signature (HMAC-SHA1, SEGMENT_SHARED_SECRET)"
-    }
-
-    fn kept_answer(&self) -> &'static str {
-        "Segment would get a 200, but this part is refused and kept on the events page"
     }
 }

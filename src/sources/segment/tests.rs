@@ -4,7 +4,10 @@ use axum::http::{HeaderMap, HeaderValue};
 use serde_json::{value::RawValue, Value};
 
 use super::{head::from_head, parse::to_event, *};
-use crate::sources::{signature::sign_sha1, Authenticity, Refusal};
+use crate::{
+    config::Secret,
+    sources::{signature::sign_sha1, Authenticity, Refusal},
+};
 
 fn vectors() -> Value {
     let text = std::fs::read_to_string(concat!(
