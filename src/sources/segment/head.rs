@@ -72,7 +72,8 @@ fn id_of(raw: Option<&RawValue>) -> Option<String> {
 /// The event from its head alone, when every field it has is of the type [`to_event`](super::parse) wants; `None` sends
 /// the event through [`to_event`](super::parse), which reads all of it and names what is wrong.
 pub(super) fn from_head(raw: &str) -> Option<Event> {
-    if !reads_as_value(raw) {
+    // Serde reads a struct from a JSON array too (its fields in order): only an object is an event.
+    if !raw.trim_start().starts_with('{') || !reads_as_value(raw) {
         return None;
     }
     let head: Head = serde_json::from_str(raw).ok()?;

@@ -230,3 +230,20 @@ fn the_head_gives_the_same_event_as_reading_it_all() {
     assert_eq!(fast.context(), slow.context());
     assert_eq!(fast.raw, slow.raw);
 }
+
+/// Found by `tests/properties.rs` (`[{},[""]]`): the fast path read an array as a struct's fields in order,
+/// so a batch element `[""]` became an event with an empty name and no context.
+#[test]
+fn a_batch_element_that_is_an_array_is_set_aside_not_read_as_an_event() {
+    let body = br#"[{"type":"identify","userId":"u1"},[""],["track","x"]]"#;
+    let parsed = parse(&verify(&HeaderMap::new(), body, &[], true).unwrap()).unwrap();
+    assert_eq!(parsed.events.len(), 1);
+    let why: Vec<&str> = parsed.unusable.iter().map(|u| u.refusal.reason()).collect();
+    assert_eq!(
+        why,
+        [
+            "batch element 1: not a Segment event: expected a JSON object",
+            "batch element 2: not a Segment event: expected a JSON object"
+        ]
+    );
+}
