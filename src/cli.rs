@@ -1,14 +1,9 @@
 //! The command line: `serve`, `dev`, `check-config`, `send`, `healthcheck`.
 
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    process::ExitCode,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::SystemTime};
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -17,7 +12,7 @@ use crate::{
         audit::{replayed_detail, AuditAction, AuditEntry, Via},
         now_ms, open_store, JobState,
     },
-    sources::{customerio, signature::sign_sha1, Source},
+    sources::Source,
     startup::{preflight, preflight_settings, App},
     telemetry,
     triggers::{Action, TriggerTable},
@@ -540,75 +535,8 @@ fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A sample Segment event: a track call with the properties the shipped triggers read, or another type.
-pub fn segment_sample(name: &str) -> Value {
-    let message_id = format!("send-{}", uuid::Uuid::new_v4());
-    let timestamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-    let context = json!({ "library": { "name": "mavera-triggers send" }, "traits": { "email": "jane@acme.example" } });
-    let properties = match name {
-        "trial_started" => json!({ "plan": "pro", "source": "google_ads" }),
-        "plan_upgraded" => json!({ "previous_plan": "starter", "new_plan": "pro" }),
-        "feature_milestone" => json!({ "milestone": "100 reports", "feature_name": "Dashboards" }),
-        "churn_signal" => {
-            json!({ "ltv": 420, "signal_type": "downgrade_intent", "tenure_days": 97 })
-        }
-        _ => json!({}),
-    };
-    let mut event = match name {
-        "identify" => {
-            json!({ "type": "identify", "traits": { "plan": "pro", "email": "jane@acme.example" } })
-        }
-        "page" | "screen" => {
-            json!({ "type": name, "name": "Pricing", "properties": { "path": "/pricing" } })
-        }
-        "group" => json!({ "type": "group", "groupId": "acme", "traits": { "name": "Acme" } }),
-        "alias" => json!({ "type": "alias", "previousId": "anon-1" }),
-        _ => json!({ "type": "track", "event": name, "properties": properties }),
-    };
-    let obj = event.as_object_mut().expect("object");
-    obj.insert("messageId".into(), json!(message_id));
-    obj.insert("userId".into(), json!("usr_k8m2n"));
-    obj.insert("timestamp".into(), json!(timestamp));
-    obj.insert("context".into(), context);
-    event
-}
-
-/// A sample Customer.io reporting webhook for a metric, in the current envelope.
-pub fn customerio_sample(metric: &str) -> Value {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let object_type = match metric {
-        "subscribed" | "unsubscribed" | "cio_subscription_preferences_changed" => "customer",
-        _ => "email",
-    };
-    let mut data = json!({
-        "customer_id": "42",
-        "email_address": "jane@acme.example",
-        "identifiers": { "id": "42", "email": "jane@acme.example", "cio_id": "d9c106000001" }
-    });
-    if object_type == "email" {
-        let d = data.as_object_mut().expect("object");
-        d.insert("delivery_id".into(), json!("RPILAgABcRhIBqSp7kiPekGBIeVh"));
-        d.insert("action_id".into(), json!(36));
-        d.insert("campaign_id".into(), json!(6));
-        d.insert("recipient".into(), json!("jane@acme.example"));
-        d.insert(
-            "subject".into(),
-            json!("Did you get that thing I sent you?"),
-        );
-    }
-    json!({
-        "event_id": uuid::Uuid::new_v4().simple().to_string().to_uppercase()[..26].to_string(),
-        "object_type": object_type,
-        "metric": metric,
-        "timestamp": now,
-        "data": data,
-    })
-}
-
 async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
+    let provider = args.source.provider().describe();
     let path = std::path::Path::new(&args.event);
     if !path.exists() && (args.event.contains('/') || args.event.ends_with(".json")) {
         eprintln!(
@@ -627,34 +555,17 @@ async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
             }
         }
     } else {
-        let sample = match args.source {
-            Source::Segment => segment_sample(&args.event),
-            Source::CustomerIo => customerio_sample(&args.event),
-        };
-        serde_json::to_vec(&sample).expect("JSON")
+        serde_json::to_vec(&(provider.sample)(&args.event)).expect("JSON")
     };
     let url = args
         .url
         .unwrap_or_else(|| format!("http://127.0.0.1:{}/{}", settings.port, args.source));
     let mut headers: Vec<(&str, String)> = vec![("content-type", "application/json".into())];
-    let signed = match args.source {
-        Source::Segment => settings.segment_secrets.first().map(|secret| {
-            headers.push(("x-signature", sign_sha1(secret, &body)));
-            "X-Signature (HMAC-SHA1, SEGMENT_SHARED_SECRET)"
-        }),
-        Source::CustomerIo => settings.cio_webhook_secrets.first().map(|secret| {
-            let ts = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            headers.push((customerio::TIMESTAMP_HEADER, ts.to_string()));
-            headers.push((
-                customerio::SIGNATURE_HEADER,
-                customerio::sign(secret, ts, &body),
-            ));
-            "X-CIO-Signature v0 (HMAC-SHA256, CIO_WEBHOOK_SECRET)"
-        }),
-    };
+    let secrets = crate::routes::webhook::source_settings(settings, args.source).secrets;
+    let signed = secrets.first().map(|secret| {
+        headers.extend((provider.sign)(secret, &body, SystemTime::now()));
+        provider.signed_with
+    });
     let mut request = reqwest::Client::new().post(&url);
     for (name, value) in headers {
         request = request.header(name, value);

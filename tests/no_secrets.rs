@@ -32,9 +32,12 @@ use std::{
 };
 
 use mavera_triggers::{
-    cli::{customerio_sample, segment_sample},
     config::Secret,
-    sources::{customerio::sign, signature::sign_sha1},
+    sources::{
+        customerio::{sample as customerio_sample, sign},
+        segment::sample as segment_sample,
+        signature::sign_sha1,
+    },
 };
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};

@@ -34,12 +34,11 @@ use mavera_triggers::{
     config::Secret,
     dedupe::DedupeMemory,
     sources::{
-        customerio,
-        segment::{self, Authenticity},
+        customerio, segment,
         signature::{
             read_hex_header, sha1_matches, sha256_matches, sign_sha1, sign_sha256, HeaderSignature,
         },
-        Event, RejectReason, Source,
+        Authenticity, Event, RejectReason, Source,
     },
 };
 use proptest::{

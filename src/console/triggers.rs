@@ -12,33 +12,10 @@ use serde::Deserialize;
 use super::layout::{badge, esc, page};
 use crate::{
     clients::customerio::dry_run_attributes,
-    config::Secret,
-    sources::{customerio, segment, Source},
+    sources::{Source, SourceSettings},
     state::AppState,
     triggers::{config::SinkSpec, Plan, TriggerTable},
 };
-
-/// The sample bodies the form starts with.
-const SEGMENT_SAMPLE: &str = r#"{
-  "type": "track",
-  "event": "trial_started",
-  "userId": "usr_test_1",
-  "messageId": "console-test-1",
-  "timestamp": "2026-11-25T12:00:00.000Z",
-  "properties": { "plan": "pro", "source": "google_ads" }
-}"#;
-
-const CIO_SAMPLE: &str = r#"{
-  "metric": "unsubscribed",
-  "event_id": "01CONSOLETEST0000000000000",
-  "object_type": "customer",
-  "timestamp": 1764072000,
-  "data": {
-    "customer_id": "cust_test_1",
-    "email_address": "test@example.com",
-    "identifiers": { "id": "cust_test_1", "email": "test@example.com" }
-  }
-}"#;
 
 fn sink_label(sink: &SinkSpec) -> String {
     match sink {
@@ -122,11 +99,10 @@ fn form_html(csrf: &str, source: Source, body: &str) -> String {
         "<section><h2>Send a test event (dry run)</h2>\
          <p class=meta>Runs the event through the active trigger table and shows what each trigger would send to Mavera. Nothing is recorded or sent; no signature is needed. Customer.io triggers use a sample pro-plan profile for the customer look-up.</p>\
          <form method=post action=\"/console/triggers/test\"><input type=hidden name=csrf value=\"{csrf}\">\
-         <p><label>source <select name=source>{}{}</select></label></p>\
+         <p><label>source <select name=source>{}</select></label></p>\
          <p><textarea name=body rows=12 cols=90 spellcheck=false>{}</textarea></p>\
          <button type=submit>Run through the triggers</button></form></section>",
-        option(Source::Segment),
-        option(Source::CustomerIo),
+        Source::all().iter().map(|&s| option(s)).collect::<String>(),
         esc(body)
     )
 }
@@ -173,14 +149,27 @@ async fn open_digests_html(state: &AppState) -> String {
 pub async fn show(State(state): State<AppState>) -> Response {
     let table = state.table.load_full();
     let csrf = super::csrf_for(&state);
+    // The form starts with the first provider's sample; the others' are shown to copy.
+    let (first, others) = Source::all()
+        .split_first()
+        .expect("a provider is registered");
+    let other_samples: String = others
+        .iter()
+        .map(|s| {
+            format!(
+                "<p class=meta>{} sample: <code>{}</code></p>",
+                s.provider().describe().title,
+                esc(&s.provider().describe().console_sample.replace('\n', " "))
+            )
+        })
+        .collect();
     page(
         "Triggers",
         &format!(
-            "{}{}{}<p class=meta>Customer.io sample: <code>{}</code></p>",
+            "{}{}{}{other_samples}",
             table_html(&table),
             open_digests_html(&state).await,
-            form_html(&csrf, Source::Segment, SEGMENT_SAMPLE),
-            esc(&CIO_SAMPLE.replace('\n', " "))
+            form_html(&csrf, *first, first.provider().describe().console_sample),
         ),
     )
     .into_response()
@@ -195,39 +184,24 @@ pub struct TestEvent {
 
 /// Parses a test body as its source would, without a signature.
 fn parse(source: Source, body: &[u8]) -> Result<Vec<crate::sources::Event>, String> {
-    let none: [Secret; 0] = [];
-    let headers = HeaderMap::new();
-    match source {
-        Source::Segment => {
-            let parsed = segment::verify(&headers, body, &none, true)
-                .and_then(|v| segment::parse(&v))
-                .map_err(|e| e.to_string())?;
-            match parsed.unusable.first() {
-                Some(part) => Err(format!(
-                    "Segment would get a 200, but this part is refused and kept on the events page: {}",
-                    part.refusal.reason()
-                )),
-                None => Ok(parsed.events),
-            }
-        }
-        Source::CustomerIo => {
-            let verified = customerio::verify(
-                &headers,
-                body,
-                &none,
-                true,
-                std::time::Duration::ZERO,
-                std::time::SystemTime::now(),
-            )
-            .map_err(|e| e.to_string())?;
-            match customerio::parse(&verified) {
-                customerio::Parsed::Event(e) => Ok(vec![*e]),
-                customerio::Parsed::Unprocessable(part) => Err(format!(
-                    "Customer.io would get a 200, but the body is kept as unprocessable: {}",
-                    part.refusal.reason()
-                )),
-            }
-        }
+    let provider = source.provider();
+    let settings = SourceSettings::unsigned();
+    let parsed = provider
+        .verify(
+            &settings,
+            &HeaderMap::new(),
+            body,
+            std::time::SystemTime::now(),
+        )
+        .and_then(|verified| provider.parse(&settings, &verified, Ok(())))
+        .map_err(|e| e.to_string())?;
+    match parsed.unusable.first() {
+        Some(part) => Err(format!(
+            "{}: {}",
+            provider.describe().kept_answer,
+            part.refusal.reason()
+        )),
+        None => Ok(parsed.events),
     }
 }
 

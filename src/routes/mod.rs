@@ -1,12 +1,11 @@
 //! HTTP routes: one file per endpoint group, and the bits they share.
 
 pub mod admin;
-pub mod customerio;
 pub mod health;
-pub mod segment;
+pub mod webhook;
 
 use axum::{
-    extract::{rejection::BytesRejection, ConnectInfo, DefaultBodyLimit, Request},
+    extract::{rejection::BytesRejection, ConnectInfo, DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderMap, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -14,26 +13,32 @@ use axum::{
     Router,
 };
 use bytes::Bytes;
-use tower_http::timeout::TimeoutLayer;
+use std::sync::Arc;
+use tower_http::{
+    timeout::TimeoutLayer,
+    trace::{DefaultOnFailure, TraceLayer},
+};
+use tracing::{field, Level, Span};
 
 use crate::{
     error::ApiError,
     intake::{IntakeError, Summary},
     jobs::events::{masked_headers, RequestMeta},
     limits::{self, BodyBudget, RemoteAddr},
-    sources::Source,
+    sources::{RejectReason, Source},
     state::AppState,
 };
 
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
-    let segment_limit = state.settings.segment_max_body_bytes;
     let header_limit = state.settings.max_header_bytes;
     let deadline = state.settings.request_timeout;
     let budget = BodyBudget::new(state.settings.max_body_bytes_in_flight);
-    let admit = |source: Source, max_body: usize| {
+    let webhooks = Source::all().iter().fold(Router::new(), |router, &source| {
+        let settings = Arc::new(webhook::source_settings(&state.settings, source));
+        let max_body = settings.max_body_bytes;
         let (state, budget) = (state.clone(), budget.clone());
-        axum::middleware::from_fn(move |request: Request, next: Next| {
+        let admit = axum::middleware::from_fn(move |request: Request, next: Next| {
             admit_body(
                 state.clone(),
                 budget.clone(),
@@ -42,19 +47,19 @@ pub fn router(state: AppState) -> Router {
                 request,
                 next,
             )
-        })
-    };
-    Router::new()
-        .route(
-            "/segment",
-            post(segment::receive)
-                .layer(DefaultBodyLimit::max(segment_limit))
-                .layer(admit(Source::Segment, segment_limit)),
+        });
+        let provider = source.provider();
+        let receive = move |state, remote, headers, body| {
+            webhook::receive(provider, settings.clone(), state, remote, headers, body)
+        };
+        router.route(
+            &format!("/{source}"),
+            post(receive)
+                .layer(DefaultBodyLimit::max(max_body))
+                .layer(admit),
         )
-        .route(
-            "/customerio",
-            post(customerio::receive).layer(admit(Source::CustomerIo, limit)),
-        )
+    });
+    webhooks
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -71,7 +76,29 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             limits::limit_header_bytes(header_limit, request, next)
         }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
+}
+
+/// One span per request: its method and matched route; a webhook handler records its source and (once
+/// parsed) the first event's id, so every line logged while answering it says which request it is.
+fn request_span(request: &Request) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %route,
+        source = field::Empty,
+        event_id = field::Empty,
+    )
 }
 
 /// Lets a webhook request in only when its body fits in the [`BodyBudget`] now; else 503 + `Retry-After`,
@@ -177,13 +204,12 @@ pub(crate) fn record_outcome(
 }
 
 /// Refuses JSON too deep or with arrays too long, before any parser recurses into it.
-pub(crate) fn check_shape(state: &AppState, body: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn check_shape(state: &AppState, body: &[u8]) -> Result<(), RejectReason> {
     limits::check_json_shape(
         body,
         state.settings.max_json_depth,
         state.settings.max_array_items,
     )
-    .map_err(ApiError::from)
 }
 
 /// The loud, per-request warning of `dev` mode.

@@ -1,35 +1,65 @@
 //! Per-provider payloads and signature schemes, normalised into one [`Event`].
 //!
-//! A provider file owns three things: how its signature is checked (on raw bytes, before any parsing), what its
-//! payload looks like, and how that payload becomes an [`Event`] with a dedupe key and a template context.
-//! Adding a provider means one new file here and one route line.
+//! A provider owns three things: how its signature is checked (on raw bytes, before any parsing), what its
+//! payload looks like, and how that payload becomes an [`Event`] with a dedupe key and a template context. It
+//! implements [`Provider`] in its own folder here and takes one line in the registry below; the routes, the
+//! console's dry run and `send` ask it, never which source it is. Shared pieces: [`verify`] (the verdict on a
+//! signature), [`signature`] (HMAC on raw bytes), [`json`] (where senders' JSON and `serde_json` disagree).
 
 pub mod customerio;
+pub mod json;
+pub mod provider;
 pub mod segment;
 pub mod signature;
+pub mod verify;
 
 use serde_json::{Map, Value};
 
-/// Which sender an event came from. Also the name of its route and of its dedupe key space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Segment,
-    #[serde(rename = "customerio")]
-    CustomerIo,
+pub use provider::{Parsed, Provider, SourceSettings};
+pub use verify::{Authenticity, Verified};
+
+/// Makes [`Source`] and [`Source::provider`] from one line per provider: `Variant = "name" (| "alias")* =>
+/// provider`. The name is the route (`/name`), the dedupe key space and what the trigger table says.
+macro_rules! providers {
+    ($($variant:ident = $name:literal $(| $alias:literal)* => $provider:expr,)+) => {
+        /// Which sender an event came from. Also the name of its route and of its dedupe key space.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum Source {
+            $(#[serde(rename = $name)] $variant,)+
+        }
+
+        impl Source {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Source::$variant => $name,)+
+                }
+            }
+
+            /// Every source, in the registry's order.
+            pub fn all() -> &'static [Source] {
+                &[$(Source::$variant,)+]
+            }
+
+            /// The provider that verifies, parses and describes this source's requests.
+            pub fn provider(self) -> &'static dyn Provider {
+                match self {
+                    $(Source::$variant => &$provider,)+
+                }
+            }
+
+            fn named(name: &str) -> Option<Source> {
+                match name {
+                    $($name $(| $alias)* => Some(Source::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Segment => "segment",
-            Source::CustomerIo => "customerio",
-        }
-    }
-
-    pub fn all() -> [Source; 2] {
-        [Source::Segment, Source::CustomerIo]
-    }
+providers! {
+    Segment = "segment" => segment::Segment,
+    CustomerIo = "customerio" | "customer.io" | "cio" => customerio::CustomerIo,
 }
 
 impl std::fmt::Display for Source {
@@ -41,13 +71,16 @@ impl std::fmt::Display for Source {
 impl std::str::FromStr for Source {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "segment" => Ok(Source::Segment),
-            "customerio" | "customer.io" | "cio" => Ok(Source::CustomerIo),
-            other => Err(format!(
-                "unknown source `{other}`: use `segment` or `customerio`"
-            )),
-        }
+        Source::named(s).ok_or_else(|| {
+            let names: Vec<String> = Source::all().iter().map(|s| format!("`{s}`")).collect();
+            let (last, others) = names.split_last().expect("a provider is registered");
+            let choice = if others.is_empty() {
+                last.clone()
+            } else {
+                format!("{} or {last}", others.join(", "))
+            };
+            format!("unknown source `{s}`: use {choice}")
+        })
     }
 }
 
@@ -78,10 +111,8 @@ impl Event {
     /// Everything templates and conditions may read. A Segment event is read in full only here, when a
     /// trigger wants it: a re-delivery or an event no trigger matches is answered from its head alone.
     pub fn context(&self) -> &Map<String, Value> {
-        self.context.get_or_init(|| match self.source {
-            Source::Segment => segment::full_context(&self.raw),
-            Source::CustomerIo => Map::new(),
-        })
+        self.context
+            .get_or_init(|| self.source.provider().full_context(&self.raw))
     }
 
     /// True for a Segment event this server sent itself (a write-back that Segment forwarded here again):
@@ -145,68 +176,6 @@ pub enum RejectReason {
     BadRequest(String),
 }
 
-/// The body with every `\uD800`–`\uDFFF` escape that is not half of a valid surrogate pair rewritten to
-/// `\uFFFD` (the replacement character), so that a strict parser reads it. Node's `JSON.stringify`, which
-/// Segment uses to sign and send, writes a lone surrogate that way: valid JSON text that `serde_json` refuses.
-/// The rewrite keeps every byte's position (an escape stays six bytes), so a part of the result is found at
-/// the same offsets in the body as received, which is what a signature covers. A body with no such escape is
-/// returned as it is, without a copy.
-pub fn replace_lone_surrogates(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let hex4 = |at: usize| -> Option<u16> {
-        let digits = std::str::from_utf8(body.get(at..at + 4)?).ok()?;
-        u16::from_str_radix(digits, 16).ok()
-    };
-    let escape_at = |at: usize| body.get(at) == Some(&b'\\') && body.get(at + 1) == Some(&b'u');
-    // The fast path: no `\uD8`–`\uDF` anywhere (or only inside a `\\`), nothing to copy.
-    let maybe = body.windows(4).any(|w| {
-        w[0] == b'\\'
-            && w[1] == b'u'
-            && (w[2] | 0x20) == b'd'
-            && matches!(w[3] | 0x20, b'8'..=b'9' | b'a'..=b'f')
-    });
-    if !maybe {
-        return body.into();
-    }
-    let mut out: Option<Vec<u8>> = None;
-    let mut in_string = false;
-    let mut i = 0;
-    while i < body.len() {
-        match (in_string, body[i]) {
-            (false, b'"') => in_string = true,
-            (false, _) => {}
-            (true, b'"') => in_string = false,
-            (true, b'\\') if escape_at(i) => {
-                let unit = hex4(i + 2);
-                let high = unit.is_some_and(|u| (0xD800..=0xDBFF).contains(&u));
-                let low = unit.is_some_and(|u| (0xDC00..=0xDFFF).contains(&u));
-                let paired = high
-                    && escape_at(i + 6)
-                    && hex4(i + 8).is_some_and(|u| (0xDC00..=0xDFFF).contains(&u));
-                if paired {
-                    i += 12;
-                    continue;
-                }
-                if high || low {
-                    out.get_or_insert_with(|| body.to_vec())[i + 2..i + 6].copy_from_slice(b"fffd");
-                }
-                i += 6;
-                continue;
-            }
-            // Any other escape: skip the escaped character (a `\"` does not end the string).
-            (true, b'\\') => {
-                i += 2;
-                continue;
-            }
-            (true, _) => {}
-        }
-        i += 1;
-    }
-    match out {
-        Some(repaired) => repaired.into(),
-        None => body.into(),
-    }
-}
-
 /// `key=value` pairs of the ids that are present, emails masked: whom an event is about, for its log lines.
 pub(crate) fn who(ids: &[(&str, Option<&str>)]) -> String {
     let parts: Vec<String> = ids
@@ -237,49 +206,4 @@ pub(crate) fn content_id(raw: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(raw);
     format!("content:{}", hex::encode(&digest[..16]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::replace_lone_surrogates;
-    use std::borrow::Cow;
-
-    fn repaired(json: &str) -> String {
-        String::from_utf8(replace_lone_surrogates(json.as_bytes()).into_owned()).unwrap()
-    }
-
-    #[test]
-    fn lone_surrogate_escapes_become_the_replacement_character_and_pairs_stay() {
-        for (body, want) in [
-            (r#"{"a":"\ud83d"}"#, r#"{"a":"\ufffd"}"#),
-            (r#"{"a":"x\uDC00y"}"#, r#"{"a":"x\ufffdy"}"#),
-            (r#"{"a":"\ud83d\u0041"}"#, r#"{"a":"\ufffd\u0041"}"#),
-            (
-                r#"{"a":"\ud83d\ud83d\ude00"}"#,
-                r#"{"a":"\ufffd\ud83d\ude00"}"#,
-            ),
-            (r#"["\udc00\ud800"]"#, r#"["\ufffd\ufffd"]"#),
-        ] {
-            let got = repaired(body);
-            assert_eq!(got, want, "{body}");
-            assert_eq!(got.len(), body.len(), "positions are kept");
-            let value: serde_json::Value = serde_json::from_str(&got).unwrap();
-            assert!(value.to_string().contains('\u{FFFD}'), "{value}");
-        }
-    }
-
-    #[test]
-    fn bodies_without_a_lone_surrogate_are_not_copied() {
-        for body in [
-            r#"{"a":"\ud83d\ude00 ok"}"#,
-            r#"{"a":"\\ud800 is text, not an escape"}"#,
-            r#"{"a":"plain","b":"\"\ud8"}"#,
-            "",
-        ] {
-            assert!(
-                matches!(replace_lone_surrogates(body.as_bytes()), Cow::Borrowed(_)),
-                "{body}"
-            );
-        }
-    }
 }

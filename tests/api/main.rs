@@ -14,5 +14,6 @@ mod helpers;
 mod operations;
 mod segment;
 mod sinks;
+mod trace;
 mod upkeep;
 mod write_back;
