@@ -131,8 +131,9 @@ async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<(Vec<Delivery>, Re
             }
             Err(e) => {
                 tracing::error!(error = %e, deliveries = count, "group commit failed");
+                let e = Arc::new(e);
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                    let _ = reply.send(Err(StoreError::Shared(e.clone())));
                 }
             }
         }
