@@ -37,6 +37,11 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The connection pool, for tests that look at the database directly.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Connects (pool of `max_connections`, each statement cut off after `statement_timeout`) and migrates.
     pub async fn open(
         url: &str,
@@ -57,10 +62,6 @@ impl PgStore {
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 #[async_trait::async_trait]
@@ -68,12 +69,13 @@ impl SqlBackend for PgStore {
     type Db = Postgres;
     const DIALECT: Dialect = Dialect::Postgres;
 
-    fn reader(&self) -> &PgPool {
-        &self.pool
-    }
-
+    /// Any connection of the pool: Postgres takes writers side by side.
     async fn writer(&self) -> Result<PoolConnection<Postgres>, StoreError> {
         Ok(self.pool.acquire().await?)
+    }
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
     }
 }
 

@@ -213,10 +213,6 @@ impl SqlBackend for SqliteStore {
     type Db = Sqlite;
     const DIALECT: Dialect = Dialect::Sqlite;
 
-    fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
-
     /// The writer, for job bookkeeping and the event log: after any acknowledgement that is waiting. Every
     /// write but the acknowledgement's goes through here (the group commit is [`Intake::record`]).
     async fn writer(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
@@ -236,6 +232,11 @@ impl SqlBackend for SqliteStore {
             self.gate.full.store(false, Ordering::SeqCst);
         }
         Ok(conn)
+    }
+
+    /// The readers' pool (WAL lets them run beside the writer).
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
     }
 }
 
