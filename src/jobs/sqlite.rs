@@ -50,7 +50,7 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Claims the next due job (see `claim`); `CLAIM_BUSY` is replaced by [`CLAIM_BUSY`].
+/// Claims the next due job (see `claim_due`); `CLAIM_BUSY` is replaced by [`CLAIM_BUSY_SQL`].
 pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
      WHERE id = (
          SELECT id FROM (
