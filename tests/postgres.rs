@@ -324,7 +324,10 @@ fn main() -> std::process::ExitCode {
     let mut tests: Vec<skip::Test> = every_check!(on_postgres);
     tests.push(skip::Test {
         name: "replicas_share_one_postgres",
-        run: || skip::block_on(2, replicas_share_one_postgres()),
+        run: || {
+            let _alone = timing_alone().write();
+            skip::block_on(2, replicas_share_one_postgres())
+        },
     });
     let code = skip::run_suite("Postgres suite", "REQUIRE_POSTGRES", missing, tests);
     // Stopped and its directory removed once every check has run.
@@ -340,11 +343,19 @@ fn shared_postgres() -> std::sync::MutexGuard<'static, Option<pg::TestPostgres>>
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The replicas' test measures request rates in real time: it runs alone, the conformance checks (which may
+/// run side by side) before or after it, as when they were one test.
+fn timing_alone() -> &'static std::sync::RwLock<()> {
+    static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+    &ALONE
+}
+
 /// Runs one conformance check on a fresh database of the shared server.
 fn on_a_fresh_database<F>(name: &str, check: fn(Arc<dyn JobStore>) -> F)
 where
     F: std::future::Future<Output = ()>,
 {
+    let _beside_each_other = timing_alone().read();
     let url = {
         let mut shared = shared_postgres();
         let pg = shared.get_or_insert_with(pg::TestPostgres::start);
