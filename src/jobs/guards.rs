@@ -1,11 +1,6 @@
 //! Cost guards: cooldowns per (trigger, user) and call budgets per window, taken all at once or not at all.
 
-use std::sync::OnceLock;
-
-use super::{
-    store::{self, Dialect},
-    Guard, JobId, StoreError,
-};
+use super::{store::Dialect, Guard, JobId, StoreError};
 
 #[async_trait::async_trait]
 pub trait Guards: Send + Sync {
@@ -34,16 +29,12 @@ pub const BUDGET: &str =
      WHERE budget_usage.used < $3
      RETURNING used";
 
-/// Marks job `$1` as holding its guards.
-pub fn taken(dialect: Dialect) -> &'static str {
-    fn build(d: Dialect) -> String {
-        format!(
-            "UPDATE jobs SET progress = {} WHERE id = $1",
-            d.set_true("progress", "guards_taken")
-        )
-    }
-    static CELLS: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
-    store::statements(&CELLS, dialect, build).as_str()
+/// Marks job `$1` as holding its guards (kept in [`super::store::Statements`]).
+pub(crate) fn taken(d: Dialect) -> String {
+    format!(
+        "UPDATE jobs SET progress = {} WHERE id = $1",
+        d.set_true("progress", "guards_taken")
+    )
 }
 
 /// The guards on a backend's writer, in one transaction.
@@ -100,7 +91,7 @@ macro_rules! impl_guards {
                     }
                 }
                 let dialect = <Self as $crate::jobs::store::SqlBackend>::DIALECT;
-                sqlx::query(guards::taken(dialect))
+                sqlx::query(&$crate::jobs::store::Statements::of(dialect).guards_taken)
                     .bind(job as i64)
                     .execute(&mut *tx)
                     .await?;

@@ -2,14 +2,9 @@
 //! follow-ups, retried, buried, held) or putting a finished job back. Claiming is each backend's own (SQLite's
 //! one writer, Postgres's `FOR UPDATE SKIP LOCKED`); everything else is one set of statements.
 
-use std::sync::OnceLock;
-
 use serde_json::Value;
 
-use super::{
-    store::{self, Dialect},
-    Job, JobId, NewJob, StoreError,
-};
+use super::{store::Dialect, Job, JobId, NewJob, StoreError};
 
 #[async_trait::async_trait]
 pub trait Queue: Send + Sync {
@@ -52,7 +47,7 @@ pub struct Sql {
 }
 
 impl Sql {
-    fn new(d: Dialect) -> Self {
+    pub(crate) fn new(d: Dialect) -> Self {
         let end =
             |state, error| format!("state = {state}, last_error = {error}, lease_until_ms = NULL");
         Sql {
@@ -91,11 +86,6 @@ impl Sql {
                 d.push_history("$2", "'replayed'", "NULL")
             ),
         }
-    }
-
-    pub fn of(dialect: Dialect) -> &'static Sql {
-        static CELLS: [OnceLock<Sql>; 2] = [OnceLock::new(), OnceLock::new()];
-        store::statements(&CELLS, dialect, Sql::new)
     }
 }
 
@@ -233,7 +223,8 @@ macro_rules! impl_queue {
 
         impl $store {
             fn sql() -> &'static $crate::jobs::queue::Sql {
-                $crate::jobs::queue::Sql::of(<Self as $crate::jobs::store::SqlBackend>::DIALECT)
+                let dialect = <Self as $crate::jobs::store::SqlBackend>::DIALECT;
+                &$crate::jobs::store::Statements::of(dialect).queue
             }
 
             /// Ends a job's attempt as `dead` or `held`, with the reason, in its history too.

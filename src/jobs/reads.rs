@@ -1,11 +1,6 @@
 //! Jobs as the console, the admin API and the alerter read them: one job, a list, the counts per state.
 
-use std::sync::OnceLock;
-
-use super::{
-    store::{self, Dialect},
-    Job, JobCounts, JobId, JobState, StoreError,
-};
+use super::{store::Dialect, Job, JobCounts, JobId, JobState, StoreError};
 
 #[async_trait::async_trait]
 pub trait JobReads: Send + Sync {
@@ -38,7 +33,7 @@ pub const OLDEST_PENDING: &str = "SELECT MIN(created_ms) FROM jobs WHERE state =
 pub const NEXT_DUE: &str = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'pending'";
 
 impl Sql {
-    fn new(d: Dialect) -> Self {
+    pub(crate) fn new(d: Dialect) -> Self {
         Sql {
             get: d.fill("SELECT {JOB} FROM jobs WHERE id = $1"),
             finished: d.fill(
@@ -48,11 +43,6 @@ impl Sql {
             all: d.fill("SELECT {JOB} FROM jobs ORDER BY id DESC LIMIT $1"),
             of_event: d.fill("SELECT {JOB} FROM jobs WHERE event_row = $1 ORDER BY id"),
         }
-    }
-
-    pub fn of(dialect: Dialect) -> &'static Sql {
-        static CELLS: [OnceLock<Sql>; 2] = [OnceLock::new(), OnceLock::new()];
-        store::statements(&CELLS, dialect, Sql::new)
     }
 }
 
@@ -123,7 +113,8 @@ macro_rules! impl_job_reads {
 
         impl $store {
             fn reads() -> &'static $crate::jobs::reads::Sql {
-                $crate::jobs::reads::Sql::of(<Self as $crate::jobs::store::SqlBackend>::DIALECT)
+                let dialect = <Self as $crate::jobs::store::SqlBackend>::DIALECT;
+                &$crate::jobs::store::Statements::of(dialect).reads
             }
         }
     };

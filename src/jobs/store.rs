@@ -136,13 +136,23 @@ impl Dialect {
     }
 }
 
-/// A concern's statements for `dialect`, built on first use and kept: `cells` holds one per dialect.
-pub fn statements<T>(
-    cells: &'static [OnceLock<T>; 2],
-    dialect: Dialect,
-    build: fn(Dialect) -> T,
-) -> &'static T {
-    cells[dialect as usize].get_or_init(|| build(dialect))
+/// The statements with tokens filled, per dialect: built on first use and kept.
+pub struct Statements {
+    pub queue: super::queue::Sql,
+    pub reads: super::reads::Sql,
+    /// Marks job `$1` as holding its guards.
+    pub guards_taken: String,
+}
+
+impl Statements {
+    pub fn of(dialect: Dialect) -> &'static Statements {
+        static CELLS: [OnceLock<Statements>; 2] = [OnceLock::new(), OnceLock::new()];
+        CELLS[dialect as usize].get_or_init(|| Statements {
+            queue: super::queue::Sql::new(dialect),
+            reads: super::reads::Sql::new(dialect),
+            guards_taken: super::guards::taken(dialect),
+        })
+    }
 }
 
 /// The heartbeat, on a backend's writer.
