@@ -10,7 +10,7 @@ use mavera_triggers::jobs::{
     events::{EventFilter, StatusFilter},
     now_ms,
     sqlite::SqliteStore,
-    JobState, JobStore,
+    EventLog, JobReads, JobState,
 };
 use mavera_triggers::sources::Source;
 

@@ -30,7 +30,7 @@ use std::{
 
 use mavera_triggers::{
     config::Secret,
-    jobs::{sqlite::SqliteStore, JobState, JobStore},
+    jobs::{sqlite::SqliteStore, JobReads, JobState},
     sources::signature::sign_sha1,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};

@@ -1,11 +1,13 @@
-//! Several replicas sharing one Postgres: the store conformance tests, exactly-once processing across
-//! replicas with the shared rate limit held, a replica killed mid-job, and Postgres restarted under load.
+//! Several replicas sharing one Postgres: the store conformance tests (one test per check, each in a fresh
+//! database of one shared server), exactly-once processing across replicas with the shared rate limit held,
+//! a replica killed mid-job, and Postgres restarted under load.
 //!
 //! The test starts its own throwaway Postgres on 127.0.0.1 (`tests/common/pg.rs`: `initdb`, `pg_ctl` and
 //! `postgres` must be on PATH, or in /usr/lib/postgresql/*/bin) and stops it at the end. Without them the
 //! suite is reported skipped (`tests/common/skip.rs`; `REQUIRE_POSTGRES=1` makes that a failure). Servers are
 //! the real binary, run as child processes.
 
+#[macro_use]
 #[path = "common/conformance.rs"]
 mod conformance;
 #[path = "common/pg.rs"]
@@ -23,7 +25,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mavera_triggers::{config::Secret, sources::signature::sign_sha1};
+use mavera_triggers::{
+    config::Secret,
+    jobs::{postgres::PgStore, JobStore},
+    sources::signature::sign_sha1,
+};
 use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -307,11 +313,61 @@ description = "d"
 
 fn main() -> std::process::ExitCode {
     let missing = pg::what_is_missing().map(skip::Missing::from);
-    let tests = vec![skip::Test {
+    macro_rules! on_postgres {
+        ($($check:ident),* $(,)?) => {
+            vec![$(skip::Test {
+                name: concat!("conformance::", stringify!($check)),
+                run: || on_a_fresh_database(stringify!($check), conformance::$check),
+            }),*]
+        };
+    }
+    let mut tests: Vec<skip::Test> = every_check!(on_postgres);
+    tests.push(skip::Test {
         name: "replicas_share_one_postgres",
-        run: || skip::block_on(2, replicas_share_one_postgres()),
-    }];
-    skip::run_suite("Postgres suite", "REQUIRE_POSTGRES", missing, tests)
+        run: || {
+            let _alone = timing_alone().write();
+            skip::block_on(2, replicas_share_one_postgres())
+        },
+    });
+    let code = skip::run_suite("Postgres suite", "REQUIRE_POSTGRES", missing, tests);
+    // Stopped and its directory removed once every check has run.
+    drop(shared_postgres().take());
+    code
+}
+
+/// The server the conformance checks share (each in a database of its own), started by the first.
+fn shared_postgres() -> std::sync::MutexGuard<'static, Option<pg::TestPostgres>> {
+    static SHARED: Mutex<Option<pg::TestPostgres>> = Mutex::new(None);
+    SHARED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The replicas' test measures request rates in real time: it runs alone, the conformance checks (which may
+/// run side by side) before or after it, as when they were one test.
+fn timing_alone() -> &'static std::sync::RwLock<()> {
+    static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+    &ALONE
+}
+
+/// Runs one conformance check on a fresh database of the shared server.
+fn on_a_fresh_database<F>(name: &str, check: fn(Arc<dyn JobStore>) -> F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let _beside_each_other = timing_alone().read();
+    let url = {
+        let mut shared = shared_postgres();
+        let pg = shared.get_or_insert_with(pg::TestPostgres::start);
+        pg.create_database(name);
+        pg.url(name)
+    };
+    skip::block_on(2, async move {
+        let store = PgStore::open(&url, 10, Duration::from_secs(5))
+            .await
+            .unwrap();
+        check(Arc::new(store)).await;
+    });
 }
 
 async fn replicas_share_one_postgres() {
@@ -320,21 +376,9 @@ async fn replicas_share_one_postgres() {
     let config = dir.path().join("triggers.toml");
     std::fs::write(&config, CONFIG).unwrap();
 
-    // `PG_SUITE_ONLY=conformance|replicas|takeover|cio|slots|restart` runs one part (for debugging).
+    // `PG_SUITE_ONLY=replicas|takeover|cio|slots|restart` runs one part (for debugging).
     let only = std::env::var("PG_SUITE_ONLY").ok();
     let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
-    if run("conformance") {
-        pg.create_database("conformance");
-        let store = mavera_triggers::jobs::postgres::PgStore::open(
-            &pg.url("conformance"),
-            10,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        conformance::run_all(Arc::new(store)).await;
-        println!("postgres: store conformance passed");
-    }
     if run("replicas") {
         replicas_process_each_event_once_under_one_rate_limit(&pg, dir.path(), &config).await;
     }

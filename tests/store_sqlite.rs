@@ -1,18 +1,33 @@
 //! The store conformance tests on the embedded SQLite store.
 
+#[macro_use]
 #[path = "common/conformance.rs"]
 mod conformance;
 
-use std::sync::Arc;
+/// One test per check of the conformance suite, each on a fresh database file.
+mod sqlite_conformance {
+    use std::sync::Arc;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sqlite_store_passes_the_store_conformance_tests() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/conformance.db", dir.path().display());
-    let store = mavera_triggers::jobs::sqlite::SqliteStore::open(&url, true)
-        .await
-        .unwrap();
-    conformance::run_all(Arc::new(store)).await;
+    use mavera_triggers::jobs::{sqlite::SqliteStore, JobStore};
+
+    async fn fresh(dir: &tempfile::TempDir) -> Arc<dyn JobStore> {
+        let url = format!("sqlite://{}/conformance.db", dir.path().display());
+        Arc::new(SqliteStore::open(&url, true).await.unwrap())
+    }
+
+    macro_rules! on_sqlite {
+        ($($check:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::conformance::$check(fresh(&dir).await).await;
+                }
+            )*
+        };
+    }
+
+    every_check!(on_sqlite);
 }
 
 /// The console's queries read through indexes in key order: no table scan, no sort of everything, so a

@@ -178,3 +178,48 @@ pub mod query {
             .bind(batch as i64)
     }
 }
+
+/// The trail on a backend: lines written on its writer, pages read from its readers.
+macro_rules! impl_audit_log {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::jobs::audit::AuditLog for $store {
+            async fn audit(
+                &self,
+                entry: &$crate::jobs::audit::AuditEntry,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                $crate::jobs::audit::query::insert(entry)
+                    .execute(&mut *self.writer().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn audit_page(
+                &self,
+                before: Option<i64>,
+                limit: usize,
+            ) -> Result<Vec<$crate::jobs::audit::AuditRecord>, $crate::jobs::StoreError> {
+                let rows = $crate::jobs::audit::query::page(before, limit)
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map($crate::jobs::audit::AuditRecord::from)
+                    .collect())
+            }
+
+            async fn prune_audit(
+                &self,
+                before_ms: u64,
+                batch: usize,
+            ) -> Result<u64, $crate::jobs::StoreError> {
+                let done = $crate::jobs::audit::query::prune(before_ms, batch)
+                    .execute(&mut *self.writer().await?)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_audit_log;

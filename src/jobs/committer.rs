@@ -8,7 +8,7 @@ use std::sync::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{now_ms, Delivery, JobStore, StoreError};
+use super::{now_ms, Delivery, Intake, StoreError};
 
 type Reply = oneshot::Sender<Result<Vec<bool>, StoreError>>;
 
@@ -31,7 +31,7 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn spawn(store: Arc<dyn JobStore>, log_max_per_sec: u64) -> Self {
+    pub fn spawn(store: Arc<dyn Intake>, log_max_per_sec: u64) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let (log, log_rx) = mpsc::channel(LOG_QUEUE);
         tokio::spawn(run(store.clone(), rx));
@@ -102,7 +102,7 @@ impl Committer {
     }
 }
 
-async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<(Vec<Delivery>, Reply)>) {
+async fn run(store: Arc<dyn Intake>, mut rx: mpsc::Receiver<(Vec<Delivery>, Reply)>) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         let mut count = waiting[0].0.len();
@@ -131,15 +131,16 @@ async fn run(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<(Vec<Delivery>, Re
             }
             Err(e) => {
                 tracing::error!(error = %e, deliveries = count, "group commit failed");
+                let e = Arc::new(e);
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                    let _ = reply.send(Err(StoreError::Shared(e.clone())));
                 }
             }
         }
     }
 }
 
-async fn run_log(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Delivery>) {
+async fn run_log(store: Arc<dyn Intake>, mut rx: mpsc::Receiver<Delivery>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let count = batch.len();

@@ -257,4 +257,49 @@ macro_rules! open_in {
     }};
 }
 
+/// The digests on a backend: gathering and closing in a transaction on its writer, reads on its readers.
+macro_rules! impl_digest_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::jobs::digest::DigestStore for $store {
+            async fn gather(
+                &self,
+                g: &$crate::jobs::digest::Gather,
+            ) -> Result<$crate::jobs::digest::Gathered, $crate::jobs::StoreError> {
+                use sqlx::Acquire;
+                let mut conn = self.writer().await?;
+                let mut tx = conn.begin().await?;
+                $crate::jobs::digest::gather_in!(tx, Self::POSTGRES, g)
+            }
+
+            async fn close_due_digests(
+                &self,
+                now_ms: u64,
+            ) -> Result<u64, $crate::jobs::StoreError> {
+                use sqlx::Acquire;
+                let mut conn = self.writer().await?;
+                let mut tx = conn.begin().await?;
+                $crate::jobs::digest::close_due_in!(tx, Self::POSTGRES, now_ms)
+            }
+
+            async fn digest_events(
+                &self,
+                digest_id: i64,
+            ) -> Result<Vec<serde_json::Value>, $crate::jobs::StoreError> {
+                $crate::jobs::digest::events_in!(self.reader(), Self::POSTGRES, digest_id)
+            }
+
+            async fn open_digests(
+                &self,
+            ) -> Result<Vec<$crate::jobs::digest::OpenDigest>, $crate::jobs::StoreError> {
+                $crate::jobs::digest::open_in!(self.reader(), Self::POSTGRES)
+            }
+        }
+
+        impl $store {
+            const POSTGRES: bool = <Self as $crate::jobs::store::SqlBackend>::DIALECT.is_postgres();
+        }
+    };
+}
+
 pub(crate) use {close_due_in, events_in, gather_in, open_in};

@@ -9,16 +9,28 @@ pub mod batch;
 pub mod committer;
 #[macro_use]
 pub mod digest;
+pub mod event_log;
 pub mod events;
+pub mod guards;
 pub mod lockfile;
+pub mod personas;
 pub mod postgres;
+pub mod queue;
+pub mod reads;
 pub mod retry;
 pub mod row;
 pub mod runner;
 pub mod sqlite;
 mod sqlite_writer;
+pub mod store;
 pub mod upkeep;
 pub mod worker;
+
+pub use {
+    audit::AuditLog, digest::DigestStore, event_log::EventLog, guards::Guards, personas::Personas,
+    queue::Queue, reads::JobReads, store::Heartbeat, store::Intake, store::JobStore,
+    upkeep::Upkeep,
+};
 
 use std::{
     sync::Arc,
@@ -174,18 +186,30 @@ impl JobCounts {
     }
 }
 
+/// Why the store could not do what it was asked. Each variant keeps the error that caused it (`source()`).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the job store cannot write: {0}")]
     Unavailable(String),
+    #[error("the job store cannot write: {0}")]
+    Database(#[from] sqlx::Error),
+    /// On the SQLite writer's own handle ([`sqlite_writer`]).
+    #[error("the job store cannot write: {0}")]
+    Writer(#[from] rusqlite::Error),
+    #[error("the job store cannot write: the store writer stopped: {0}")]
+    WriterStopped(#[from] tokio::task::JoinError),
+    #[error("the job store cannot write: migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("the job store cannot write: cannot create {}: {source}", path.display())]
+    Folder {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// One failure answered to every caller of a group commit.
+    #[error(transparent)]
+    Shared(Arc<StoreError>),
     #[error("no job {0}")]
     NotFound(JobId),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
 }
 
 /// A cost guard a job must pass before it calls Mavera.
@@ -249,97 +273,6 @@ pub fn cooldown_reason(trigger: &str, user: &str, window_ms: u64) -> String {
 pub struct KnownPersona {
     pub persona_id: String,
     pub name: Option<String>,
-}
-
-/// Where events, jobs and their outcomes live. Every backend (SQLite, Postgres) behaves the same.
-#[async_trait::async_trait]
-pub trait JobStore: audit::AuditLog + digest::DigestStore + Send + Sync + 'static {
-    /// Records deliveries and their jobs in one transaction. For each delivery: true when it is new, false
-    /// when its (source, event id) was recorded before (a duplicate: its jobs are not added).
-    async fn record(&self, deliveries: Vec<Delivery>, now_ms: u64)
-        -> Result<Vec<bool>, StoreError>;
-    /// Logs events that matched no trigger, for the console: not on the acknowledgement's path, and not
-    /// flushed to disk before the sender is answered (nothing is lost that would have run).
-    async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError>;
-    /// One page of events (at most `limit`), newest first, and the key of the next page.
-    async fn events(
-        &self,
-        filter: &events::EventFilter,
-        limit: usize,
-    ) -> Result<events::EventPage, StoreError>;
-    /// The jobs of the given events.
-    async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError>;
-    /// One event with its headers, signature check and raw body, and its jobs.
-    async fn event(&self, row: i64) -> Result<Option<(events::EventDetail, Vec<Job>)>, StoreError>;
-    /// Event tallies per minute since `minute` (minutes since the Unix epoch).
-    async fn event_minutes(&self, minute: i64) -> Result<Vec<events::MinuteCount>, StoreError>;
-    /// Takes the oldest due job (pending, or running with an expired lease), marks it running until
-    /// `now + lease`, and counts the attempt.
-    async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError>;
-    /// Puts every running job back to pending (start-up of a single-process store: nobody else holds them).
-    async fn release_running(&self) -> Result<u64, StoreError>;
-    /// Extends the lease of a job its worker is still running.
-    async fn renew_lease(&self, id: JobId, lease_ms: u64) -> Result<(), StoreError>;
-    /// Records steps done so far, so a retry does not repeat them: `patch` is merged into the job's progress
-    /// (a key set to `null` is removed).
-    async fn merge_progress(&self, id: JobId, patch: Value) -> Result<(), StoreError>;
-    /// Records the outcome and, in the same transaction, the follow-up jobs (sink deliveries).
-    async fn finish(
-        &self,
-        id: JobId,
-        outcome: Value,
-        followups: Vec<NewJob>,
-    ) -> Result<(), StoreError>;
-    async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError>;
-    async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError>;
-    /// Marks a job held back by a cost guard, with the reason.
-    async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError>;
-    /// Takes every guard at once, or none: `None` when all allow the call, else the first refusal's reason.
-    /// Taking them marks job `job` as holding them (`guards_taken` in its progress) in the same transaction,
-    /// so a kill between the two can never leave the job refused by its own cooldown on its next attempt.
-    async fn take_guards(
-        &self,
-        job: JobId,
-        guards: &[Guard],
-        now_ms: u64,
-    ) -> Result<Option<String>, StoreError>;
-    /// Puts a job that is not pending or running back in the queue, due now, marked as an operator's replay
-    /// (which no cooldown holds back).
-    async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError>;
-    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
-    /// Finished (`done`) jobs of one action, newest first, older than job `before` when given.
-    async fn finished(
-        &self,
-        action: &str,
-        before: Option<JobId>,
-        limit: usize,
-    ) -> Result<Vec<Job>, StoreError>;
-    /// Newest first.
-    async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError>;
-    async fn counts(&self) -> Result<JobCounts, StoreError>;
-    /// When the next pending job is due, if any.
-    async fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
-    /// Writes a heartbeat row: proof that the store takes writes now.
-    async fn ping(&self, now_ms: u64) -> Result<(), StoreError>;
-    /// The persona created for (trigger, user), if any.
-    async fn persona_for(
-        &self,
-        trigger: &str,
-        user: &str,
-    ) -> Result<Option<KnownPersona>, StoreError>;
-    /// Retention and erasure on this store.
-    fn upkeep(&self) -> Arc<dyn upkeep::Upkeep>;
-    /// Limits shared by every process on this store (Postgres); `None` keeps limits in this process.
-    fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {
-        None
-    }
-    async fn remember_persona(
-        &self,
-        trigger: &str,
-        user: &str,
-        persona: &KnownPersona,
-        now_ms: u64,
-    ) -> Result<(), StoreError>;
 }
 
 /// The queue as the rest of the server sees it: a store, a group committer in front of it, and a bell

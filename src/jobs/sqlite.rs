@@ -25,28 +25,32 @@ use std::{
 
 use tokio::sync::Notify;
 
-use serde_json::Value;
 use sqlx::{
+    pool::PoolConnection,
     sqlite::{
         SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions,
         SqliteSynchronous,
     },
-    Acquire, SqlitePool,
+    Sqlite, SqlitePool,
 };
 
 use super::{
-    audit::{self, AuditEntry, AuditLog, AuditRecord},
-    digest::{self, DigestStore, Gather, Gathered},
-    events,
-    row::{self, json_text, JobRow},
+    audit::impl_audit_log,
+    event_log::impl_event_log,
+    guards::impl_guards,
+    personas::impl_personas,
+    queue::impl_queue,
+    reads::impl_job_reads,
+    row::JobRow,
     sqlite_writer,
-    upkeep::{sql, Forgotten, StoreStats, Upkeep},
-    Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
+    store::{impl_heartbeat, Dialect, Intake, SqlBackend},
+    upkeep::{impl_upkeep, Upkeep},
+    Delivery, JobStore, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Claims the next due job (see `claim`); `CLAIM_BUSY` is replaced by [`CLAIM_BUSY`].
+/// Claims the next due job (see `claim_due`); `CLAIM_BUSY` is replaced by [`CLAIM_BUSY_SQL`].
 pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
      WHERE id = (
          SELECT id FROM (
@@ -129,8 +133,9 @@ impl SqliteStore {
             .and_then(Path::parent)
             .filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.to_path_buf(),
+                source,
             })?;
         }
         let options = SqliteConnectOptions::from_str(url)?
@@ -171,10 +176,7 @@ impl SqliteStore {
             );
             sqlx::query("VACUUM").execute(&pool).await?;
         }
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        MIGRATOR.run(&pool).await?;
         let reader = if in_memory {
             pool.clone()
         } else {
@@ -200,8 +202,20 @@ impl SqliteStore {
         })
     }
 
-    /// The writer, for job bookkeeping and the event log: after any acknowledgement that is waiting.
-    async fn bookkeeping(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, StoreError> {
+    /// The connection pool, for tests that need to break the store on purpose.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait::async_trait]
+impl SqlBackend for SqliteStore {
+    type Db = Sqlite;
+    const DIALECT: Dialect = Dialect::Sqlite;
+
+    /// The writer, for job bookkeeping and the event log: after any acknowledgement that is waiting. Every
+    /// write but the acknowledgement's goes through here (the group commit is [`Intake::record`]).
+    async fn writer(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
         loop {
             // Registered before the check: a notification between the two is not lost.
             let opened = self.gate.open.notified();
@@ -220,27 +234,14 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    /// Ends a job's attempt as `dead` or `held`, with the reason, in its history too.
-    async fn set_final(&self, id: JobId, state: &str, reason: String) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = ?2, last_error = ?3, lease_until_ms = NULL, updated_ms = ?4,
-                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?4, 'result', ?2, 'error', ?3)) WHERE id = ?1")
-            .bind(id as i64)
-            .bind(state)
-            .bind(reason)
-            .bind(super::now_ms() as i64)
-            .execute(&mut *self.bookkeeping().await?)
-            .await?;
-        Ok(())
-    }
-
-    /// The connection pool, for tests that need to break the store on purpose.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The readers' pool (WAL lets them run beside the writer).
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
     }
 }
 
 #[async_trait::async_trait]
-impl JobStore for SqliteStore {
+impl Intake for SqliteStore {
     async fn record(
         &self,
         deliveries: Vec<Delivery>,
@@ -261,409 +262,60 @@ impl JobStore for SqliteStore {
     }
 
     async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
-        let conn = self.bookkeeping().await?;
+        let conn = self.writer().await?;
         sqlite_writer::on_writer(conn, move |db| {
             sqlite_writer::record(db, &deliveries, now_ms).map(|_| ())
         })
         .await
     }
+}
 
-    async fn events(
-        &self,
-        filter: &events::EventFilter,
-        limit: usize,
-    ) -> Result<events::EventPage, StoreError> {
-        let (sql, binds) = events::list_query(filter, limit);
-        let rows = events::bind_all(sqlx::query_as(&sql), binds)
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(events::dedupe_page(rows, limit))
-    }
-
-    async fn event_jobs(&self, rows: &[i64]) -> Result<Vec<events::JobBrief>, StoreError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = events::jobs_query(rows.len());
-        let mut query = sqlx::query_as(&sql);
-        for row in rows {
-            query = query.bind(*row);
-        }
-        Ok(query.fetch_all(&self.reader).await?)
-    }
-
-    async fn event(&self, row: i64) -> Result<Option<(events::EventDetail, Vec<Job>)>, StoreError> {
-        let detail: Option<events::EventDetail> = sqlx::query_as(events::DETAIL_QUERY)
-            .bind(row)
-            .fetch_optional(&self.reader)
-            .await?;
-        let Some(detail) = detail else {
-            return Ok(None);
-        };
-        let jobs: Vec<JobRow> =
-            sqlx::query_as("SELECT * FROM jobs WHERE event_row = ?1 ORDER BY id")
-                .bind(row)
-                .fetch_all(&self.reader)
-                .await?;
-        Ok(Some((detail, row::jobs(jobs)?)))
-    }
-
-    async fn event_minutes(&self, minute: i64) -> Result<Vec<events::MinuteCount>, StoreError> {
-        Ok(sqlx::query_as(events::MINUTES_SINCE)
-            .bind(minute)
-            .fetch_all(&self.reader)
-            .await?)
-    }
-
-    async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
-        // Pending and expired jobs are looked for apart, each along its index in run order: one search over
-        // both states (an OR) collected the whole backlog and sorted it, on every claim.
-        let row: Option<JobRow> = sqlx::query_as(&CLAIM_SQL.replace("CLAIM_BUSY", CLAIM_BUSY_SQL))
-            .bind(now_ms as i64)
-            .bind(lease_ms as i64)
-            .fetch_optional(&mut *self.bookkeeping().await?)
-            .await?;
-        row.map(Job::try_from).transpose()
-    }
-
-    async fn release_running(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'pending', lease_until_ms = NULL WHERE state = 'running'",
-        )
-        .execute(&mut *self.bookkeeping().await?)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn renew_lease(&self, id: JobId, lease_ms: u64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET lease_until_ms = ?2 WHERE id = ?1 AND state = 'running'")
-            .bind(id as i64)
-            .bind((super::now_ms() + lease_ms) as i64)
-            .execute(&mut *self.bookkeeping().await?)
-            .await?;
-        Ok(())
-    }
-
-    async fn merge_progress(&self, id: JobId, patch: Value) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET progress = json_patch(progress, ?2) WHERE id = ?1")
-            .bind(id as i64)
-            .bind(json_text(&patch))
-            .execute(&mut *self.bookkeeping().await?)
-            .await?;
-        Ok(())
-    }
-
-    async fn finish(
-        &self,
-        id: JobId,
-        outcome: Value,
-        followups: Vec<NewJob>,
-    ) -> Result<(), StoreError> {
-        let now = super::now_ms() as i64;
-        let done = sqlx::query("UPDATE jobs SET state = 'done', outcome = ?2, lease_until_ms = NULL, updated_ms = ?3,
-                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?3, 'result', 'done', 'error', NULL)) WHERE id = ?1")
-            .bind(id as i64)
-            .bind(json_text(&outcome))
-            .bind(now);
-        let mut conn = self.bookkeeping().await?;
-        if followups.is_empty() {
-            // One statement commits on its own: no BEGIN and COMMIT round trips.
-            done.execute(&mut *conn).await?;
-            return Ok(());
-        }
-        let mut tx = conn.begin().await?;
-        done.execute(&mut *tx).await?;
-        for job in &followups {
-            sqlx::query(
-                "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
-                                   created_ms, run_at_ms, updated_ms)
-                 SELECT event_row, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8 FROM jobs WHERE id = ?1",
-            )
-            .bind(id as i64)
-            .bind(&job.trigger)
-            .bind(&job.action)
-            .bind(job.source.as_str())
-            .bind(&job.event_id)
-            .bind(&job.user_id)
-            .bind(json_text(&job.context))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET state = 'pending', run_at_ms = ?2, last_error = ?3, lease_until_ms = NULL, updated_ms = ?4,
-                         history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?4, 'result', 'retry', 'error', ?3)) WHERE id = ?1")
-            .bind(id as i64)
-            .bind(run_at_ms as i64)
-            .bind(error)
-            .bind(super::now_ms() as i64)
-            .execute(&mut *self.bookkeeping().await?)
-            .await?;
-        Ok(())
-    }
-
-    async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError> {
-        self.set_final(id, "dead", reason).await
-    }
-
-    async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError> {
-        self.set_final(id, "held", reason).await
-    }
-
-    async fn take_guards(
-        &self,
-        job: JobId,
-        guards: &[Guard],
-        now_ms: u64,
-    ) -> Result<Option<String>, StoreError> {
-        let mut conn = self.bookkeeping().await?;
-        let mut tx = conn.begin().await?;
-        for guard in guards {
-            let refused = match guard {
-                Guard::Cooldown {
-                    trigger,
-                    user,
-                    window_ms,
-                } => {
-                    let taken: Option<(i64,)> = sqlx::query_as(
-                        "INSERT INTO cooldowns (trigger_name, user_id, last_ms) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (trigger_name, user_id) DO UPDATE SET last_ms = excluded.last_ms
-                         WHERE cooldowns.last_ms <= ?3 - ?4
-                         RETURNING last_ms",
-                    )
-                    .bind(trigger)
-                    .bind(user)
-                    .bind(now_ms as i64)
-                    .bind(*window_ms as i64)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    taken
-                        .is_none()
-                        .then(|| super::cooldown_reason(trigger, user, *window_ms))
-                }
-                Guard::Budget {
-                    scope,
-                    window_start_ms,
-                    limit,
-                    label,
-                } => {
-                    let taken: Option<(i64,)> = sqlx::query_as(
-                        "INSERT INTO budget_usage (scope, window_start_ms, used) SELECT ?1, ?2, 1 WHERE ?3 > 0
-                         ON CONFLICT (scope, window_start_ms) DO UPDATE SET used = budget_usage.used + 1
-                         WHERE budget_usage.used < ?3
-                         RETURNING used",
-                    )
-                    .bind(scope)
-                    .bind(*window_start_ms as i64)
-                    .bind(*limit as i64)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    taken.is_none().then(|| format!("budget spent: {label}"))
-                }
-            };
-            if refused.is_some() {
-                tx.rollback().await?;
-                return Ok(refused);
-            }
-        }
-        sqlx::query("UPDATE jobs SET progress = json_set(progress, '$.guards_taken', json('true')) WHERE id = ?1")
-            .bind(job as i64)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(None)
-    }
-
-    async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'pending', run_at_ms = ?2, attempts = 0, outcome = NULL, updated_ms = ?2,
-                             progress = json_set(json_remove(progress, '$.guards_taken'), '$.replay', json('true')),
-                             history = json_insert(history, '$[#]', json_object('attempt', attempts, 'at_ms', ?2, 'result', 'replayed', 'error', NULL))
-             WHERE id = ?1 AND state IN ('done', 'dead', 'held')",
-        )
-        .bind(id as i64)
-        .bind(now_ms as i64)
-        .execute(&mut *self.bookkeeping().await?)
-        .await?;
-        if done.rows_affected() == 0 && self.get(id).await?.is_none() {
-            return Err(StoreError::NotFound(id));
-        }
-        Ok(())
-    }
-
-    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let row: Option<JobRow> = sqlx::query_as("SELECT * FROM jobs WHERE id = ?1")
-            .bind(id as i64)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(Job::try_from).transpose()
-    }
-
-    async fn finished(
-        &self,
-        action: &str,
-        before: Option<JobId>,
-        limit: usize,
-    ) -> Result<Vec<Job>, StoreError> {
-        let rows: Vec<JobRow> = sqlx::query_as(
-            "SELECT * FROM jobs WHERE action = ?1 AND state = 'done' AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )
-        .bind(action)
-        .bind(before.map_or(i64::MAX, |b| b as i64))
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?;
-        row::jobs(rows)
-    }
-
-    async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError> {
-        let rows: Vec<JobRow> = match state {
-            Some(s) => {
-                sqlx::query_as("SELECT * FROM jobs WHERE state = ?1 ORDER BY id DESC LIMIT ?2")
-                    .bind(s.as_str())
-                    .bind(limit as i64)
-                    .fetch_all(&self.reader)
-                    .await?
-            }
-            None => {
-                sqlx::query_as("SELECT * FROM jobs ORDER BY id DESC LIMIT ?1")
-                    .bind(limit as i64)
-                    .fetch_all(&self.reader)
-                    .await?
-            }
-        };
-        row::jobs(rows)
-    }
-
-    async fn counts(&self) -> Result<JobCounts, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-                .fetch_all(&self.reader)
-                .await?;
-        let mut c = JobCounts::from_rows(rows);
-        let oldest: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT MIN(created_ms) FROM jobs WHERE state = 'pending'")
-                .fetch_optional(&self.reader)
-                .await?;
-        c.oldest_pending_ms = oldest.and_then(|(m,)| m).map(|m| m as u64);
-        Ok(c)
-    }
-
-    async fn next_due_ms(&self) -> Result<Option<u64>, StoreError> {
-        let row: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT MIN(run_at_ms) FROM jobs WHERE state = 'pending'")
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(row.and_then(|(m,)| m).map(|m| m as u64))
-    }
-
-    async fn ping(&self, now_ms: u64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO heartbeat (id, at_ms) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms",
-        )
-        .bind(now_ms as i64)
-        .execute(&mut *self.bookkeeping().await?)
-        .await?;
-        Ok(())
-    }
-
+impl JobStore for SqliteStore {
     fn upkeep(&self) -> Arc<dyn Upkeep> {
         Arc::new(self.clone())
     }
-
-    async fn persona_for(
-        &self,
-        trigger: &str,
-        user: &str,
-    ) -> Result<Option<KnownPersona>, StoreError> {
-        let row: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT persona_id, name FROM personas WHERE trigger_name = ?1 AND user_id = ?2",
-        )
-        .bind(trigger)
-        .bind(user)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(|(persona_id, name)| KnownPersona { persona_id, name }))
-    }
-
-    async fn remember_persona(
-        &self,
-        trigger: &str,
-        user: &str,
-        persona: &KnownPersona,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO personas (trigger_name, user_id, persona_id, name, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (trigger_name, user_id) DO UPDATE SET persona_id = excluded.persona_id, name = excluded.name,
-             updated_ms = excluded.updated_ms",
-        )
-        .bind(trigger)
-        .bind(user)
-        .bind(&persona.persona_id)
-        .bind(&persona.name)
-        .bind(now_ms as i64)
-        .execute(&mut *self.bookkeeping().await?)
-        .await?;
-        Ok(())
-    }
 }
+
+impl_queue!(SqliteStore);
+impl_job_reads!(SqliteStore);
+impl_event_log!(SqliteStore);
+impl_guards!(SqliteStore);
+impl_personas!(SqliteStore);
+impl_heartbeat!(SqliteStore);
+impl_audit_log!(SqliteStore);
+impl_digest_store!(SqliteStore);
+impl_upkeep!(SqliteStore);
 
 /// Free pages given back per step of the incremental vacuum: a few milliseconds of the writer each.
 const VACUUM_STEP: i64 = 1000;
 
-#[async_trait::async_trait]
-impl Upkeep for SqliteStore {
-    async fn prune_events(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
-        let mut conn = self.bookkeeping().await?;
-        let mut tx = conn.begin().await?;
-        sqlx::query(&sql::sqlite(&sql::unlink_old_events()))
-            .bind(before_ms as i64)
-            .bind(limit as i64)
-            .execute(&mut *tx)
-            .await?;
-        let deleted = sqlx::query(&sql::sqlite(&sql::delete_old_events()))
-            .bind(before_ms as i64)
-            .bind(limit as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query(&sql::sqlite(sql::DELETE_OLD_MINUTES))
-            .bind(before_ms as i64)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(deleted)
+/// What SQLite does its own way: claiming on the one writer, releasing at start-up, giving space back.
+impl SqliteStore {
+    /// Claims the next due job ([`CLAIM_SQL`]). Pending and expired jobs are looked for apart, each along its
+    /// index in run order: one search over both states (an OR) collected the whole backlog and sorted it, on
+    /// every claim.
+    async fn claim_due(&self, now_ms: u64, lease_ms: u64) -> Result<Option<JobRow>, StoreError> {
+        Ok(
+            sqlx::query_as(&CLAIM_SQL.replace("CLAIM_BUSY", CLAIM_BUSY_SQL))
+                .bind(now_ms as i64)
+                .bind(lease_ms as i64)
+                .fetch_optional(&mut *self.writer().await?)
+                .await?,
+        )
     }
 
-    async fn prune_jobs(&self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
-        let mut conn = self.bookkeeping().await?;
-        let deleted = sqlx::query(&sql::sqlite(sql::DELETE_OLD_JOBS))
-            .bind(before_ms as i64)
-            .bind(limit as i64)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if deleted < limit as u64 {
-            for statement in [
-                sql::DELETE_OLD_COOLDOWNS,
-                sql::DELETE_OLD_BUDGETS,
-                sql::DELETE_OLD_DIGESTS,
-            ] {
-                sqlx::query(&sql::sqlite(statement))
-                    .bind(before_ms as i64)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-        }
-        Ok(deleted)
+    /// One process per database file: a running job at start-up was cut short.
+    async fn release_orphans(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'pending', lease_until_ms = NULL WHERE state = 'running'",
+        )
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(done.rows_affected())
     }
 
-    async fn reclaim(&self) -> Result<(), StoreError> {
+    /// Incremental vacuum a step at a time, then a checkpoint.
+    async fn reclaim_space(&self) -> Result<(), StoreError> {
         loop {
             let (free,): (i64,) = sqlx::query_as("PRAGMA freelist_count")
                 .fetch_one(&self.reader)
@@ -672,7 +324,7 @@ impl Upkeep for SqliteStore {
                 break;
             }
             sqlx::query(&format!("PRAGMA incremental_vacuum({VACUUM_STEP})"))
-                .execute(&mut *self.bookkeeping().await?)
+                .execute(&mut *self.writer().await?)
                 .await?;
             if free <= VACUUM_STEP {
                 break;
@@ -682,52 +334,27 @@ impl Upkeep for SqliteStore {
         self.checkpoint().await
     }
 
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let bytes = self.file.as_ref().map_or(0, |file| {
+    /// The database file and its write-ahead log.
+    async fn bytes_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.file.as_ref().map_or(0, |file| {
             let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
             let mut wal = file.as_os_str().to_owned();
             wal.push("-wal");
             size(file) + size(Path::new(&wal))
-        });
-        let (oldest_event,): (Option<i64>,) = sqlx::query_as(sql::OLDEST_EVENT)
-            .fetch_one(&self.reader)
-            .await?;
-        let oldest_job: Option<(i64,)> = sqlx::query_as(sql::OLDEST_JOB)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(StoreStats {
-            bytes,
-            oldest_event_ms: oldest_event.map(|m| m as u64),
-            oldest_job_ms: oldest_job.map(|(m,)| m as u64),
-        })
+        }))
     }
 
-    async fn forget(&self, user: &str) -> Result<Forgotten, StoreError> {
-        let mut conn = self.bookkeeping().await?;
-        let mut tx = conn.begin().await?;
-        let mut removed = [0u64; 6];
-        for (n, statement) in removed.iter_mut().zip(sql::FORGET) {
-            *n = sqlx::query(&sql::sqlite(statement))
-                .bind(user)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        drop(conn);
-        // The rows are zeroed in the database's pages (secure_delete); the write-ahead log still holds
-        // earlier copies of those pages until it is checkpointed and emptied.
-        self.checkpoint().await?;
-        Ok(Forgotten::from_counts(removed))
+    /// The rows are zeroed in the database's pages (secure_delete); the write-ahead log still holds
+    /// earlier copies of those pages until it is checkpointed and emptied.
+    async fn after_erasure(&self) -> Result<(), StoreError> {
+        self.checkpoint().await
     }
-}
 
-impl SqliteStore {
     /// Copies the write-ahead log into the database and empties it (retried while a reader holds it).
     async fn checkpoint(&self) -> Result<(), StoreError> {
         for _ in 0..50 {
             let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(&mut *self.bookkeeping().await?)
+                .fetch_one(&mut *self.writer().await?)
                 .await?;
             if busy == 0 {
                 return Ok(());
@@ -737,56 +364,5 @@ impl SqliteStore {
         Err(StoreError::Unavailable(
             "the write-ahead log could not be emptied: a reader held it for a second".into(),
         ))
-    }
-}
-
-#[async_trait::async_trait]
-impl DigestStore for SqliteStore {
-    async fn gather(&self, g: &Gather) -> Result<Gathered, StoreError> {
-        let mut conn = self.bookkeeping().await?;
-        let mut tx = conn.begin().await?;
-        digest::gather_in!(tx, false, g)
-    }
-
-    async fn close_due_digests(&self, now_ms: u64) -> Result<u64, StoreError> {
-        let mut conn = self.bookkeeping().await?;
-        let mut tx = conn.begin().await?;
-        digest::close_due_in!(tx, false, now_ms)
-    }
-
-    async fn digest_events(&self, digest_id: i64) -> Result<Vec<Value>, StoreError> {
-        digest::events_in!(&self.reader, false, digest_id)
-    }
-
-    async fn open_digests(&self) -> Result<Vec<digest::OpenDigest>, StoreError> {
-        digest::open_in!(&self.reader, false)
-    }
-}
-
-#[async_trait::async_trait]
-impl AuditLog for SqliteStore {
-    async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        audit::query::insert::<sqlx::Sqlite>(entry)
-            .execute(&mut *self.bookkeeping().await?)
-            .await?;
-        Ok(())
-    }
-
-    async fn audit_page(
-        &self,
-        before: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = audit::query::page::<sqlx::Sqlite>(before, limit)
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.into_iter().map(AuditRecord::from).collect())
-    }
-
-    async fn prune_audit(&self, before_ms: u64, batch: usize) -> Result<u64, StoreError> {
-        let done = audit::query::prune::<sqlx::Sqlite>(before_ms, batch)
-            .execute(&mut *self.bookkeeping().await?)
-            .await?;
-        Ok(done.rows_affected())
     }
 }

@@ -12,12 +12,6 @@ use sqlx::{pool::PoolConnection, Sqlite};
 
 use super::{events, row::json_text, Delivery, StoreError};
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
 /// Runs `write` on the writer connection `conn`, on a blocking thread, with sqlx's thread held off the
 /// handle until it returns. `write` gets a rusqlite view of the handle that finalizes its statements when
 /// dropped (sqlx closes the handle with `sqlite3_close`, which refuses while any statement is open).
@@ -38,8 +32,7 @@ where
         drop(locked);
         result
     })
-    .await
-    .map_err(|e| StoreError::Unavailable(format!("the store writer stopped: {e}")))?
+    .await?
 }
 
 /// Records deliveries in one transaction: each new event, its jobs and the minute tallies; returns, per

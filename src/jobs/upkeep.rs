@@ -209,7 +209,7 @@ pub fn record_stats(metrics: &Metrics, stats: &StoreStats) {
     }
 }
 
-/// The statements, in Postgres's `$n` form; SQLite takes them through [`sqlite`].
+/// The statements, in the `$n` form both backends read.
 pub mod sql {
     /// Events old enough to go whose jobs are all finished (a job still to run keeps its event).
     const PRUNABLE_EVENTS: &str = "SELECT e.id FROM events e WHERE e.received_ms < $1
@@ -246,9 +246,115 @@ pub mod sql {
         "DELETE FROM cooldowns WHERE user_id = $1",
         "DELETE FROM digest_events WHERE user_id = $1",
     ];
-
-    /// The same statement with SQLite's numbered parameters (`?1` for `$1`).
-    pub fn sqlite(sql: &str) -> String {
-        sql.replace('$', "?")
-    }
 }
+
+/// Retention and erasure on a backend's writer. The backend gives what differs: `reclaim_space`,
+/// `bytes_on_disk`, and `after_erasure` (SQLite empties its write-ahead log).
+macro_rules! impl_upkeep {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::jobs::upkeep::Upkeep for $store {
+            async fn prune_events(
+                &self,
+                before_ms: u64,
+                limit: usize,
+            ) -> Result<u64, $crate::jobs::StoreError> {
+                use sqlx::Acquire;
+                use $crate::jobs::upkeep::sql;
+                let mut conn = self.writer().await?;
+                let mut tx = conn.begin().await?;
+                sqlx::query(&sql::unlink_old_events())
+                    .bind(before_ms as i64)
+                    .bind(limit as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                let deleted = sqlx::query(&sql::delete_old_events())
+                    .bind(before_ms as i64)
+                    .bind(limit as i64)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query(sql::DELETE_OLD_MINUTES)
+                    .bind(before_ms as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn prune_jobs(
+                &self,
+                before_ms: u64,
+                limit: usize,
+            ) -> Result<u64, $crate::jobs::StoreError> {
+                use $crate::jobs::upkeep::sql;
+                let mut conn = self.writer().await?;
+                let deleted = sqlx::query(sql::DELETE_OLD_JOBS)
+                    .bind(before_ms as i64)
+                    .bind(limit as i64)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if deleted < limit as u64 {
+                    for statement in [
+                        sql::DELETE_OLD_COOLDOWNS,
+                        sql::DELETE_OLD_BUDGETS,
+                        sql::DELETE_OLD_DIGESTS,
+                    ] {
+                        sqlx::query(statement)
+                            .bind(before_ms as i64)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                }
+                Ok(deleted)
+            }
+
+            async fn reclaim(&self) -> Result<(), $crate::jobs::StoreError> {
+                self.reclaim_space().await
+            }
+
+            async fn stats(
+                &self,
+            ) -> Result<$crate::jobs::upkeep::StoreStats, $crate::jobs::StoreError> {
+                use $crate::jobs::upkeep::sql;
+                let bytes = self.bytes_on_disk().await?;
+                let (oldest_event,): (Option<i64>,) = sqlx::query_as(sql::OLDEST_EVENT)
+                    .fetch_one(self.reader())
+                    .await?;
+                let oldest_job: Option<(i64,)> = sqlx::query_as(sql::OLDEST_JOB)
+                    .fetch_optional(self.reader())
+                    .await?;
+                Ok($crate::jobs::upkeep::StoreStats {
+                    bytes,
+                    oldest_event_ms: oldest_event.map(|m| m as u64),
+                    oldest_job_ms: oldest_job.map(|(m,)| m as u64),
+                })
+            }
+
+            async fn forget(
+                &self,
+                user: &str,
+            ) -> Result<$crate::jobs::upkeep::Forgotten, $crate::jobs::StoreError> {
+                use sqlx::Acquire;
+                use $crate::jobs::upkeep::sql;
+                let mut conn = self.writer().await?;
+                let mut tx = conn.begin().await?;
+                let mut removed = [0u64; 6];
+                for (n, statement) in removed.iter_mut().zip(sql::FORGET) {
+                    *n = sqlx::query(statement)
+                        .bind(user)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                drop(conn);
+                self.after_erasure().await?;
+                Ok($crate::jobs::upkeep::Forgotten::from_counts(removed))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_upkeep;

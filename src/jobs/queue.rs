@@ -1,0 +1,250 @@
+//! The queue: claiming due jobs under a lease, recording progress, and ending each attempt (done with its
+//! follow-ups, retried, buried, held) or putting a finished job back. Claiming is each backend's own (SQLite's
+//! one writer, Postgres's `FOR UPDATE SKIP LOCKED`); everything else is one set of statements.
+
+use serde_json::Value;
+
+use super::{store::Dialect, Job, JobId, NewJob, StoreError};
+
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync {
+    /// Takes the oldest due job (pending, or running with an expired lease), marks it running until
+    /// `now + lease`, and counts the attempt.
+    async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError>;
+    /// Puts every running job back to pending (start-up of a single-process store: nobody else holds them).
+    async fn release_running(&self) -> Result<u64, StoreError>;
+    /// Extends the lease of a job its worker is still running.
+    async fn renew_lease(&self, id: JobId, lease_ms: u64) -> Result<(), StoreError>;
+    /// Records steps done so far, so a retry does not repeat them: `patch` is merged into the job's progress
+    /// (a key set to `null` is removed).
+    async fn merge_progress(&self, id: JobId, patch: Value) -> Result<(), StoreError>;
+    /// Records the outcome and, in the same transaction, the follow-up jobs (sink deliveries).
+    async fn finish(
+        &self,
+        id: JobId,
+        outcome: Value,
+        followups: Vec<NewJob>,
+    ) -> Result<(), StoreError>;
+    async fn retry_at(&self, id: JobId, run_at_ms: u64, error: String) -> Result<(), StoreError>;
+    async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError>;
+    /// Marks a job held back by a cost guard, with the reason.
+    async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError>;
+    /// Puts a job that is not pending or running back in the queue, due now, marked as an operator's replay
+    /// (which no cooldown holds back).
+    async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError>;
+}
+
+/// The queue's statements in one dialect.
+pub struct Sql {
+    pub renew_lease: String,
+    pub merge_progress: String,
+    pub done: String,
+    pub followup: String,
+    pub retry: String,
+    /// Ends an attempt as `$2` (dead or held) with the reason `$3`.
+    pub end: String,
+    pub requeue: String,
+}
+
+impl Sql {
+    pub(crate) fn new(d: Dialect) -> Self {
+        let end =
+            |state, error| format!("state = {state}, last_error = {error}, lease_until_ms = NULL");
+        Sql {
+            renew_lease: d.fill(
+                "UPDATE jobs SET lease_until_ms = {NOW} + $2 WHERE id = $1 AND state = 'running'",
+            ),
+            merge_progress: format!(
+                "UPDATE jobs SET progress = {} WHERE id = $1",
+                d.patch("progress", "$2")
+            ),
+            done: d.fill(&format!(
+                "UPDATE jobs SET state = 'done', outcome = $2{{J}}, lease_until_ms = NULL, updated_ms = $3,
+                 history = {} WHERE id = $1",
+                d.push_history("$3", "'done'", "NULL")
+            )),
+            followup: d.fill(
+                "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context,
+                                   created_ms, run_at_ms, updated_ms)
+                 SELECT event_row, $2, $3, $4, $5, $6, $7{J}, $8, $8, $8 FROM jobs WHERE id = $1",
+            ),
+            retry: format!(
+                "UPDATE jobs SET {}, run_at_ms = $2, updated_ms = $4, history = {} WHERE id = $1",
+                end("'pending'", "$3"),
+                d.push_history("$4", "'retry'", "$3")
+            ),
+            end: format!(
+                "UPDATE jobs SET {}, updated_ms = $4, history = {} WHERE id = $1",
+                end("$2", "$3"),
+                d.push_history("$4", "$2", "$3")
+            ),
+            requeue: format!(
+                "UPDATE jobs SET state = 'pending', run_at_ms = $2, attempts = 0, outcome = NULL, updated_ms = $2,
+                 progress = {}, history = {}
+                 WHERE id = $1 AND state IN ('done', 'dead', 'held')",
+                d.set_true(&d.remove("progress", "guards_taken"), "replay"),
+                d.push_history("$2", "'replayed'", "NULL")
+            ),
+        }
+    }
+}
+
+/// The queue on a backend: its writer for every change; `claim_due` and `release_orphans` are the backend's.
+macro_rules! impl_queue {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::jobs::queue::Queue for $store {
+            async fn claim(
+                &self,
+                now_ms: u64,
+                lease_ms: u64,
+            ) -> Result<Option<$crate::jobs::Job>, $crate::jobs::StoreError> {
+                let row = self.claim_due(now_ms, lease_ms).await?;
+                row.map($crate::jobs::Job::try_from).transpose()
+            }
+
+            async fn release_running(&self) -> Result<u64, $crate::jobs::StoreError> {
+                self.release_orphans().await
+            }
+
+            async fn renew_lease(
+                &self,
+                id: $crate::jobs::JobId,
+                lease_ms: u64,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                sqlx::query(&Self::sql().renew_lease)
+                    .bind(id as i64)
+                    .bind(lease_ms as i64)
+                    .execute(&mut *self.writer().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn merge_progress(
+                &self,
+                id: $crate::jobs::JobId,
+                patch: serde_json::Value,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                sqlx::query(&Self::sql().merge_progress)
+                    .bind(id as i64)
+                    .bind($crate::jobs::row::json_text(&patch))
+                    .execute(&mut *self.writer().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn finish(
+                &self,
+                id: $crate::jobs::JobId,
+                outcome: serde_json::Value,
+                followups: Vec<$crate::jobs::NewJob>,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                use sqlx::Acquire;
+                let sql = Self::sql();
+                let now = $crate::jobs::now_ms() as i64;
+                let done = sqlx::query(&sql.done)
+                    .bind(id as i64)
+                    .bind($crate::jobs::row::json_text(&outcome))
+                    .bind(now);
+                let mut conn = self.writer().await?;
+                if followups.is_empty() {
+                    // One statement commits on its own: no BEGIN and COMMIT round trips.
+                    done.execute(&mut *conn).await?;
+                    return Ok(());
+                }
+                let mut tx = conn.begin().await?;
+                done.execute(&mut *tx).await?;
+                for job in &followups {
+                    sqlx::query(&sql.followup)
+                        .bind(id as i64)
+                        .bind(&job.trigger)
+                        .bind(&job.action)
+                        .bind(job.source.as_str())
+                        .bind(&job.event_id)
+                        .bind(&job.user_id)
+                        .bind($crate::jobs::row::json_text(&job.context))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn retry_at(
+                &self,
+                id: $crate::jobs::JobId,
+                run_at_ms: u64,
+                error: String,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                sqlx::query(&Self::sql().retry)
+                    .bind(id as i64)
+                    .bind(run_at_ms as i64)
+                    .bind(error)
+                    .bind($crate::jobs::now_ms() as i64)
+                    .execute(&mut *self.writer().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn bury(
+                &self,
+                id: $crate::jobs::JobId,
+                reason: String,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                self.end_attempt(id, "dead", reason).await
+            }
+
+            async fn hold(
+                &self,
+                id: $crate::jobs::JobId,
+                reason: String,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                self.end_attempt(id, "held", reason).await
+            }
+
+            async fn requeue(
+                &self,
+                id: $crate::jobs::JobId,
+                now_ms: u64,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                use $crate::jobs::reads::JobReads;
+                let done = sqlx::query(&Self::sql().requeue)
+                    .bind(id as i64)
+                    .bind(now_ms as i64)
+                    .execute(&mut *self.writer().await?)
+                    .await?;
+                if done.rows_affected() == 0 && self.get(id).await?.is_none() {
+                    return Err($crate::jobs::StoreError::NotFound(id));
+                }
+                Ok(())
+            }
+        }
+
+        impl $store {
+            fn sql() -> &'static $crate::jobs::queue::Sql {
+                let dialect = <Self as $crate::jobs::store::SqlBackend>::DIALECT;
+                &$crate::jobs::store::Statements::of(dialect).queue
+            }
+
+            /// Ends a job's attempt as `dead` or `held`, with the reason, in its history too.
+            async fn end_attempt(
+                &self,
+                id: $crate::jobs::JobId,
+                state: &str,
+                reason: String,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                sqlx::query(&Self::sql().end)
+                    .bind(id as i64)
+                    .bind(state)
+                    .bind(reason)
+                    .bind($crate::jobs::now_ms() as i64)
+                    .execute(&mut *self.writer().await?)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_queue;

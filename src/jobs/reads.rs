@@ -1,0 +1,123 @@
+//! Jobs as the console, the admin API and the alerter read them: one job, a list, the counts per state.
+
+use super::{store::Dialect, Job, JobCounts, JobId, JobState, StoreError};
+
+#[async_trait::async_trait]
+pub trait JobReads: Send + Sync {
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// Finished (`done`) jobs of one action, newest first, older than job `before` when given.
+    async fn finished(
+        &self,
+        action: &str,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Newest first.
+    async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError>;
+    async fn counts(&self) -> Result<JobCounts, StoreError>;
+    /// When the next pending job is due, if any.
+    async fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
+}
+
+/// The reads' statements in one dialect.
+pub struct Sql {
+    pub get: String,
+    pub finished: String,
+    pub in_state: String,
+    pub all: String,
+    pub of_event: String,
+}
+
+pub const COUNTS: &str = "SELECT state, COUNT(*) FROM jobs GROUP BY state";
+pub const OLDEST_PENDING: &str = "SELECT MIN(created_ms) FROM jobs WHERE state = 'pending'";
+pub const NEXT_DUE: &str = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'pending'";
+
+impl Sql {
+    pub(crate) fn new(d: Dialect) -> Self {
+        Sql {
+            get: d.fill("SELECT {JOB} FROM jobs WHERE id = $1"),
+            finished: d.fill(
+                "SELECT {JOB} FROM jobs WHERE action = $1 AND state = 'done' AND id < $2 ORDER BY id DESC LIMIT $3",
+            ),
+            in_state: d.fill("SELECT {JOB} FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT $2"),
+            all: d.fill("SELECT {JOB} FROM jobs ORDER BY id DESC LIMIT $1"),
+            of_event: d.fill("SELECT {JOB} FROM jobs WHERE event_row = $1 ORDER BY id"),
+        }
+    }
+}
+
+/// The reads on a backend's readers.
+macro_rules! impl_job_reads {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::jobs::reads::JobReads for $store {
+            async fn get(
+                &self,
+                id: $crate::jobs::JobId,
+            ) -> Result<Option<$crate::jobs::Job>, $crate::jobs::StoreError> {
+                let row: Option<$crate::jobs::row::JobRow> = sqlx::query_as(&Self::reads().get)
+                    .bind(id as i64)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map($crate::jobs::Job::try_from).transpose()
+            }
+
+            async fn finished(
+                &self,
+                action: &str,
+                before: Option<$crate::jobs::JobId>,
+                limit: usize,
+            ) -> Result<Vec<$crate::jobs::Job>, $crate::jobs::StoreError> {
+                let rows = sqlx::query_as(&Self::reads().finished)
+                    .bind(action)
+                    .bind(before.map_or(i64::MAX, |b| b as i64))
+                    .bind(limit as i64)
+                    .fetch_all(self.reader())
+                    .await?;
+                $crate::jobs::row::jobs(rows)
+            }
+
+            async fn list(
+                &self,
+                state: Option<$crate::jobs::JobState>,
+                limit: usize,
+            ) -> Result<Vec<$crate::jobs::Job>, $crate::jobs::StoreError> {
+                let sql = Self::reads();
+                let query = match state {
+                    Some(s) => sqlx::query_as(&sql.in_state).bind(s.as_str()),
+                    None => sqlx::query_as(&sql.all),
+                };
+                let rows = query.bind(limit as i64).fetch_all(self.reader()).await?;
+                $crate::jobs::row::jobs(rows)
+            }
+
+            async fn counts(&self) -> Result<$crate::jobs::JobCounts, $crate::jobs::StoreError> {
+                use $crate::jobs::reads::{COUNTS, OLDEST_PENDING};
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as(COUNTS).fetch_all(self.reader()).await?;
+                let mut c = $crate::jobs::JobCounts::from_rows(rows);
+                let (oldest,): (Option<i64>,) = sqlx::query_as(OLDEST_PENDING)
+                    .fetch_one(self.reader())
+                    .await?;
+                c.oldest_pending_ms = oldest.map(|m| m as u64);
+                Ok(c)
+            }
+
+            async fn next_due_ms(&self) -> Result<Option<u64>, $crate::jobs::StoreError> {
+                let (due,): (Option<i64>,) = sqlx::query_as($crate::jobs::reads::NEXT_DUE)
+                    .fetch_one(self.reader())
+                    .await?;
+                Ok(due.map(|m| m as u64))
+            }
+        }
+
+        impl $store {
+            fn reads() -> &'static $crate::jobs::reads::Sql {
+                let dialect = <Self as $crate::jobs::store::SqlBackend>::DIALECT;
+                &$crate::jobs::store::Statements::of(dialect).reads
+            }
+        }
+    };
+}
+
+pub(crate) use impl_job_reads;
