@@ -173,9 +173,8 @@ fn now_secs() -> u64 {
 fn locked_out(wait: std::time::Duration) -> Response {
     let secs = access::retry_after_secs(wait);
     (
-        StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, secs.to_string())],
-        pages::locked_page(secs),
+        pages::locked_page(StatusCode::TOO_MANY_REQUESTS, secs),
     )
         .into_response()
 }
@@ -258,7 +257,11 @@ async fn login_form(
             humantime::format_duration(state.settings.access.session_ttl)
         )
     });
-    pages::login_page(note.as_deref(), insecure_host(&headers).as_deref()).into_response()
+    pages::login_page(
+        StatusCode::OK,
+        note.as_deref(),
+        insecure_host(&headers).as_deref(),
+    )
 }
 
 /// The host, when the console was reached over plain http on a name browsers do not treat as secure
@@ -310,14 +313,11 @@ async fn login(
                 "wrong token on the sign-in form".into(),
             )
             .await;
-        return (
+        return pages::login_page(
             StatusCode::UNAUTHORIZED,
-            pages::login_page(
-                Some("That is not the admin token."),
-                insecure_host(&headers).as_deref(),
-            ),
-        )
-            .into_response();
+            Some("That is not the admin token."),
+            insecure_host(&headers).as_deref(),
+        );
     }
     state.door.succeeded(client);
     state
