@@ -115,8 +115,14 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("events.html", include_str!("templates/events.html")),
         ("event.html", include_str!("templates/event.html")),
         ("triggers.html", include_str!("templates/triggers.html")),
-        ("trigger_table.html", include_str!("templates/trigger_table.html")),
-        ("trigger_form.html", include_str!("templates/trigger_form.html")),
+        (
+            "trigger_table.html",
+            include_str!("templates/trigger_table.html"),
+        ),
+        (
+            "trigger_form.html",
+            include_str!("templates/trigger_form.html"),
+        ),
         ("audit.html", include_str!("templates/audit.html")),
     ] {
         env.add_template(name, source)

@@ -21,7 +21,11 @@ use crate::{
 
 /// The sign-in form. `insecure_host` names the host when the page was reached over plain http on a name
 /// that is not loopback: browsers then drop the `Secure` session cookie, and signing in would not stick.
-pub fn login_page(status: StatusCode, error: Option<&str>, insecure_host: Option<&str>) -> Response {
+pub fn login_page(
+    status: StatusCode,
+    error: Option<&str>,
+    insecure_host: Option<&str>,
+) -> Response {
     render(
         status,
         "login.html",
@@ -40,11 +44,7 @@ pub fn locked_page(status: StatusCode, retry_after_secs: u64) -> Response {
 
 /// A page of one sentence: what was not found, or why the store did not answer.
 pub(super) fn message(status: StatusCode, title: &str, message: &str, alert: bool) -> Response {
-    render(
-        status,
-        "message.html",
-        context! { title, message, alert },
-    )
+    render(status, "message.html", context! { title, message, alert })
 }
 
 fn card(label: &str, value: impl std::fmt::Display) -> (String, String) {
