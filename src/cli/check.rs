@@ -60,7 +60,7 @@ pub(super) fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCo
             }
         }
     }
-    let show = |secrets: &[crate::config::Secret]| {
+    let show = |secrets: &[crate::secret::Secret]| {
         if secrets.is_empty() {
             "not set".to_string()
         } else {

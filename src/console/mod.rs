@@ -31,9 +31,9 @@ use crate::{
         self,
         session::{self, SessionCheck},
     },
-    config::Secret,
     jobs::audit::{self, AuditAction, Via},
     limits::RemoteAddr,
+    secret::Secret,
     state::AppState,
 };
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::layout::{render, time};
 use crate::{
     clients::customerio::dry_run_attributes,
-    config::Secret,
+    secret::Secret,
     sources::{customerio, segment, Source},
     state::AppState,
     triggers::{config::SinkSpec, Plan, Planned, TriggerTable},
