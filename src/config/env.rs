@@ -65,25 +65,22 @@ impl Settings {
         if let Some(v) = get("CIO_APP_BASE_URL") {
             s.cio_app_base_url = check_url("CIO_APP_BASE_URL", &v)?;
         }
-        let secs = |var: &'static str, default: Duration| -> Result<Duration, SettingsError> {
-            match get(var) {
-                Some(v) => Ok(Duration::from_secs(parse_num(
-                    var,
-                    &v,
-                    "a number of seconds",
-                )?)),
-                None => Ok(default),
-            }
+        // A whole number of `unit`s (seconds or milliseconds), or `default` when unset.
+        let count = |var: &'static str,
+                     default: Duration,
+                     unit: fn(u64) -> Duration,
+                     what: &str|
+         -> Result<Duration, SettingsError> {
+            get(var).map_or(Ok(default), |v| Ok(unit(parse_num(var, &v, what)?)))
         };
-        let millis = |var: &'static str, default: Duration| -> Result<Duration, SettingsError> {
-            match get(var) {
-                Some(v) => Ok(Duration::from_millis(parse_num(
-                    var,
-                    &v,
-                    "a number of milliseconds",
-                )?)),
-                None => Ok(default),
-            }
+        let secs = |var, default| count(var, default, Duration::from_secs, "a number of seconds");
+        let millis = |var, default| {
+            count(
+                var,
+                default,
+                Duration::from_millis,
+                "a number of milliseconds",
+            )
         };
         let retention = |var: &'static str,
                          default: Option<Duration>|
@@ -170,22 +167,6 @@ impl Settings {
             }
             s.database_url = v;
         }
-        if let Some(v) = get("SQLITE_SYNCHRONOUS") {
-            s.sqlite_synchronous_full = choice(
-                "SQLITE_SYNCHRONOUS",
-                v,
-                &[("full", true), ("normal", false)],
-                "use `full` (default) or `normal`",
-            )?;
-        }
-        if let Some(v) = get("EVENT_LOG") {
-            s.log_ignored_events = choice(
-                "EVENT_LOG",
-                v,
-                &[("all", true), ("triggered", false)],
-                "use `all` (default: every event is listed in the console) or `triggered`",
-            )?;
-        }
         if let Some(v) = get("EVENT_LOG_MAX_PER_SEC") {
             s.event_log_max_per_sec = positive("EVENT_LOG_MAX_PER_SEC", &v)?;
         }
@@ -210,13 +191,30 @@ impl Settings {
         if let Some(v) = get("MAX_BACKLOG") {
             s.max_backlog = positive("MAX_BACKLOG", &v)?;
         }
-        if let Some(v) = get("LOG_FORMAT") {
-            s.log_json = choice(
+        // The settings that pick one of two behaviours by name.
+        for (var, field, choices, fix) in [
+            (
+                "SQLITE_SYNCHRONOUS",
+                &mut s.sqlite_synchronous_full,
+                &[("full", true), ("normal", false)][..],
+                "use `full` (default) or `normal`",
+            ),
+            (
+                "EVENT_LOG",
+                &mut s.log_ignored_events,
+                &[("all", true), ("triggered", false)],
+                "use `all` (default: every event is listed in the console) or `triggered`",
+            ),
+            (
                 "LOG_FORMAT",
-                v,
+                &mut s.log_json,
                 &[("json", true), ("pretty", false), ("text", false)],
                 "use `pretty` (default) or `json`",
-            )?;
+            ),
+        ] {
+            if let Some(v) = get(var) {
+                *field = choice(var, v, choices, fix)?;
+            }
         }
         Ok(s)
     }

@@ -102,32 +102,29 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             minijinja::escape_formatter(out, state, value)
         }
     });
-    for (name, source) in [
-        ("layout.html", include_str!("templates/layout.html")),
-        ("macros.html", include_str!("templates/macros.html")),
-        ("login.html", include_str!("templates/login.html")),
-        ("message.html", include_str!("templates/message.html")),
-        ("overview.html", include_str!("templates/overview.html")),
-        ("chart.html", include_str!("templates/chart.html")),
-        ("briefs.html", include_str!("templates/briefs.html")),
-        ("brief.html", include_str!("templates/brief.html")),
-        ("dead.html", include_str!("templates/dead.html")),
-        ("events.html", include_str!("templates/events.html")),
-        ("event.html", include_str!("templates/event.html")),
-        ("triggers.html", include_str!("templates/triggers.html")),
-        (
-            "trigger_table.html",
-            include_str!("templates/trigger_table.html"),
-        ),
-        (
-            "trigger_form.html",
-            include_str!("templates/trigger_form.html"),
-        ),
-        ("audit.html", include_str!("templates/audit.html")),
-    ] {
-        env.add_template(name, source)
-            .unwrap_or_else(|e| panic!("console template {name}: {e:#}"));
+    macro_rules! add {
+        ($($name:literal),+) => {$(
+            env.add_template($name, include_str!(concat!("templates/", $name)))
+                .unwrap_or_else(|e| panic!("console template {}: {e:#}", $name));
+        )+};
     }
+    add!(
+        "layout.html",
+        "macros.html",
+        "login.html",
+        "message.html",
+        "overview.html",
+        "chart.html",
+        "briefs.html",
+        "brief.html",
+        "dead.html",
+        "events.html",
+        "event.html",
+        "triggers.html",
+        "trigger_table.html",
+        "trigger_form.html",
+        "audit.html"
+    );
     env
 });
 
