@@ -11,6 +11,12 @@ fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
     Settings::from_lookup(Mode::Serve, |k| map.get(k).cloned())
 }
 
+/// Asserts that `pairs` are refused with an error naming `var` and saying `shown` (the value or the fix).
+fn refuses(pairs: &[(&str, &str)], var: &str, shown: &str) {
+    let err = load(pairs).unwrap_err().to_string();
+    assert!(err.contains(var) && err.contains(shown), "{err}");
+}
+
 #[test]
 fn access_settings_take_networks_and_durations_and_name_a_bad_one() {
     let s = load(&[
@@ -20,15 +26,12 @@ fn access_settings_take_networks_and_durations_and_name_a_bad_one() {
     .unwrap();
     assert_eq!(s.access.trusted_proxies.len(), 2);
     assert_eq!(s.access.session_ttl, Duration::from_secs(1800));
-    let err = load(&[("TRUSTED_PROXIES", "10.0.0.0/8, nope")])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("TRUSTED_PROXIES") && err.contains("nope"),
-        "{err}"
+    refuses(
+        &[("TRUSTED_PROXIES", "10.0.0.0/8, nope")],
+        "TRUSTED_PROXIES",
+        "nope",
     );
-    let err = load(&[("AUTH_LOCKOUT", "soon")]).unwrap_err().to_string();
-    assert!(err.contains("AUTH_LOCKOUT") && err.contains("12h"), "{err}");
+    refuses(&[("AUTH_LOCKOUT", "soon")], "AUTH_LOCKOUT", "12h");
 }
 
 #[test]
@@ -52,13 +55,33 @@ fn the_eu_region_picks_the_eu_host_unless_a_base_url_is_set() {
 
 #[test]
 fn a_bad_value_names_the_variable_and_the_fix() {
-    let err = load(&[("WEBHOOK_PORT", "eighty")]).unwrap_err().to_string();
-    assert!(err.contains("WEBHOOK_PORT"), "{err}");
-    assert!(err.contains("port number"), "{err}");
-    let err = load(&[("MAVERA_REQUESTS_PER_MINUTE", "0")])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("above 0"), "{err}");
+    refuses(&[("WEBHOOK_PORT", "eighty")], "WEBHOOK_PORT", "port number");
+    refuses(
+        &[("MAVERA_REQUESTS_PER_MINUTE", "0")],
+        "MAVERA_REQUESTS_PER_MINUTE",
+        "above 0",
+    );
+}
+
+#[test]
+fn an_enumerated_setting_takes_its_names_in_any_case_and_lists_them_when_wrong() {
+    let s = load(&[
+        ("LOG_FORMAT", "JSON"),
+        ("SQLITE_SYNCHRONOUS", "Normal"),
+        ("EVENT_LOG", "triggered"),
+        ("CIO_REGION", "EU"),
+    ])
+    .unwrap();
+    assert!(s.log_json && !s.sqlite_synchronous_full && !s.log_ignored_events);
+    assert_eq!(s.cio_app_base_url, CIO_EU_BASE_URL);
+    for (var, value, fix) in [
+        ("LOG_FORMAT", "xml", "`pretty` (default) or `json`"),
+        ("EVENT_LOG", "some", "`all` (default"),
+        ("SQLITE_SYNCHRONOUS", "off", "`normal`"),
+        ("CIO_REGION", "mars", "use `us` or `eu`"),
+    ] {
+        refuses(&[(var, value)], var, fix);
+    }
 }
 
 #[test]
@@ -79,11 +102,9 @@ fn grace_and_retention_take_humantime_durations_and_retention_can_be_off() {
     assert_eq!(s.retention_events, Some(Duration::from_secs(12 * 3600)));
     assert_eq!(s.retention_jobs, None);
     assert_eq!(s.prune_interval, Duration::from_secs(60));
-    let err = load(&[("RETENTION_EVENTS", "a month")])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("RETENTION_EVENTS") && err.contains("30d"),
-        "{err}"
+    refuses(
+        &[("RETENTION_EVENTS", "a month")],
+        "RETENTION_EVENTS",
+        "30d",
     );
 }

@@ -72,27 +72,17 @@ pub async fn protective_headers(request: Request, next: Next) -> Response {
     if !console {
         return response;
     }
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_FRAME_OPTIONS,
-        header::HeaderValue::from_static("DENY"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        response
+            .headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
     response
 }
 
@@ -216,15 +206,7 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
         Some(_) => {
             let path = request.uri().path().to_string();
             tracing::warn!(client = %client, path, "console request refused: wrong Bearer token");
-            state.door.failed(client);
-            state
-                .audit(
-                    AuditAction::SignInFailed,
-                    Via::Console,
-                    &client.to_string(),
-                    format!("wrong Bearer token for {path}"),
-                )
-                .await;
+            wrong_token(&state, client, format!("wrong Bearer token for {path}")).await;
             Redirect::to("/console/login").into_response()
         }
         None if session == Some(SessionCheck::Expired) => (
@@ -234,6 +216,19 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
             .into_response(),
         None => Redirect::to("/console/login").into_response(),
     }
+}
+
+/// A wrong token from `client`: it counts toward a lockout and goes into the audit trail (without the token).
+async fn wrong_token(state: &AppState, client: std::net::IpAddr, detail: String) {
+    state.door.failed(client);
+    state
+        .audit(
+            AuditAction::SignInFailed,
+            Via::Console,
+            &client.to_string(),
+            detail,
+        )
+        .await;
 }
 
 #[derive(Deserialize)]
@@ -304,15 +299,7 @@ async fn login(
     }
     if !token.matches(form.token.trim()) {
         tracing::warn!(client = %client, "console login refused: wrong token");
-        state.door.failed(client);
-        state
-            .audit(
-                AuditAction::SignInFailed,
-                Via::Console,
-                &client.to_string(),
-                "wrong token on the sign-in form".into(),
-            )
-            .await;
+        wrong_token(&state, client, "wrong token on the sign-in form".into()).await;
         return pages::login_page(
             StatusCode::UNAUTHORIZED,
             Some("That is not the admin token."),
