@@ -5,7 +5,7 @@
 //! route (`routes/`) → verify and parse (`sources/`) → dedupe (`dedupe`) → match triggers (`triggers/`)
 //! → enqueue (`intake`, `jobs/`) → worker (`jobs::worker`, `jobs::runner`) → remote APIs (`clients/`)
 //! → where the outcome goes (`sinks/`).
-//! `config` reads the environment, `startup` wires the app, `cli` is the command line. Beside the path:
+//! `config` reads the environment (`secret` holds its secrets), `startup` wires the app, `cli` is the command line. Beside the path:
 //! `alerts` (telling someone when work stops), `jobs::upkeep` (retention, erasure), `access` (who may use the
 //! console and the admin API). `ARCHITECTURE.md` is the map.
 
@@ -23,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
+pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod startup;

@@ -1,25 +1,17 @@
-//! The console's frame: one stylesheet, the navigation, escaping, times. Plain HTML from the server, no
-//! scripts.
+//! The console's frame: its templates (compiled into the binary, escaping by default), one stylesheet,
+//! times and counts. Plain HTML from the server, no scripts.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::{
+    sync::LazyLock,
+    time::{Duration, UNIX_EPOCH},
+};
 
-use axum::response::Html;
-
-/// Escapes text for HTML (element content and quoted attributes).
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use axum::{
+    http::StatusCode,
+    response::{Html, IntoResponse, Response},
+};
+use minijinja::{AutoEscape, Environment, Value};
+use pulldown_cmark_escape::FmtWriter;
 
 /// Escapes a value for a URL's query string.
 pub fn query_value(text: &str) -> String {
@@ -57,11 +49,6 @@ pub fn ago(ms: u64, now_ms: u64) -> String {
     }
 }
 
-/// A state as a coloured badge.
-pub fn badge(state: &str) -> String {
-    format!("<span class=\"badge {0}\">{0}</span>", esc(state))
-}
-
 /// The console's one stylesheet, served from `/console/style.css` (the Content-Security-Policy allows no
 /// inline style).
 const CSS: &str = r#"body{font:15px/1.5 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -92,45 +79,68 @@ pub async fn stylesheet() -> impl axum::response::IntoResponse {
     )
 }
 
-const NAV: [(&str, &str); 6] = [
-    ("/console", "Overview"),
-    ("/console/events", "Events"),
-    ("/console/briefs", "Briefs"),
-    ("/console/dead", "Dead letters"),
-    ("/console/triggers", "Triggers"),
-    ("/console/audit", "Audit"),
-];
-
-/// Signs out: a form, so that no link prefetch or image can end a session.
-const SIGN_OUT: &str = r#"<form class=signout method=post action="/console/logout"><button type=submit>Sign out</button></form>"#;
-
 /// `1 attempt`, `2 attempts`.
 pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     let n = n.into();
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// A console page with the navigation.
-pub fn page(title: &str, body: &str) -> Html<String> {
-    let nav: String = NAV
-        .iter()
-        .map(|(href, label)| format!("<a href=\"{href}\">{label}</a>"))
-        .chain([SIGN_OUT.to_string()])
-        .collect();
-    frame(title, &nav, body)
+/// Every console template, compiled once. `.html` names turn auto-escaping on, so a value printed with
+/// `{{ }}` is always escaped; only HTML the server made safe itself (sanitised Markdown) is marked safe, in
+/// Rust, with `Value::from_safe_string`.
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    // minijinja's own escape also writes `/` as `&#x2f;`, which garbles the paths and URLs shown as text;
+    // pulldown-cmark's escapes `& < > "` (every attribute in the templates is double-quoted).
+    env.set_formatter(|out, state, value| {
+        if state.auto_escape() == AutoEscape::Html && !value.is_safe() {
+            pulldown_cmark_escape::escape_html(FmtWriter(out), &value.to_string())?;
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    macro_rules! add {
+        ($($name:literal),+) => {$(
+            env.add_template($name, include_str!(concat!("templates/", $name)))
+                .unwrap_or_else(|e| panic!("console template {}: {e:#}", $name));
+        )+};
+    }
+    add!(
+        "layout.html",
+        "macros.html",
+        "login.html",
+        "message.html",
+        "overview.html",
+        "chart.html",
+        "briefs.html",
+        "brief.html",
+        "dead.html",
+        "events.html",
+        "event.html",
+        "triggers.html",
+        "trigger_table.html",
+        "trigger_form.html",
+        "audit.html"
+    );
+    env
+});
+
+/// Renders a template to a string (a page, or a fragment such as the chart).
+pub fn render_to_string(name: &str, context: Value) -> Result<String, minijinja::Error> {
+    TEMPLATES.get_template(name)?.render(context)
 }
 
-/// A page without the navigation (the sign-in form: its links would only lead back to it).
-pub fn bare_page(title: &str, body: &str) -> Html<String> {
-    frame(title, "", body)
-}
-
-fn frame(title: &str, nav: &str, body: &str) -> Html<String> {
-    Html(format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title} · mavera-triggers</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/console/style.css"></head><body><nav><b>mavera-triggers</b>{nav}</nav>
-<main><h1>{title}</h1>{body}</main></body></html>"#,
-        title = esc(title)
-    ))
+/// A console page from its template, answered with `status`. Templates are compiled into the binary and
+/// tested, so a failure here is a bug: it is logged and answered 500.
+pub fn render(status: StatusCode, name: &str, context: Value) -> Response {
+    match render_to_string(name, context) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(template = name, error = %format!("{e:#}"), "console template");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }

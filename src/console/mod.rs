@@ -31,9 +31,9 @@ use crate::{
         self,
         session::{self, SessionCheck},
     },
-    config::Secret,
     jobs::audit::{self, AuditAction, Via},
     limits::RemoteAddr,
+    secret::Secret,
     state::AppState,
 };
 
@@ -72,27 +72,17 @@ pub async fn protective_headers(request: Request, next: Next) -> Response {
     if !console {
         return response;
     }
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_FRAME_OPTIONS,
-        header::HeaderValue::from_static("DENY"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        response
+            .headers_mut()
+            .insert(name, header::HeaderValue::from_static(value));
+    }
     response
 }
 
@@ -173,9 +163,8 @@ fn now_secs() -> u64 {
 fn locked_out(wait: std::time::Duration) -> Response {
     let secs = access::retry_after_secs(wait);
     (
-        StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, secs.to_string())],
-        pages::locked_page(secs),
+        pages::locked_page(StatusCode::TOO_MANY_REQUESTS, secs),
     )
         .into_response()
 }
@@ -217,15 +206,7 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
         Some(_) => {
             let path = request.uri().path().to_string();
             tracing::warn!(client = %client, path, "console request refused: wrong Bearer token");
-            state.door.failed(client);
-            state
-                .audit(
-                    AuditAction::SignInFailed,
-                    Via::Console,
-                    &client.to_string(),
-                    format!("wrong Bearer token for {path}"),
-                )
-                .await;
+            wrong_token(&state, client, format!("wrong Bearer token for {path}")).await;
             Redirect::to("/console/login").into_response()
         }
         None if session == Some(SessionCheck::Expired) => (
@@ -235,6 +216,19 @@ async fn require_session(State(state): State<AppState>, request: Request, next: 
             .into_response(),
         None => Redirect::to("/console/login").into_response(),
     }
+}
+
+/// A wrong token from `client`: it counts toward a lockout and goes into the audit trail (without the token).
+async fn wrong_token(state: &AppState, client: std::net::IpAddr, detail: String) {
+    state.door.failed(client);
+    state
+        .audit(
+            AuditAction::SignInFailed,
+            Via::Console,
+            &client.to_string(),
+            detail,
+        )
+        .await;
 }
 
 #[derive(Deserialize)]
@@ -258,7 +252,11 @@ async fn login_form(
             humantime::format_duration(state.settings.access.session_ttl)
         )
     });
-    pages::login_page(note.as_deref(), insecure_host(&headers).as_deref()).into_response()
+    pages::login_page(
+        StatusCode::OK,
+        note.as_deref(),
+        insecure_host(&headers).as_deref(),
+    )
 }
 
 /// The host, when the console was reached over plain http on a name browsers do not treat as secure
@@ -301,23 +299,12 @@ async fn login(
     }
     if !token.matches(form.token.trim()) {
         tracing::warn!(client = %client, "console login refused: wrong token");
-        state.door.failed(client);
-        state
-            .audit(
-                AuditAction::SignInFailed,
-                Via::Console,
-                &client.to_string(),
-                "wrong token on the sign-in form".into(),
-            )
-            .await;
-        return (
+        wrong_token(&state, client, "wrong token on the sign-in form".into()).await;
+        return pages::login_page(
             StatusCode::UNAUTHORIZED,
-            pages::login_page(
-                Some("That is not the admin token."),
-                insecure_host(&headers).as_deref(),
-            ),
-        )
-            .into_response();
+            Some("That is not the admin token."),
+            insecure_host(&headers).as_deref(),
+        );
     }
     state.door.succeeded(client);
     state

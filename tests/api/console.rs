@@ -488,3 +488,61 @@ async fn the_overview_shows_the_stores_size_its_oldest_rows_and_the_retention() 
         assert!(html.contains(shown), "{shown}: {html}");
     }
 }
+
+#[tokio::test]
+async fn a_hostile_event_name_and_user_show_escaped_on_every_page_that_displays_them() {
+    let app = console_app().await;
+    let name = "<script>alert(1)</script>";
+    let user = "u\"><img src=x onerror=alert(2)>";
+    let event = json!({"type": "track", "event": name, "messageId": "hostile-1", "userId": user})
+        .to_string();
+    assert_eq!(app.post_segment(&event).await.status(), 200);
+    let list = until_listed(&app, "/console/events", "hostile-1").await;
+    let link = list
+        .split("<a href=\"/console/events/")
+        .nth(1)
+        .and_then(|part| part.split('"').next())
+        .expect("a link to the event's page")
+        .to_string();
+    let (_, detail) = console_get(&app, &format!("/console/events/{link}")).await;
+    // The filter form puts both values back into its inputs' attributes.
+    let query = format!(
+        "/console/events?name={}&user={}",
+        percent(name),
+        percent(user)
+    );
+    let (_, filtered) = console_get(&app, &query).await;
+    assert!(
+        filtered.contains("value=\"u&quot;&gt;&lt;img src=x onerror=alert(2)&gt;\""),
+        "{filtered}"
+    );
+    let (_, triggers) = console_get(&app, "/console/triggers").await;
+    let dry_run = test_event(&app, &form_token(&triggers), "segment", &event)
+        .await
+        .text()
+        .await
+        .unwrap();
+    for (page, html) in [
+        ("list", &list),
+        ("event", &detail),
+        ("filtered list", &filtered),
+        ("dry run", &dry_run),
+    ] {
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page} shows the name: {html}"
+        );
+        assert!(
+            html.contains("u&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"),
+            "{page} shows the user: {html}"
+        );
+        assert!(
+            !html.contains("<script>") && !html.contains("<img src=x"),
+            "{page} escapes both: {html}"
+        );
+    }
+}
+
+fn percent(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
+}
