@@ -13,7 +13,7 @@ use crate::{
     jobs::{events::RequestMeta, Delivery, Jobs, NewJob, StoreError},
     metrics::{Metrics, UnusableLabel},
     sources::{Event, Refusal, Source, Unusable},
-    triggers::TriggerTable,
+    triggers::{Decision, Stage, TriggerTable},
 };
 
 /// The answer to a sender: how many events came in, how many were re-deliveries, how many jobs started, and
@@ -115,20 +115,15 @@ impl Intake {
                 tracing::info!(source = %source, event_id = %event.id, event = %event.name, "our own write-back, forwarded back by Segment: acknowledged, never triggered (loop guard)");
             }
             for trigger in table.matching(&event).filter(|_| !own) {
-                if !trigger.decides_in_job() {
-                    let decided = table
-                        .prepare(trigger, event.context().clone())
-                        .and_then(|ctx| table.condition_holds(trigger, &ctx));
-                    match decided {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!(source = %source, event_id = %event.id, who = %event.who, trigger = %trigger.name, "condition not met: no job");
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(source = %source, event_id = %event.id, who = %event.who, error = %e, "condition could not be evaluated: no job");
-                            continue;
-                        }
+                match table.decide(trigger, event.context().clone(), Stage::Intake) {
+                    Ok(Decision::Run(_) | Decision::Deferred) => {}
+                    Ok(Decision::Skip(_)) => {
+                        tracing::info!(source = %source, event_id = %event.id, who = %event.who, trigger = %trigger.name, "condition not met: no job");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %source, event_id = %event.id, who = %event.who, error = %e, "condition could not be evaluated: no job");
+                        continue;
                     }
                 }
                 jobs.push(NewJob {

@@ -14,7 +14,7 @@ use crate::{
     },
     metrics::Metrics,
     sinks,
-    triggers::{config::SinkSpec, Enrichment, Rendered, Trigger, TriggerTable},
+    triggers::{config::SinkSpec, Decision, Enrichment, Rendered, Stage, Trigger, TriggerTable},
 };
 
 /// What became of an attempt.
@@ -189,24 +189,15 @@ impl Runner {
             };
             ctx.insert("attributes".into(), attributes);
         }
-        let ctx = table
-            .prepare(trigger, ctx)
-            .map_err(|e| Step::Dead(e.to_string()))?;
-        if trigger.decides_in_job() {
-            match table.condition_holds(trigger, &ctx) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let reason = format!(
-                        "condition not met: `{}`",
-                        trigger.condition_source().unwrap_or_default()
-                    );
-                    tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "skipped: {reason}");
-                    return Err(Step::Done(json!({ "skipped": reason }), Vec::new()));
-                }
-                Err(e) => return Err(Step::Dead(e.to_string())),
+        match table.decide(trigger, ctx, Stage::Job) {
+            Ok(Decision::Run(ctx)) => Ok(ctx),
+            Ok(Decision::Skip(reason)) => {
+                tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "skipped: {reason}");
+                Err(Step::Done(json!({ "skipped": reason }), Vec::new()))
             }
+            Ok(Decision::Deferred) => unreachable!("a job decides its own trigger"),
+            Err(e) => Err(Step::Dead(e.to_string())),
         }
-        Ok(ctx)
     }
 
     /// Adds a decided event to its digest. The job ends there; the digest's own job calls Mavera once.

@@ -1,5 +1,7 @@
 //! The trigger table: loading, validation messages, matching, rendering.
 
+use std::path::Path;
+
 use serde_json::{json, Map, Value};
 
 use super::*;
