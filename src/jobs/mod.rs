@@ -14,7 +14,6 @@ pub mod lockfile;
 pub mod postgres;
 pub mod retry;
 pub mod row;
-pub mod runner;
 pub mod sqlite;
 mod sqlite_writer;
 pub mod upkeep;

@@ -207,7 +207,8 @@ fn compile_trigger(
     spec: &TriggerSpec,
     invalid: &dyn Fn(&str, String, &str) -> ConfigError,
 ) -> Result<Trigger, ConfigError> {
-    let when_fix = "write a minijinja expression, e.g. properties.plan in [\"pro\", \"enterprise\"]";
+    let when_fix =
+        "write a minijinja expression, e.g. properties.plan in [\"pro\", \"enterprise\"]";
     if let Some(when) = &spec.when {
         // Checked as an expression first, so a syntax error reads as one (and cannot close the `if` early).
         env.compile_expression(when)
