@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use crate::{
     dedupe::{DedupeMemory, Sighting},
-    jobs::{events::RequestMeta, Delivery, Jobs, NewJob, StoreError},
+    jobs::{events::RequestMeta, Delivery, JobKind, Jobs, NewJob, StoreError},
     metrics::{Metrics, UnusableLabel},
     sources::{Event, Refusal, Source, Unusable},
-    triggers::{Decision, Stage, TriggerTable},
+    triggers::{ActionKind, Decision, Stage, TriggerTable},
 };
 
 /// The answer to a sender: how many events came in, how many were re-deliveries, how many jobs started, and
@@ -128,7 +128,7 @@ impl Intake {
                 }
                 jobs.push(NewJob {
                     trigger: trigger.name.clone(),
-                    action: trigger.action.kind().to_string(),
+                    action: JobKind::Action(ActionKind::from(&trigger.action)),
                     source,
                     event_id: event.id.clone(),
                     user_id: event.user_id.clone(),
@@ -214,7 +214,7 @@ impl Intake {
                 for job in &delivery.jobs {
                     self.metrics
                         .jobs_enqueued
-                        .get_or_create(&self.metrics.job(&job.trigger, &job.action))
+                        .get_or_create(&self.metrics.job(&job.trigger, job.action.as_str()))
                         .inc();
                 }
                 tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, who = %who, jobs = delivery.jobs.len(), "triggered: jobs recorded");

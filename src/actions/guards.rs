@@ -1,7 +1,5 @@
 //! The cost guards a trigger's job takes before it calls Mavera: its cooldown per user and its budgets.
 
-use serde_json::Value;
-
 use super::{retry_store, Runner};
 use crate::{
     jobs::{now_ms, worker::Step, Guard, Job, JobStore},
@@ -17,13 +15,13 @@ impl Runner {
         store: &dyn JobStore,
         trigger: &Trigger,
     ) -> Result<(), Step> {
-        if job.progress.get("guards_taken") == Some(&Value::Bool(true)) {
+        if job.progress.guards_taken {
             return Ok(());
         }
         let now = now_ms();
         let (hour, day) = (3_600_000, 86_400_000);
         let mut guards = Vec::new();
-        let replay = job.progress.get("replay") == Some(&Value::Bool(true));
+        let replay = job.progress.replay;
         if let (Some(window), Some(user), false) = (
             trigger.cooldown,
             job.new.user_id.as_deref().filter(|u| *u != "unknown"),
@@ -75,13 +73,13 @@ impl Runner {
             ),
         );
         // The mark that the job holds its guards commits with them: one transaction, even with no guard.
-        if let Some(reason) = store
+        if let Some(hold) = store
             .take_guards(job.id, &guards, now)
             .await
             .map_err(retry_store)?
         {
-            tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "held back: {reason}");
-            return Err(Step::Held(reason));
+            tracing::info!(job = job.id, trigger = %trigger.name, user = job.new.user_id.as_deref().unwrap_or("unknown"), "held back: {}", hold.reason());
+            return Err(Step::Held(hold));
         }
         Ok(())
     }

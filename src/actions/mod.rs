@@ -16,7 +16,7 @@ use crate::{
     clients::{customerio::CustomerIoClient, mavera::MaveraClient, UpstreamError},
     jobs::{
         worker::{JobHandler, Step},
-        Job, JobStore, StoreError,
+        Job, JobKind, JobStore, StoreError,
     },
     metrics::Metrics,
     sinks,
@@ -54,7 +54,7 @@ pub struct Runner {
 #[async_trait::async_trait]
 impl JobHandler for Runner {
     async fn run(&self, job: &Job, store: &dyn JobStore) -> Step {
-        if job.new.action.starts_with("sink:") {
+        if let JobKind::Delivery(_) = job.new.action {
             return match sinks::deliver(&self.http, &self.write_back, job).await {
                 Ok(outcome) => Step::Done(outcome, Vec::new()),
                 Err(sinks::SinkError::Upstream(e)) => e.into(),

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use super::{retry_store, Runner};
 use crate::{
     clients::UpstreamError,
-    jobs::{now_ms, worker::Step, Job, JobStore, KnownPersona},
+    jobs::{now_ms, worker::Step, Job, JobStore, KnownPersona, Progress},
 };
 
 impl Runner {
@@ -44,7 +44,7 @@ impl Runner {
                 Err(e) => return Err(e.into()),
             }
         }
-        if let Some(sent_ms) = job.progress.get("create_sent_ms").and_then(Value::as_i64) {
+        if let Some(sent_ms) = job.progress.create_sent_ms {
             // The last attempt may have reached Mavera before the process died: look before sending again.
             let since = sent_ms / 1000 - 300;
             if let Some(persona) = self
@@ -67,14 +67,14 @@ impl Runner {
         // Marked before sending; cleared when Mavera answers. Left set only when an attempt ends without an
         // answer (a timeout, a reset connection, a crash): the one case where the persona may exist.
         store
-            .merge_progress(job.id, json!({ "create_sent_ms": now_ms() }))
+            .merge_progress(job.id, Progress::create_sent(Some(now_ms())))
             .await
             .map_err(retry_store)?;
         let persona = match self.mavera.create_persona(&body).await {
             Ok(persona) => persona,
             Err(e @ UpstreamError::Status { .. }) => {
                 store
-                    .merge_progress(job.id, json!({ "create_sent_ms": null }))
+                    .merge_progress(job.id, Progress::create_sent(None))
                     .await
                     .map_err(retry_store)?;
                 return Err(e.into());

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::{retry_store, Runner};
 use crate::{
     clients::customerio::Lookup,
-    jobs::{digest, now_ms, worker::Step, Job, JobStore},
+    jobs::{digest, now_ms, worker::Step, Job, JobStore, Progress},
     triggers::{Decision, Digest, Enrichment, Stage, Trigger, TriggerTable},
 };
 
@@ -22,14 +22,14 @@ impl Runner {
     ) -> Result<Map<String, Value>, Step> {
         let mut ctx = job.new.context.clone();
         if trigger.enrich == Some(Enrichment::CustomerioAttributes) {
-            let attributes = match job.progress.get("attributes") {
+            let attributes = match &job.progress.attributes {
                 Some(done) => done.clone(),
                 None => {
                     let attributes = match self.enrich(job).await {
                         Ok(a) => a,
                         Err(step) => return Err(step),
                     };
-                    let patch = json!({ "attributes": attributes });
+                    let patch = Progress::enriched(&attributes);
                     if let Err(e) = store.merge_progress(job.id, patch).await {
                         return Err(Step::Retry {
                             error: e.to_string(),

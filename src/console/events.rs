@@ -15,10 +15,11 @@ use super::{
 use crate::{
     jobs::{
         events::{EventFilter, EventRow, JobBrief},
-        Job,
+        Job, JobKind,
     },
     sources::Source,
     state::AppState,
+    triggers::ActionKind,
 };
 
 const PAGE: usize = 50;
@@ -211,7 +212,9 @@ fn job_section(job: &Job, csrf: &str, back: &str) -> String {
     };
     let outcome = job.outcome.as_ref();
     let mut links = Vec::new();
-    if job.new.action == "research" && outcome.is_some_and(|o| o["brief"].is_string()) {
+    if job.new.action == JobKind::Action(ActionKind::Research)
+        && outcome.is_some_and(|o| o["brief"].is_string())
+    {
         links.push(format!(
             "<a href=\"/console/briefs/{}\">Read the brief</a>",
             job.id
@@ -240,7 +243,7 @@ fn job_section(job: &Job, csrf: &str, back: &str) -> String {
             .map(|e| format!(" · last error: {}", esc(e)))
             .unwrap_or_default(),
         if links.is_empty() { String::new() } else { format!("<p>{}</p>", links.join(" · ")) },
-        format_args!("<p class=meta>action {}</p>", esc(&job.new.action)),
+        format_args!("<p class=meta>action {}</p>", esc(job.new.action.as_str())),
     )
 }
 
@@ -273,7 +276,7 @@ pub async fn detail(State(state): State<AppState>, Path(id): Path<i64>) -> Respo
     };
     let triggers: Vec<String> = jobs
         .iter()
-        .filter(|j| !j.new.action.starts_with("sink:"))
+        .filter(|j| matches!(j.new.action, JobKind::Action(_)))
         .map(|j| format!("<code>{}</code>", esc(&j.new.trigger)))
         .collect();
     let back = format!("/console/events/{id}");

@@ -413,7 +413,7 @@ pub async fn dead(State(state): State<AppState>) -> Response {
                 "<article><h2>Job {} · {}</h2><p class=meta>{} · event {} · user {} · {} · {}</p><p>{}</p>{}</article>",
                 j.id,
                 esc(&j.new.trigger),
-                esc(&j.new.action),
+                esc(j.new.action.as_str()),
                 esc(&j.new.event_id),
                 esc(j.new.user_id.as_deref().unwrap_or("unknown")),
                 count(j.attempts, "attempt", "attempts"),

@@ -28,7 +28,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
-use crate::sources::Source;
+use crate::{
+    sources::Source,
+    triggers::{config::SinkKind, ActionKind},
+};
 
 pub type JobId = u64;
 
@@ -75,11 +78,90 @@ impl std::str::FromStr for JobState {
     }
 }
 
+/// What a job does: a trigger's action, or the delivery of one outcome to one sink. Stored in the `action`
+/// column as the action's name or `sink:<type>` (the conversion is in `row.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Action(ActionKind),
+    Delivery(SinkKind),
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for JobKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for JobKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Steps a job has done, kept between attempts so that a retry does not repeat them (the `progress`
+/// column's JSON object; the stores' SQL sets `guards_taken` and `replay` by these names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The Customer.io profile the enrichment looked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Value>,
+    /// The job holds its cost guards: taken in the same transaction as this mark, never charged again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guards_taken: bool,
+    /// An operator's replay, which no cooldown holds back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+    /// When a persona create was sent and not yet answered: the persona may exist in Mavera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_sent_ms: Option<i64>,
+}
+
+impl Progress {
+    /// The patch ([`JobStore::merge_progress`]) that records the enrichment's result.
+    pub fn enriched(attributes: &Value) -> Value {
+        serde_json::json!({ "attributes": attributes })
+    }
+
+    /// The patch that marks a persona create as sent at `at_ms`, or (`None`) answered.
+    pub fn create_sent(at_ms: Option<u64>) -> Value {
+        serde_json::json!({ "create_sent_ms": at_ms })
+    }
+}
+
+/// Why a cost guard holds a job back: which guard, and the reason recorded with the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    Cooldown(String),
+    Budget(String),
+}
+
+impl Hold {
+    pub fn reason(&self) -> &str {
+        match self {
+            Hold::Cooldown(reason) | Hold::Budget(reason) => reason,
+        }
+    }
+
+    pub fn into_reason(self) -> String {
+        match self {
+            Hold::Cooldown(reason) | Hold::Budget(reason) => reason,
+        }
+    }
+}
+
 /// A job as the intake creates it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewJob {
     pub trigger: String,
-    pub action: String,
+    pub action: JobKind,
     pub source: Source,
     pub event_id: String,
     pub user_id: Option<String>,
@@ -116,7 +198,7 @@ pub struct Job {
     pub created_ms: u64,
     pub run_at_ms: u64,
     /// Steps already done (e.g. `attributes` from the enrichment).
-    pub progress: Map<String, Value>,
+    pub progress: Progress,
     pub last_error: Option<String>,
     pub outcome: Option<Value>,
     /// Each attempt's end: `{attempt, at_ms, result, error}`, oldest first.
@@ -235,12 +317,21 @@ pub trait SharedLimits: Send + Sync + 'static {
     async fn release_slot(&self, bucket: &str, slot: i32, holder: &str) -> Result<(), StoreError>;
 }
 
-/// How a cooldown refusal reads.
-pub fn cooldown_reason(trigger: &str, user: &str, window_ms: u64) -> String {
-    format!(
-        "cooldown: trigger `{trigger}` already called Mavera for user `{user}` within the last {}",
-        humantime::format_duration(std::time::Duration::from_millis(window_ms))
-    )
+impl Guard {
+    /// How a refusal by this guard reads, and which kind of guard it was.
+    pub fn refusal(&self) -> Hold {
+        match self {
+            Guard::Cooldown {
+                trigger,
+                user,
+                window_ms,
+            } => Hold::Cooldown(format!(
+                "cooldown: trigger `{trigger}` already called Mavera for user `{user}` within the last {}",
+                humantime::format_duration(std::time::Duration::from_millis(*window_ms))
+            )),
+            Guard::Budget { label, .. } => Hold::Budget(format!("budget spent: {label}")),
+        }
+    }
 }
 
 /// A persona this server created for a (trigger, user) pair.
@@ -293,7 +384,7 @@ pub trait JobStore: audit::AuditLog + digest::DigestStore + Send + Sync + 'stati
     async fn bury(&self, id: JobId, reason: String) -> Result<(), StoreError>;
     /// Marks a job held back by a cost guard, with the reason.
     async fn hold(&self, id: JobId, reason: String) -> Result<(), StoreError>;
-    /// Takes every guard at once, or none: `None` when all allow the call, else the first refusal's reason.
+    /// Takes every guard at once, or none: `None` when all allow the call, else the first refusal.
     /// Taking them marks job `job` as holding them (`guards_taken` in its progress) in the same transaction,
     /// so a kill between the two can never leave the job refused by its own cooldown on its next attempt.
     async fn take_guards(
@@ -301,7 +392,7 @@ pub trait JobStore: audit::AuditLog + digest::DigestStore + Send + Sync + 'stati
         job: JobId,
         guards: &[Guard],
         now_ms: u64,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Option<Hold>, StoreError>;
     /// Puts a job that is not pending or running back in the queue, due now, marked as an operator's replay
     /// (which no cooldown holds back).
     async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError>;
@@ -462,7 +553,7 @@ mod tests {
             id: 1,
             new: NewJob {
                 trigger: "t".into(),
-                action: "research".into(),
+                action: JobKind::Action(ActionKind::Research),
                 source: Source::Segment,
                 event_id: "e".into(),
                 user_id: None,
@@ -472,7 +563,7 @@ mod tests {
             attempts,
             created_ms: 0,
             run_at_ms: 0,
-            progress: Map::new(),
+            progress: Progress::default(),
             last_error: None,
             outcome: None,
             history,

@@ -18,8 +18,8 @@ use super::{
     events,
     row::{self, json_text, JobRow},
     upkeep::{sql, Forgotten, StoreStats, Upkeep},
-    Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, SharedLimits,
-    StoreError,
+    Delivery, Guard, Hold, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob,
+    SharedLimits, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -240,7 +240,7 @@ impl JobStore for PgStore {
             )
             .bind(id as i64)
             .bind(&job.trigger)
-            .bind(&job.action)
+            .bind(job.action.as_str())
             .bind(job.source.as_str())
             .bind(&job.event_id)
             .bind(&job.user_id)
@@ -281,7 +281,7 @@ impl JobStore for PgStore {
         job: JobId,
         guards: &[Guard],
         now_ms: u64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Hold>, StoreError> {
         let mut tx = self.pool.begin().await?;
         for guard in guards {
             let refused = match guard {
@@ -302,15 +302,13 @@ impl JobStore for PgStore {
                     .bind(*window_ms as i64)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    taken
-                        .is_none()
-                        .then(|| super::cooldown_reason(trigger, user, *window_ms))
+                    taken.is_none().then(|| guard.refusal())
                 }
                 Guard::Budget {
                     scope,
                     window_start_ms,
                     limit,
-                    label,
+                    ..
                 } => {
                     let taken: Option<(i64,)> = sqlx::query_as(
                         "INSERT INTO budget_usage (scope, window_start_ms, used) SELECT $1, $2, 1 WHERE $3 > 0
@@ -323,7 +321,7 @@ impl JobStore for PgStore {
                     .bind(*limit as i64)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    taken.is_none().then(|| format!("budget spent: {label}"))
+                    taken.is_none().then(|| guard.refusal())
                 }
             };
             if refused.is_some() {

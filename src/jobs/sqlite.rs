@@ -41,7 +41,8 @@ use super::{
     row::{self, json_text, JobRow},
     sqlite_writer,
     upkeep::{sql, Forgotten, StoreStats, Upkeep},
-    Delivery, Guard, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob, StoreError,
+    Delivery, Guard, Hold, Job, JobCounts, JobId, JobState, JobStore, KnownPersona, NewJob,
+    StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -381,7 +382,7 @@ impl JobStore for SqliteStore {
             )
             .bind(id as i64)
             .bind(&job.trigger)
-            .bind(&job.action)
+            .bind(job.action.as_str())
             .bind(job.source.as_str())
             .bind(&job.event_id)
             .bind(&job.user_id)
@@ -419,7 +420,7 @@ impl JobStore for SqliteStore {
         job: JobId,
         guards: &[Guard],
         now_ms: u64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Hold>, StoreError> {
         let mut conn = self.bookkeeping().await?;
         let mut tx = conn.begin().await?;
         for guard in guards {
@@ -441,15 +442,13 @@ impl JobStore for SqliteStore {
                     .bind(*window_ms as i64)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    taken
-                        .is_none()
-                        .then(|| super::cooldown_reason(trigger, user, *window_ms))
+                    taken.is_none().then(|| guard.refusal())
                 }
                 Guard::Budget {
                     scope,
                     window_start_ms,
                     limit,
-                    label,
+                    ..
                 } => {
                     let taken: Option<(i64,)> = sqlx::query_as(
                         "INSERT INTO budget_usage (scope, window_start_ms, used) SELECT ?1, ?2, 1 WHERE ?3 > 0
@@ -462,7 +461,7 @@ impl JobStore for SqliteStore {
                     .bind(*limit as i64)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    taken.is_none().then(|| format!("budget spent: {label}"))
+                    taken.is_none().then(|| guard.refusal())
                 }
             };
             if refused.is_some() {

@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use crate::metrics::{HoldLabel, Metrics};
 
-use super::{now_ms, retry::RetryPolicy, Job, JobStore, Jobs, NewJob};
+use super::{now_ms, retry::RetryPolicy, Hold, Job, JobStore, Jobs, NewJob};
 
 /// What runs a claimed job. The actions implement it (`actions::Runner`) and `startup` hands it to the pool,
 /// so the queue knows nothing of triggers, clients or sinks.
@@ -28,7 +28,7 @@ pub enum Step {
     },
     Dead(String),
     /// A cost guard holds the job back (recorded with the reason, replayable).
-    Held(String),
+    Held(Hold),
 }
 
 /// What every worker shares: the job handler and the metrics it counts outcomes in.
@@ -135,7 +135,7 @@ async fn attempt(
     abandon: &CancellationToken,
 ) {
     let metrics = &runner.metrics;
-    let label = metrics.job(&job.new.trigger, &job.new.action);
+    let label = metrics.job(&job.new.trigger, job.new.action.as_str());
     if job.follows_an_interrupted_attempt() {
         tracing::warn!("the previous attempt never ended (the process was killed or lost its lease): running it again");
         metrics
@@ -182,14 +182,15 @@ async fn attempt(
             jobs.wake(woke);
             done
         }
-        Step::Held(reason) => {
-            let guard = if reason.starts_with("cooldown") {
-                "cooldown"
-            } else {
-                metrics
-                    .budget_hold_ms
-                    .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-                "budget"
+        Step::Held(hold) => {
+            let guard = match hold {
+                Hold::Cooldown(_) => "cooldown",
+                Hold::Budget(_) => {
+                    metrics
+                        .budget_hold_ms
+                        .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                    "budget"
+                }
             };
             metrics
                 .jobs_held
@@ -198,7 +199,7 @@ async fn attempt(
                     guard: guard.into(),
                 })
                 .inc();
-            jobs.store.hold(job.id, reason).await
+            jobs.store.hold(job.id, hold.into_reason()).await
         }
         Step::Dead(reason) => {
             tracing::error!(reason = %reason, "job dead-lettered: final error");

@@ -50,14 +50,15 @@ impl Action {
 }
 
 /// Which action a trigger runs, without its templates: what a job records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActionKind {
     CreatePersona,
     Research,
 }
 
 impl ActionKind {
+    pub const ALL: [ActionKind; 2] = [ActionKind::CreatePersona, ActionKind::Research];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::CreatePersona => "create_persona",
@@ -71,17 +72,6 @@ impl From<&Action> for ActionKind {
         match action {
             Action::CreatePersona { .. } => ActionKind::CreatePersona,
             Action::Research { .. } => ActionKind::Research,
-        }
-    }
-}
-
-impl std::str::FromStr for ActionKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "create_persona" => Ok(ActionKind::CreatePersona),
-            "research" => Ok(ActionKind::Research),
-            other => Err(format!("unknown action `{other}`")),
         }
     }
 }
