@@ -135,37 +135,33 @@ impl Intake {
                     context: event.context().clone(),
                 });
             }
-            if jobs.is_empty() {
+            let matched = !jobs.is_empty();
+            if !matched {
                 self.counters.ignored.fetch_add(1, Ordering::Relaxed);
                 self.metrics
                     .webhooks_ignored
                     .get_or_create(&Metrics::source(source))
                     .inc();
                 tracing::info!(source = %source, event_id = %event.id, event = %event.name, who = %event.who, "no trigger matches: acknowledged and ignored");
-                if self.log_ignored && self.jobs.log_has_room() {
-                    ignored.push(Delivery {
-                        source,
-                        event_id: event.id,
-                        name: event.name,
-                        user_id: event.user_id,
-                        raw: event.raw,
-                        meta: meta(),
-                        jobs,
-                        refusal: None,
-                    });
+                if !(self.log_ignored && self.jobs.log_has_room()) {
+                    continue;
                 }
-            } else {
+            }
+            let delivery = Delivery {
+                source,
+                event_id: event.id,
+                name: event.name,
+                user_id: event.user_id,
+                raw: event.raw,
+                meta: meta(),
+                jobs,
+                refusal: None,
+            };
+            if matched {
                 whos.push(event.who);
-                deliveries.push(Delivery {
-                    source,
-                    event_id: event.id,
-                    name: event.name,
-                    user_id: event.user_id,
-                    raw: event.raw,
-                    meta: meta(),
-                    jobs,
-                    refusal: None,
-                });
+                deliveries.push(delivery);
+            } else {
+                ignored.push(delivery);
             }
         }
         for part in unusable {
@@ -232,18 +228,15 @@ impl Intake {
             .webhooks_duplicates
             .get_or_create(&label)
             .inc_by(summary.duplicates as u64);
-        self.counters
-            .received
-            .fetch_add(summary.received as u64, Ordering::Relaxed);
-        self.counters
-            .duplicates
-            .fetch_add(summary.duplicates as u64, Ordering::Relaxed);
-        self.counters
-            .triggered
-            .fetch_add(summary.triggered as u64, Ordering::Relaxed);
-        self.counters
-            .refused
-            .fetch_add(summary.refused as u64, Ordering::Relaxed);
+        let c = &self.counters;
+        for (counter, n) in [
+            (&c.received, summary.received),
+            (&c.duplicates, summary.duplicates),
+            (&c.triggered, summary.triggered),
+            (&c.refused, summary.refused),
+        ] {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(summary)
     }
 }

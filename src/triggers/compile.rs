@@ -7,7 +7,7 @@ use minijinja::Environment;
 use serde_json::{Map, Value};
 
 use super::{
-    config::{self, Enrichment, PersonaSpec, ResearchSpec, TriggerFile, TriggerSpec},
+    config::{self, Enrichment, TriggerFile, TriggerSpec},
     template::{condition_template, describe, template_env},
     Action, AlertSettings, Condition, ConfigError, Digest, RenderError, Trigger, TriggerTable,
     DEFAULT_DIGEST_MAX,
@@ -318,52 +318,43 @@ fn compile_trigger(
         };
         vars.push((var.clone(), add(&format!("vars.{var}"), source)?));
     }
+    let filled = |key: &str, text: &str, fix: &str| {
+        if text.trim().is_empty() {
+            Err(invalid(key, "is empty".into(), fix))
+        } else {
+            Ok(())
+        }
+    };
     let action = match (&spec.create_persona, &spec.research) {
-        (
-            Some(PersonaSpec {
-                name,
-                description,
-                fields,
-            }),
-            None,
-        ) => {
-            if name.trim().is_empty() {
-                return Err(invalid(
-                    "create_persona.name",
-                    "is empty".into(),
-                    "give the persona a name template (2–100 characters once rendered)",
-                ));
-            }
-            let fields = toml_to_json(&toml::Value::Table(fields.clone()));
+        (Some(persona), None) => {
+            filled(
+                "create_persona.name",
+                &persona.name,
+                "give the persona a name template (2–100 characters once rendered)",
+            )?;
+            let fields = toml_to_json(&toml::Value::Table(persona.fields.clone()));
             let fields = compile_json(&fields, "create_persona.fields", &mut add)?;
             Action::CreatePersona {
-                name: add("create_persona.name", name)?,
-                description: add("create_persona.description", description)?,
+                name: add("create_persona.name", &persona.name)?,
+                description: add("create_persona.description", &persona.description)?,
                 fields,
             }
         }
-        (
-            None,
-            Some(ResearchSpec {
-                message,
-                title,
-                summary,
-            }),
-        ) => {
-            if message.trim().is_empty() {
-                return Err(invalid(
-                    "research.message",
-                    "is empty".into(),
-                    "write the question for Mave",
-                ));
-            }
+        (None, Some(research)) => {
+            filled(
+                "research.message",
+                &research.message,
+                "write the question for Mave",
+            )?;
             Action::Research {
-                message: add("research.message", message)?,
-                title: title
+                message: add("research.message", &research.message)?,
+                title: research
+                    .title
                     .as_deref()
                     .map(|t| add("research.title", t))
                     .transpose()?,
-                summary: summary
+                summary: research
+                    .summary
                     .as_deref()
                     .map(|t| add("research.summary", t))
                     .transpose()?,
