@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use crate::{
     dedupe::{DedupeMemory, Sighting},
-    jobs::{events::RequestMeta, Delivery, Jobs, NewJob, StoreError},
+    jobs::{events::RequestMeta, Delivery, JobKind, Jobs, NewJob, StoreError},
     metrics::{Metrics, UnusableLabel},
     sources::{Event, Refusal, Source, Unusable},
-    triggers::TriggerTable,
+    triggers::{ActionKind, Decision, Stage, TriggerTable},
 };
 
 /// The answer to a sender: how many events came in, how many were re-deliveries, how many jobs started, and
@@ -115,62 +115,53 @@ impl Intake {
                 tracing::info!(source = %source, event_id = %event.id, event = %event.name, "our own write-back, forwarded back by Segment: acknowledged, never triggered (loop guard)");
             }
             for trigger in table.matching(&event).filter(|_| !own) {
-                if !trigger.decides_in_job() {
-                    let decided = table
-                        .prepare(trigger, event.context().clone())
-                        .and_then(|ctx| table.condition_holds(trigger, &ctx));
-                    match decided {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!(source = %source, event_id = %event.id, who = %event.who, trigger = %trigger.name, "condition not met: no job");
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(source = %source, event_id = %event.id, who = %event.who, error = %e, "condition could not be evaluated: no job");
-                            continue;
-                        }
+                match table.decide(trigger, event.context().clone(), Stage::Intake) {
+                    Ok(Decision::Run(_) | Decision::Deferred) => {}
+                    Ok(Decision::Skip(_)) => {
+                        tracing::info!(source = %source, event_id = %event.id, who = %event.who, trigger = %trigger.name, "condition not met: no job");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %source, event_id = %event.id, who = %event.who, error = %e, "condition could not be evaluated: no job");
+                        continue;
                     }
                 }
                 jobs.push(NewJob {
                     trigger: trigger.name.clone(),
-                    action: trigger.action.kind().to_string(),
+                    action: JobKind::Action(ActionKind::from(&trigger.action)),
                     source,
                     event_id: event.id.clone(),
                     user_id: event.user_id.clone(),
                     context: event.context().clone(),
                 });
             }
-            if jobs.is_empty() {
+            let matched = !jobs.is_empty();
+            if !matched {
                 self.counters.ignored.fetch_add(1, Ordering::Relaxed);
                 self.metrics
                     .webhooks_ignored
                     .get_or_create(&Metrics::source(source))
                     .inc();
                 tracing::info!(source = %source, event_id = %event.id, event = %event.name, who = %event.who, "no trigger matches: acknowledged and ignored");
-                if self.log_ignored && self.jobs.log_has_room() {
-                    ignored.push(Delivery {
-                        source,
-                        event_id: event.id,
-                        name: event.name,
-                        user_id: event.user_id,
-                        raw: event.raw,
-                        meta: meta(),
-                        jobs,
-                        refusal: None,
-                    });
+                if !(self.log_ignored && self.jobs.log_has_room()) {
+                    continue;
                 }
-            } else {
+            }
+            let delivery = Delivery {
+                source,
+                event_id: event.id,
+                name: event.name,
+                user_id: event.user_id,
+                raw: event.raw,
+                meta: meta(),
+                jobs,
+                refusal: None,
+            };
+            if matched {
                 whos.push(event.who);
-                deliveries.push(Delivery {
-                    source,
-                    event_id: event.id,
-                    name: event.name,
-                    user_id: event.user_id,
-                    raw: event.raw,
-                    meta: meta(),
-                    jobs,
-                    refusal: None,
-                });
+                deliveries.push(delivery);
+            } else {
+                ignored.push(delivery);
             }
         }
         for part in unusable {
@@ -219,7 +210,7 @@ impl Intake {
                 for job in &delivery.jobs {
                     self.metrics
                         .jobs_enqueued
-                        .get_or_create(&self.metrics.job(&job.trigger, &job.action))
+                        .get_or_create(&self.metrics.job(&job.trigger, job.action.as_str()))
                         .inc();
                 }
                 tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, who = %who, jobs = delivery.jobs.len(), "triggered: jobs recorded");
@@ -237,18 +228,15 @@ impl Intake {
             .webhooks_duplicates
             .get_or_create(&label)
             .inc_by(summary.duplicates as u64);
-        self.counters
-            .received
-            .fetch_add(summary.received as u64, Ordering::Relaxed);
-        self.counters
-            .duplicates
-            .fetch_add(summary.duplicates as u64, Ordering::Relaxed);
-        self.counters
-            .triggered
-            .fetch_add(summary.triggered as u64, Ordering::Relaxed);
-        self.counters
-            .refused
-            .fetch_add(summary.refused as u64, Ordering::Relaxed);
+        let c = &self.counters;
+        for (counter, n) in [
+            (&c.received, summary.received),
+            (&c.duplicates, summary.duplicates),
+            (&c.triggered, summary.triggered),
+            (&c.refused, summary.refused),
+        ] {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(summary)
     }
 }

@@ -3,13 +3,14 @@
 //! # Layout
 //! An event walks one way, and the modules follow it:
 //! route (`routes/`) → verify and parse (`sources/`) → dedupe (`dedupe`) → match triggers (`triggers/`)
-//! → enqueue (`intake`, `jobs/`) → worker (`jobs::worker`, `jobs::runner`) → remote APIs (`clients/`)
+//! → enqueue (`intake`, `jobs/`) → worker (`jobs::worker`) → actions (`actions/`) → remote APIs (`clients/`)
 //! → where the outcome goes (`sinks/`).
 //! `config` reads the environment (`secret` holds its secrets), `startup` wires the app, `cli` is the command line. Beside the path:
 //! `alerts` (telling someone when work stops), `jobs::upkeep` (retention, erasure), `access` (who may use the
 //! console and the admin API). `ARCHITECTURE.md` is the map.
 
 pub mod access;
+pub mod actions;
 pub mod alerts;
 pub mod cli;
 pub mod clients;

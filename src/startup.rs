@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    actions::Runner,
     alerts::{self, Alerts},
     clients::{customerio::CustomerIoClient, http_client, mavera::MaveraClient},
     config::Settings,
@@ -23,7 +24,6 @@ use crate::{
         lockfile::ServerLock,
         open_store,
         retry::RetryPolicy,
-        runner::Runner,
         sqlite,
         upkeep::{self, Retention},
         worker::{spawn_pool, Stop},
@@ -214,7 +214,8 @@ impl App {
         let workers = spawn_pool(
             self.state.settings.workers,
             self.state.jobs.clone(),
-            self.runner,
+            Arc::new(self.runner),
+            self.state.metrics.clone(),
             self.policy,
             self.state.settings.job_lease,
             stop.clone(),

@@ -17,10 +17,11 @@ use super::{
 use crate::{
     jobs::{
         events::{EventFilter, EventRow, JobBrief},
-        Job,
+        Job, JobKind,
     },
     sources::Source,
     state::AppState,
+    triggers::ActionKind,
 };
 
 const PAGE: usize = 50;
@@ -175,10 +176,10 @@ fn job_section(job: &Job) -> Value {
         attempts => count(job.attempts, "attempt", "attempts"),
         created => time(job.created_ms),
         last_error => job.last_error,
-        brief => job.new.action == "research" && outcome.is_some_and(|o| o["brief"].is_string()),
+        brief => job.new.action == JobKind::Action(ActionKind::Research) && outcome.is_some_and(|o| o["brief"].is_string()),
         persona_id => outcome.and_then(|o| o["persona_id"].as_str()),
         skipped => outcome.and_then(|o| o["skipped"].as_str()),
-        action => job.new.action,
+        action => job.new.action.as_str(),
         history,
         replay => matches!(job.state.as_str(), "dead" | "held" | "done"),
     }
@@ -207,7 +208,7 @@ pub async fn detail(State(state): State<AppState>, Path(id): Path<i64>) -> Respo
     };
     let triggers: Vec<&str> = jobs
         .iter()
-        .filter(|j| !j.new.action.starts_with("sink:"))
+        .filter(|j| matches!(j.new.action, JobKind::Action(_)))
         .map(|j| j.new.trigger.as_str())
         .collect();
     let row = &event.row;

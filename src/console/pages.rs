@@ -342,7 +342,7 @@ pub async fn dead(State(state): State<AppState>) -> Response {
             context! {
                 id => j.id,
                 trigger => j.new.trigger,
-                action => j.new.action,
+                action => j.new.action.as_str(),
                 event_id => j.new.event_id,
                 user => j.new.user_id.as_deref().unwrap_or("unknown"),
                 attempts => count(j.attempts, "attempt", "attempts"),

@@ -1,6 +1,6 @@
 //! Cost guards: cooldowns per (trigger, user) and call budgets per window, taken all at once or not at all.
 
-use super::{store::Dialect, Guard, JobId, StoreError};
+use super::{store::Dialect, Guard, Hold, JobId, StoreError};
 
 #[async_trait::async_trait]
 pub trait Guards: Send + Sync {
@@ -12,7 +12,7 @@ pub trait Guards: Send + Sync {
         job: JobId,
         guards: &[Guard],
         now_ms: u64,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Option<Hold>, StoreError>;
 }
 
 /// Takes the cooldown of (`$1` trigger, `$2` user) at `$3` unless it was taken within `$4` ms.
@@ -47,7 +47,7 @@ macro_rules! impl_guards {
                 job: $crate::jobs::JobId,
                 guards: &[$crate::jobs::Guard],
                 now_ms: u64,
-            ) -> Result<Option<String>, $crate::jobs::StoreError> {
+            ) -> Result<Option<$crate::jobs::Hold>, $crate::jobs::StoreError> {
                 use sqlx::Acquire;
                 use $crate::jobs::{guards, Guard};
                 let mut conn = self.writer().await?;
@@ -66,15 +66,13 @@ macro_rules! impl_guards {
                                 .bind(*window_ms as i64)
                                 .fetch_optional(&mut *tx)
                                 .await?;
-                            taken
-                                .is_none()
-                                .then(|| $crate::jobs::cooldown_reason(trigger, user, *window_ms))
+                            taken.is_none().then(|| guard.refusal())
                         }
                         Guard::Budget {
                             scope,
                             window_start_ms,
                             limit,
-                            label,
+                            ..
                         } => {
                             let taken: Option<(i64,)> = sqlx::query_as(guards::BUDGET)
                                 .bind(scope)
@@ -82,7 +80,7 @@ macro_rules! impl_guards {
                                 .bind(*limit as i64)
                                 .fetch_optional(&mut *tx)
                                 .await?;
-                            taken.is_none().then(|| format!("budget spent: {label}"))
+                            taken.is_none().then(|| guard.refusal())
                         }
                     };
                     if refused.is_some() {

@@ -12,6 +12,7 @@ pub mod digest;
 pub mod event_log;
 pub mod events;
 pub mod guards;
+mod kind;
 pub mod lockfile;
 pub mod personas;
 pub mod postgres;
@@ -19,7 +20,6 @@ pub mod queue;
 pub mod reads;
 pub mod retry;
 pub mod row;
-pub mod runner;
 pub mod sqlite;
 mod sqlite_writer;
 pub mod store;
@@ -31,6 +31,7 @@ pub use {
     queue::Queue, reads::JobReads, store::Heartbeat, store::Intake, store::JobStore,
     upkeep::Upkeep,
 };
+pub use kind::{Hold, JobKind, Progress};
 
 use std::{
     sync::Arc,
@@ -92,7 +93,7 @@ impl std::str::FromStr for JobState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewJob {
     pub trigger: String,
-    pub action: String,
+    pub action: JobKind,
     pub source: Source,
     pub event_id: String,
     pub user_id: Option<String>,
@@ -129,7 +130,7 @@ pub struct Job {
     pub created_ms: u64,
     pub run_at_ms: u64,
     /// Steps already done (e.g. `attributes` from the enrichment).
-    pub progress: Map<String, Value>,
+    pub progress: Progress,
     pub last_error: Option<String>,
     pub outcome: Option<Value>,
     /// Each attempt's end: `{attempt, at_ms, result, error}`, oldest first.
@@ -260,14 +261,6 @@ pub trait SharedLimits: Send + Sync + 'static {
     async fn release_slot(&self, bucket: &str, slot: i32, holder: &str) -> Result<(), StoreError>;
 }
 
-/// How a cooldown refusal reads.
-pub fn cooldown_reason(trigger: &str, user: &str, window_ms: u64) -> String {
-    format!(
-        "cooldown: trigger `{trigger}` already called Mavera for user `{user}` within the last {}",
-        humantime::format_duration(std::time::Duration::from_millis(window_ms))
-    )
-}
-
 /// A persona this server created for a (trigger, user) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KnownPersona {
@@ -389,6 +382,8 @@ pub fn now_ms() -> u64 {
 mod tests {
     use serde_json::json;
 
+    use crate::triggers::ActionKind;
+
     use super::*;
 
     fn job(attempts: u32, history: Vec<Value>) -> Job {
@@ -396,7 +391,7 @@ mod tests {
             id: 1,
             new: NewJob {
                 trigger: "t".into(),
-                action: "research".into(),
+                action: JobKind::Action(ActionKind::Research),
                 source: Source::Segment,
                 event_id: "e".into(),
                 user_id: None,
@@ -406,7 +401,7 @@ mod tests {
             attempts,
             created_ms: 0,
             run_at_ms: 0,
-            progress: Map::new(),
+            progress: Progress::default(),
             last_error: None,
             outcome: None,
             history,

@@ -158,7 +158,7 @@ macro_rules! impl_queue {
                     sqlx::query(&sql.followup)
                         .bind(id as i64)
                         .bind(&job.trigger)
-                        .bind(&job.action)
+                        .bind(job.action.as_str())
                         .bind(job.source.as_str())
                         .bind(&job.event_id)
                         .bind(&job.user_id)

@@ -2,7 +2,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{Job, JobId, JobState, NewJob, StoreError};
+use super::{Job, JobId, JobKind, JobState, NewJob, StoreError};
+use crate::triggers::{config::SinkKind, ActionKind};
 
 /// The columns of a job row. Postgres selects its `jsonb` columns `::text` into the same names.
 #[derive(Debug, sqlx::FromRow)]
@@ -39,7 +40,7 @@ impl TryFrom<JobRow> for Job {
             id: row.id as JobId,
             new: NewJob {
                 trigger: row.trigger_name,
-                action: row.action,
+                action: row.action.parse().map_err(StoreError::Unavailable)?,
                 source: row.source.parse().map_err(StoreError::Unavailable)?,
                 event_id: row.event_id,
                 user_id: row.user_id,
@@ -49,7 +50,7 @@ impl TryFrom<JobRow> for Job {
             attempts: row.attempts as u32,
             created_ms: row.created_ms as u64,
             run_at_ms: row.run_at_ms as u64,
-            progress: object(&row.progress),
+            progress: serde_json::from_str(&row.progress).unwrap_or_default(),
             last_error: row.last_error,
             outcome: row.outcome.and_then(|o| serde_json::from_str(&o).ok()),
             history: serde_json::from_str(&row.history).unwrap_or_default(),
@@ -60,4 +61,61 @@ impl TryFrom<JobRow> for Job {
 /// Converts fetched rows.
 pub fn jobs(rows: Vec<JobRow>) -> Result<Vec<Job>, StoreError> {
     rows.into_iter().map(Job::try_from).collect()
+}
+
+/// A delivery job's `action`: `sink:` and the sink's type.
+const DELIVERY_PREFIX: &str = "sink:";
+
+impl JobKind {
+    /// The text of the `action` column: the action's name, or `sink:<type>` for a delivery.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Action(action) => action.as_str(),
+            JobKind::Delivery(SinkKind::Log) => "sink:log",
+            JobKind::Delivery(SinkKind::File) => "sink:file",
+            JobKind::Delivery(SinkKind::Slack) => "sink:slack",
+            JobKind::Delivery(SinkKind::Webhook) => "sink:webhook",
+            JobKind::Delivery(SinkKind::Customerio) => "sink:customerio",
+            JobKind::Delivery(SinkKind::Segment) => "sink:segment",
+        }
+    }
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let kind = match s.strip_prefix(DELIVERY_PREFIX) {
+            Some(sink) => SinkKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == sink)
+                .map(JobKind::Delivery),
+            None => ActionKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == s)
+                .map(JobKind::Action),
+        };
+        kind.ok_or_else(|| format!("unknown job action `{s}`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_kind_reads_back_as_stored() {
+        let kinds = ActionKind::ALL
+            .into_iter()
+            .map(JobKind::Action)
+            .chain(SinkKind::ALL.into_iter().map(JobKind::Delivery));
+        for kind in kinds {
+            assert_eq!(kind.as_str().parse::<JobKind>(), Ok(kind));
+        }
+        assert_eq!(
+            "sink:webhook".parse::<JobKind>(),
+            Ok(JobKind::Delivery(SinkKind::Webhook))
+        );
+        assert!("sink:pager".parse::<JobKind>().is_err());
+        assert!("launch".parse::<JobKind>().is_err());
+    }
 }

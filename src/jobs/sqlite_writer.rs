@@ -79,7 +79,7 @@ pub fn record(
                     job.execute(params![
                         row,
                         j.trigger,
-                        j.action,
+                        j.action.as_str(),
                         j.source.as_str(),
                         j.event_id,
                         j.user_id,

@@ -5,14 +5,44 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::metrics::HoldLabel;
+use crate::metrics::{HoldLabel, Metrics};
 
-use super::{
-    now_ms,
-    retry::RetryPolicy,
-    runner::{Runner, Step},
-    Job, Jobs,
-};
+use super::{now_ms, retry::RetryPolicy, Hold, Job, JobStore, Jobs, NewJob};
+
+/// What runs a claimed job. The actions implement it (`actions::Runner`) and `startup` hands it to the pool,
+/// so the queue knows nothing of triggers, clients or sinks.
+#[async_trait::async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    /// Runs one attempt; the worker records what it returns.
+    async fn run(&self, job: &Job, store: &dyn JobStore) -> Step;
+}
+
+/// What became of an attempt.
+#[derive(Debug)]
+pub enum Step {
+    /// Finished, with the follow-up jobs (sink deliveries) to record with the outcome.
+    Done(serde_json::Value, Vec<NewJob>),
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    Dead(String),
+    /// A cost guard holds the job back (recorded with the reason, replayable).
+    Held(Hold),
+}
+
+/// What every worker shares: the job handler and the metrics it counts outcomes in.
+#[derive(Clone)]
+struct Runner {
+    handler: Arc<dyn JobHandler>,
+    metrics: Arc<Metrics>,
+}
+
+impl Runner {
+    async fn run(&self, job: &Job, store: &dyn JobStore) -> Step {
+        self.handler.run(job, store).await
+    }
+}
 
 /// When workers stop: `shutdown` stops them taking jobs (each finishes the one it holds); `abandon` (the
 /// end of the shutdown grace) puts a job still running back in the queue, due now.
@@ -22,17 +52,18 @@ pub struct Stop {
     pub abandon: CancellationToken,
 }
 
-/// Starts `count` workers.
+/// Starts `count` workers, each running the jobs it claims with `handler`.
 pub fn spawn_pool(
     count: usize,
     jobs: Jobs,
-    runner: Runner,
+    handler: Arc<dyn JobHandler>,
+    metrics: Arc<Metrics>,
     policy: RetryPolicy,
     lease: Duration,
     stop: Stop,
 ) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
-    let runner = Arc::new(runner);
+    let runner = Arc::new(Runner { handler, metrics });
     for worker in 0..count.max(1) {
         let (jobs, runner, stop) = (jobs.clone(), runner.clone(), stop.clone());
         set.spawn(async move { work(worker, jobs, runner, policy, lease, stop).await });
@@ -104,7 +135,7 @@ async fn attempt(
     abandon: &CancellationToken,
 ) {
     let metrics = &runner.metrics;
-    let label = metrics.job(&job.new.trigger, &job.new.action);
+    let label = metrics.job(&job.new.trigger, job.new.action.as_str());
     if job.follows_an_interrupted_attempt() {
         tracing::warn!("the previous attempt never ended (the process was killed or lost its lease): running it again");
         metrics
@@ -151,14 +182,15 @@ async fn attempt(
             jobs.wake(woke);
             done
         }
-        Step::Held(reason) => {
-            let guard = if reason.starts_with("cooldown") {
-                "cooldown"
-            } else {
-                metrics
-                    .budget_hold_ms
-                    .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-                "budget"
+        Step::Held(hold) => {
+            let guard = match hold {
+                Hold::Cooldown(_) => "cooldown",
+                Hold::Budget(_) => {
+                    metrics
+                        .budget_hold_ms
+                        .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                    "budget"
+                }
             };
             metrics
                 .jobs_held
@@ -167,7 +199,7 @@ async fn attempt(
                     guard: guard.into(),
                 })
                 .inc();
-            jobs.store.hold(job.id, reason).await
+            jobs.store.hold(job.id, hold.into_reason()).await
         }
         Step::Dead(reason) => {
             tracing::error!(reason = %reason, "job dead-lettered: final error");

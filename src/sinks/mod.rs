@@ -1,6 +1,6 @@
 //! Where outcomes go: the log (the default, the brief in full), a file, Slack, any webhook, or back to the
-//! person in Customer.io and Segment (`writeback`). Every sink but the log is a durable job of its own (action
-//! `sink:<type>`), retried like any job, so a Slack outage delays a brief but does not lose it.
+//! person in Customer.io and Segment (`writeback`). Every sink but the log is a durable job of its own (a
+//! `JobKind::Delivery`), retried like any job, so a Slack outage delays a brief but does not lose it.
 
 pub mod customerio;
 pub mod file;
@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use crate::{
     clients::UpstreamError,
-    jobs::{Job, NewJob},
-    triggers::config::SinkSpec,
+    jobs::{Job, JobKind, NewJob},
+    triggers::config::{SinkKind, SinkSpec},
 };
 
 /// `${NAME}` in a sink setting, replaced by the environment variable's value.
@@ -81,7 +81,7 @@ pub fn deliveries(
             }
             NewJob {
                 trigger: job.new.trigger.clone(),
-                action: format!("sink:{}", spec.kind()),
+                action: JobKind::Delivery(SinkKind::from(spec)),
                 source: job.new.source,
                 event_id: job.new.event_id.clone(),
                 user_id: job.new.user_id.clone(),

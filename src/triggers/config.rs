@@ -129,17 +129,57 @@ pub enum SinkSpec {
     },
 }
 
+/// Which kind of sink, without its settings: what a delivery job records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SinkKind {
+    Log,
+    File,
+    Slack,
+    Webhook,
+    Customerio,
+    Segment,
+}
+
+impl SinkKind {
+    pub const ALL: [SinkKind; 6] = [
+        SinkKind::Log,
+        SinkKind::File,
+        SinkKind::Slack,
+        SinkKind::Webhook,
+        SinkKind::Customerio,
+        SinkKind::Segment,
+    ];
+
+    /// The sink's `type` in the file, logs and the console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Log => "log",
+            SinkKind::File => "file",
+            SinkKind::Slack => "slack",
+            SinkKind::Webhook => "webhook",
+            SinkKind::Customerio => "customerio",
+            SinkKind::Segment => "segment",
+        }
+    }
+}
+
+impl From<&SinkSpec> for SinkKind {
+    fn from(spec: &SinkSpec) -> Self {
+        match spec {
+            SinkSpec::Log => SinkKind::Log,
+            SinkSpec::File { .. } => SinkKind::File,
+            SinkSpec::Slack { .. } => SinkKind::Slack,
+            SinkSpec::Webhook { .. } => SinkKind::Webhook,
+            SinkSpec::Customerio { .. } => SinkKind::Customerio,
+            SinkSpec::Segment { .. } => SinkKind::Segment,
+        }
+    }
+}
+
 impl SinkSpec {
     /// The sink's name in job actions, logs and the console.
     pub fn kind(&self) -> &'static str {
-        match self {
-            SinkSpec::Log => "log",
-            SinkSpec::File { .. } => "file",
-            SinkSpec::Slack { .. } => "slack",
-            SinkSpec::Webhook { .. } => "webhook",
-            SinkSpec::Customerio { .. } => "customerio",
-            SinkSpec::Segment { .. } => "segment",
-        }
+        SinkKind::from(self).as_str()
     }
 
     /// The templates a write-back renders from the outcome: (group, key, template source).

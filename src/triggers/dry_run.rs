@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::{config::Enrichment, Rendered, TriggerTable};
+use super::{config::Enrichment, Decision, Rendered, Stage, TriggerTable};
 use crate::sources::Event;
 
 /// What one trigger would do.
@@ -47,16 +47,13 @@ impl TriggerTable {
                     ctx.insert("attributes".into(), Value::Object(attributes.clone()));
                 }
                 let outcome = self
-                    .prepare(trigger, ctx)
-                    .and_then(|ctx| {
-                        if !self.condition_holds(trigger, &ctx)? {
-                            return Ok(Plan::Skipped {
-                                reason: format!(
-                                    "condition not met: `{}`",
-                                    trigger.condition_source().unwrap_or_default()
-                                ),
-                            });
-                        }
+                    .decide(trigger, ctx, Stage::DryRun)
+                    .and_then(|decision| {
+                        let ctx = match decision {
+                            Decision::Run(ctx) => ctx,
+                            Decision::Skip(reason) => return Ok(Plan::Skipped { reason }),
+                            Decision::Deferred => unreachable!("a dry run decides every trigger"),
+                        };
                         if let Some(digest) = &trigger.digest {
                             return Ok(Plan::Gather {
                                 key: self.digest_key(trigger, &ctx)?,

@@ -1,5 +1,7 @@
 //! The trigger table: loading, validation messages, matching, rendering.
 
+use std::path::Path;
+
 use serde_json::{json, Map, Value};
 
 use super::*;
@@ -14,6 +16,10 @@ fn shipped() -> TriggerTable {
 
 fn ctx(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
+}
+
+fn table(toml: &str) -> TriggerTable {
+    TriggerTable::from_toml(toml, "t.toml").expect("the table compiles")
 }
 
 fn error_of(toml: &str) -> String {
@@ -145,11 +151,7 @@ fn a_missing_file_says_which_and_how_to_fix_it() {
 
 #[test]
 fn a_condition_filters_segment_events_and_a_wildcard_matches_all() {
-    let table = TriggerTable::from_toml(
-        "[[triggers]]\nname = \"big\"\nsource = \"segment\"\nevents = [\"*\"]\nwhen = \"properties.amount | number > 100\"\n[triggers.research]\nmessage = \"{{ event }}\"\n",
-        "t.toml",
-    )
-    .unwrap();
+    let table = table("[[triggers]]\nname = \"big\"\nsource = \"segment\"\nevents = [\"*\"]\nwhen = \"properties.amount | number > 100\"\n[triggers.research]\nmessage = \"{{ event }}\"\n");
     let t = table.get("big").unwrap();
     assert!(table
         .condition_holds(t, &ctx(json!({"properties": {"amount": 150}})))
@@ -162,11 +164,7 @@ fn a_condition_filters_segment_events_and_a_wildcard_matches_all() {
 
 #[test]
 fn persona_fields_are_templates_too() {
-    let table = TriggerTable::from_toml(
-        "[[triggers]]\nname = \"p\"\nsource = \"segment\"\nevents = [\"x\"]\n[triggers.create_persona]\nname = \"P {{ user_id }}\"\ndescription = \"d\"\nfields = { type = \"B2B\", goals = [\"grow {{ plan }}\"], weight = 3 }\n",
-        "t.toml",
-    )
-    .unwrap();
+    let table = table("[[triggers]]\nname = \"p\"\nsource = \"segment\"\nevents = [\"x\"]\n[triggers.create_persona]\nname = \"P {{ user_id }}\"\ndescription = \"d\"\nfields = { type = \"B2B\", goals = [\"grow {{ plan }}\"], weight = 3 }\n");
     let t = table.get("p").unwrap();
     let Rendered::CreatePersona { body } = table
         .render(t, &ctx(json!({"user_id": "u9", "plan": "pro"})))

@@ -2,7 +2,11 @@
 //! requests those APIs take, a retry carries the same dedupe id, and what we write back to Segment never
 //! triggers anything when Segment forwards it here again.
 
-use mavera_triggers::config::Secret;
+use mavera_triggers::{
+    config::Secret,
+    jobs::JobKind,
+    triggers::{config::SinkKind, ActionKind},
+};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{header, method, path},
@@ -154,7 +158,7 @@ async fn the_customerio_sink_sets_attributes_and_records_an_event_with_a_fixed_u
         .jobs()
         .await
         .into_iter()
-        .find(|j| j.new.action == "research")
+        .find(|j| j.new.action == JobKind::Action(ActionKind::Research))
         .unwrap()
         .id;
     let put = requests
@@ -247,7 +251,7 @@ async fn a_person_known_only_by_email_or_cio_id_is_addressed_by_it_and_one_with_
         .into_iter()
         .find(|j| j.state == mavera_triggers::jobs::JobState::Dead)
         .unwrap();
-    assert_eq!(dead.new.action, "sink:customerio");
+    assert_eq!(dead.new.action, JobKind::Delivery(SinkKind::Customerio));
     assert!(
         dead.last_error
             .as_deref()

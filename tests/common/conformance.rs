@@ -10,17 +10,18 @@ use mavera_triggers::{
         events::{EventFilter, RequestMeta, StatusFilter},
         now_ms,
         upkeep::{self, Forgotten, Retention},
-        Delivery, Guard, JobState, JobStore, KnownPersona, NewJob,
+        Delivery, Guard, Hold, JobKind, JobState, JobStore, KnownPersona, NewJob,
     },
     metrics::Metrics,
     sources::{Refusal, Source},
+    triggers::{config::SinkKind, ActionKind},
 };
 use serde_json::json;
 
 fn job(trigger: &str, event_id: &str) -> NewJob {
     NewJob {
         trigger: trigger.into(),
-        action: "research".into(),
+        action: JobKind::Action(ActionKind::Research),
         source: Source::Segment,
         event_id: event_id.into(),
         user_id: Some(format!("user-{event_id}")),
@@ -254,11 +255,11 @@ pub async fn progress_merges_and_follow_ups_land_with_the_outcome(store: Arc<dyn
         .unwrap();
     let progress = store.get(j.id).await.unwrap().unwrap().progress;
     assert_eq!(
-        serde_json::Value::Object(progress),
+        serde_json::to_value(progress).unwrap(),
         json!({"attributes": {"plan": "pro"}, "guards_taken": true})
     );
     let mut follow = job("t0", "progress");
-    follow.action = "sink:webhook".into();
+    follow.action = JobKind::Delivery(SinkKind::Webhook);
     store
         .finish(j.id, json!({"brief": "b"}), vec![follow])
         .await
@@ -273,7 +274,7 @@ pub async fn progress_merges_and_follow_ups_land_with_the_outcome(store: Arc<dyn
         .await
         .unwrap()
         .expect("the follow-up");
-    assert_eq!(next.new.action, "sink:webhook");
+    assert_eq!(next.new.action, JobKind::Delivery(SinkKind::Webhook));
     store.finish(next.id, json!({}), vec![]).await.unwrap();
 }
 
@@ -318,8 +319,8 @@ pub async fn retries_wait_and_finals_are_kept_and_replayable(store: Arc<dyn JobS
     store.requeue(c.id, now_ms()).await.unwrap();
     let replayed = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
     assert_eq!(replayed.id, c.id);
-    assert_eq!(replayed.progress.get("replay"), Some(&json!(true)));
-    assert_eq!(replayed.progress.get("guards_taken"), None);
+    assert!(replayed.progress.replay);
+    assert!(!replayed.progress.guards_taken);
     store.finish(replayed.id, json!({}), vec![]).await.unwrap();
     assert!(
         store.requeue(999_999, now_ms()).await.is_err(),
@@ -343,16 +344,7 @@ pub async fn guards_are_taken_all_or_nothing(store: Arc<dyn JobStore>) {
         .unwrap();
     let first = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
     let second = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
-    let holds = |id| async move {
-        store
-            .get(id)
-            .await
-            .unwrap()
-            .unwrap()
-            .progress
-            .get("guards_taken")
-            == Some(&json!(true))
-    };
+    let holds = |id| async move { store.get(id).await.unwrap().unwrap().progress.guards_taken };
     let j = first.id;
     let now = now_ms();
     let cooldown = Guard::Cooldown {
@@ -382,7 +374,10 @@ pub async fn guards_are_taken_all_or_nothing(store: Arc<dyn JobStore>) {
         .await
         .unwrap()
         .unwrap();
-    assert!(refused.contains("cooldown"), "{refused}");
+    assert!(
+        matches!(&refused, Hold::Cooldown(r) if r.contains("cooldown")),
+        "{refused:?}"
+    );
     assert!(!holds(second.id).await, "a refused job is not marked");
     assert_eq!(store.take_guards(j, &[budget(2)], now).await.unwrap(), None);
     let spent = store
@@ -390,7 +385,10 @@ pub async fn guards_are_taken_all_or_nothing(store: Arc<dyn JobStore>) {
         .await
         .unwrap()
         .unwrap();
-    assert!(spent.contains("t: 2 per hour"), "{spent}");
+    assert!(
+        matches!(&spent, Hold::Budget(r) if r.contains("t: 2 per hour")),
+        "{spent:?}"
+    );
     // A refused budget takes nothing else: this user's cooldown stays free.
     let other = Guard::Cooldown {
         trigger: "t".into(),
@@ -721,7 +719,7 @@ pub async fn one_person_is_forgotten_and_no_one_else(store: Arc<dyn JobStore>) {
         None
     );
     let mut follow = job_of(store, "forget-1").await.unwrap().new;
-    follow.action = "sink:webhook".into();
+    follow.action = JobKind::Delivery(SinkKind::Webhook);
     store
         .finish(claimed.id, json!({"brief": "about them"}), vec![follow])
         .await
@@ -868,7 +866,7 @@ pub async fn digests_gather_once_per_job_close_at_max_or_window_and_record_one_j
     assert_eq!(job.new.context["digest_id"], json!(first.digest_id));
     assert_eq!(job.new.context["key"], "smb");
     assert_eq!(job.new.context["count"], 3);
-    assert_eq!(job.new.action, "research");
+    assert_eq!(job.new.action, JobKind::Action(ActionKind::Research));
     let events = store.digest_events(first.digest_id).await.unwrap();
     let users: Vec<&str> = events
         .iter()
