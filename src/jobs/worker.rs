@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{instrument::WithSubscriber, Instrument};
 
 use crate::metrics::HoldLabel;
 
@@ -11,7 +11,7 @@ use super::{
     now_ms,
     retry::RetryPolicy,
     runner::{Runner, Step},
-    Job, Jobs,
+    Job, Jobs, StoreError,
 };
 
 /// When workers stop: `shutdown` stops them taking jobs (each finishes the one it holds); `abandon` (the
@@ -22,22 +22,42 @@ pub struct Stop {
     pub abandon: CancellationToken,
 }
 
-/// Starts `count` workers.
+/// Starts `count` workers (they log where their caller does).
 pub fn spawn_pool(
     count: usize,
     jobs: Jobs,
-    runner: Runner,
+    runner: Arc<Runner>,
     policy: RetryPolicy,
     lease: Duration,
     stop: Stop,
 ) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
-    let runner = Arc::new(runner);
     for worker in 0..count.max(1) {
         let (jobs, runner, stop) = (jobs.clone(), runner.clone(), stop.clone());
-        set.spawn(async move { work(worker, jobs, runner, policy, lease, stop).await });
+        set.spawn(
+            async move { work(worker, jobs, runner, policy, lease, stop).await }
+                .with_current_subscriber(),
+        );
     }
     set
+}
+
+/// Runs every job that is due, one at a time, until there is none left to claim (a job it retries with no
+/// wait runs again in the same call); says how many attempts it made. Each is the attempt a worker makes,
+/// so an app started without workers (tests) runs its jobs on demand instead of being waited on.
+pub async fn run_pending_jobs(
+    jobs: &Jobs,
+    runner: &Runner,
+    policy: &RetryPolicy,
+    lease: Duration,
+) -> Result<usize, StoreError> {
+    let never = CancellationToken::new();
+    let mut ran = 0;
+    while let Some(job) = jobs.store.claim(now_ms(), lease.as_millis() as u64).await? {
+        run_one(jobs, runner, policy, lease, job, &never).await;
+        ran += 1;
+    }
+    Ok(ran)
 }
 
 async fn work(
