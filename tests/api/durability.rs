@@ -23,10 +23,6 @@ fn persona_ok(id: &str) -> ResponseTemplate {
         .set_body_json(json!({"id": id, "object": "custom_persona", "name": "n"}))
 }
 
-fn chat_ok() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({"id": "m", "content": "brief", "sources": []}))
-}
-
 #[tokio::test]
 async fn a_redelivery_after_a_restart_is_still_a_duplicate() {
     let app = spawn_app().await;

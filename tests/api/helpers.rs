@@ -348,6 +348,20 @@ impl TestApp {
     }
 }
 
+/// A Mave answer with a one-word brief.
+pub fn chat_ok() -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(200)
+        .set_body_json(serde_json::json!({"id": "m", "content": "brief", "sources": []}))
+}
+
+/// A client that shows redirects instead of following them (the console answers a sign-in with 303).
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// Status and JSON body of a response.
 pub async fn answer(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
