@@ -15,20 +15,25 @@ use std::{
 };
 
 use tokio::time::Instant;
+use tracing::instrument::WithSubscriber;
+
+use crate::clock::SharedClock;
 
 #[derive(Debug)]
 pub struct SlidingWindow {
     limit: AtomicUsize,
     window: Duration,
     sent: Mutex<VecDeque<Instant>>,
+    clock: SharedClock,
 }
 
 impl SlidingWindow {
-    pub fn new(limit: u32, window: Duration) -> Self {
+    pub fn new(limit: u32, window: Duration, clock: SharedClock) -> Self {
         Self {
             limit: AtomicUsize::new(limit.max(1) as usize),
             window,
             sent: Mutex::new(VecDeque::new()),
+            clock,
         }
     }
 
@@ -39,7 +44,7 @@ impl SlidingWindow {
 
     /// Takes a place in the window, or says how long until one frees up.
     pub fn try_acquire(&self) -> Result<(), Duration> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut sent = self.sent.lock().expect("rate limiter lock");
         while sent
             .front()
@@ -59,7 +64,7 @@ impl SlidingWindow {
     /// Waits for a place in the window.
     pub async fn acquire(&self) {
         while let Err(wait) = self.try_acquire() {
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            self.clock.sleep(wait.max(Duration::from_millis(1))).await;
         }
     }
 }
@@ -71,16 +76,24 @@ pub struct LiveLimits {
     pub mavera_per_window: AtomicU32,
     pub mavera_chats: AtomicU32,
     pub cio_per_second: AtomicU32,
+    /// The clock the request windows count and wait on.
+    pub clock: SharedClock,
 }
 
 impl LiveLimits {
-    /// Mavera requests per window, Mavera chats at once, Customer.io requests per second.
+    /// Mavera requests per window, Mavera chats at once, Customer.io requests per second, on the real clock.
     pub fn new(mavera_per_window: u32, mavera_chats: u32, cio_per_second: u32) -> Self {
         Self {
             mavera_per_window: AtomicU32::new(mavera_per_window),
             mavera_chats: AtomicU32::new(mavera_chats),
             cio_per_second: AtomicU32::new(cio_per_second),
+            clock: crate::clock::system(),
         }
+    }
+
+    /// The same limits, counted on `clock` (a test's).
+    pub fn on_clock(self, clock: SharedClock) -> Self {
+        Self { clock, ..self }
     }
 
     pub fn set(&self, mavera_per_window: u32, mavera_chats: u32, cio_per_second: u32) {
@@ -99,6 +112,7 @@ pub enum RequestWindow {
         store: Arc<dyn crate::jobs::SharedLimits>,
         bucket: &'static str,
         window: Duration,
+        clock: SharedClock,
     },
 }
 
@@ -108,13 +122,15 @@ impl RequestWindow {
         bucket: &'static str,
         limit: u32,
         window: Duration,
+        clock: SharedClock,
     ) -> Self {
         match shared {
-            None => RequestWindow::Local(SlidingWindow::new(limit, window)),
+            None => RequestWindow::Local(SlidingWindow::new(limit, window, clock)),
             Some(store) => RequestWindow::Shared {
                 store,
                 bucket,
                 window,
+                clock,
             },
         }
     }
@@ -131,6 +147,7 @@ impl RequestWindow {
                 store,
                 bucket,
                 window,
+                clock,
             } => loop {
                 // Counted on the database's clock, sent a moment later from several machines: a margin of
                 // a tenth of the window (at most 2 s) keeps jitter from putting one request too many into
@@ -141,7 +158,7 @@ impl RequestWindow {
                     .await?
                 {
                     Ok(()) => return Ok(()),
-                    Err(wait) => tokio::time::sleep(wait.max(Duration::from_millis(5))).await,
+                    Err(wait) => clock.sleep(wait.max(Duration::from_millis(5))).await,
                 }
             },
         }
@@ -210,11 +227,14 @@ impl Drop for ChatPermit<'_> {
         {
             renewal.abort();
             let (store, slot, holder) = (store.clone(), *slot, holder.clone());
-            tokio::spawn(async move {
-                if let Err(e) = store.release_slot(CHAT_BUCKET, slot, &holder).await {
-                    tracing::warn!(error = %e, "could not give back a shared chat place; it frees when its lease ends");
+            tokio::spawn(
+                async move {
+                    if let Err(e) = store.release_slot(CHAT_BUCKET, slot, &holder).await {
+                        tracing::warn!(error = %e, "could not give back a shared chat place; it frees when its lease ends");
+                    }
                 }
-            });
+                .with_current_subscriber(),
+            );
         }
     }
 }
@@ -275,12 +295,10 @@ impl MaveraLimits {
                         store: store.clone(),
                         slot,
                         holder: holder.clone(),
-                        renewal: tokio::spawn(renew_slot(
-                            store.clone(),
-                            slot,
-                            holder.clone(),
-                            *chat_lease,
-                        )),
+                        renewal: tokio::spawn(
+                            renew_slot(store.clone(), slot, holder.clone(), *chat_lease)
+                                .with_current_subscriber(),
+                        ),
                     });
                 }
                 tokio::time::sleep(SLOT_POLL).await;
@@ -319,7 +337,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_window_ever_holds_more_than_the_limit() {
-        let limiter = SlidingWindow::new(60, Duration::from_secs(60));
+        let limiter = SlidingWindow::new(60, Duration::from_secs(60), crate::clock::system());
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..200 {
@@ -343,7 +361,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_new_limit_applies_from_the_next_request() {
-        let limiter = SlidingWindow::new(5, Duration::from_secs(1));
+        let limiter = SlidingWindow::new(5, Duration::from_secs(1), crate::clock::system());
         limiter.set_limit(2);
         assert!(limiter.try_acquire().is_ok() && limiter.try_acquire().is_ok());
         assert!(limiter.try_acquire().is_err(), "two per window now");

@@ -12,22 +12,24 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 
 use crate::{
-    actions::Runner,
+    actions,
     alerts::{self, Alerts},
     clients::{customerio::CustomerIoClient, http_client, mavera::MaveraClient},
+    clock::{self, SharedClock},
     config::Settings,
     dedupe::DedupeMemory,
     intake::{Counters, Intake},
     jobs::{
         lockfile::ServerLock,
         open_store,
-        retry::RetryPolicy,
+        retry::{full_jitter, Jitter, RetryPolicy},
         sqlite,
         upkeep::{self, Retention},
-        worker::{spawn_pool, Stop},
-        Jobs,
+        worker::{run_pending_jobs, spawn_pool, Runner, Stop},
+        Jobs, StoreError,
     },
     limits::{LimitedListener, RemoteAddr},
     metrics::Metrics,
@@ -76,18 +78,68 @@ pub fn preflight_settings(settings: &Settings) -> Vec<String> {
         .collect()
 }
 
+/// What a test may swap in; the real thing by default. Logs need no seam: the app's tasks log to the
+/// subscriber that was current where it was built and run (`WithSubscriber`), so a test gives each app its own.
+#[derive(Clone)]
+pub struct Seams {
+    /// The clock the request windows (Mavera, Customer.io) count and wait on.
+    pub clock: SharedClock,
+    /// How a retry's backoff is drawn below its ceiling.
+    pub jitter: Jitter,
+    /// `false`: no background workers; jobs run only when [`Drain::run_pending_jobs`] is called.
+    pub workers: bool,
+}
+
+impl Default for Seams {
+    fn default() -> Self {
+        Self {
+            clock: clock::system(),
+            jitter: full_jitter,
+            workers: true,
+        }
+    }
+}
+
 pub struct App {
     listener: TcpListener,
     /// This process's claim on its SQLite file, held until the server stops.
     lock: Option<ServerLock>,
     state: AppState,
-    runner: Runner,
+    runner: Arc<Runner>,
+    /// The shared HTTP client, for the sinks alerts go to.
+    http: reqwest::Client,
     policy: RetryPolicy,
+    workers: bool,
+}
+
+/// Runs the app's due jobs on demand, with the code a worker runs (see [`Seams::workers`]).
+#[derive(Clone)]
+pub struct Drain {
+    jobs: Jobs,
+    runner: Arc<Runner>,
+    policy: RetryPolicy,
+    lease: Duration,
+}
+
+impl Drain {
+    /// Every job that is due, until none is left to claim: how many attempts were made.
+    pub async fn run_pending_jobs(&self) -> Result<usize, StoreError> {
+        run_pending_jobs(&self.jobs, &self.runner, &self.policy, self.lease).await
+    }
 }
 
 impl App {
     /// Binds the port and wires everything; nothing runs until [`App::run_until_stopped`].
     pub async fn build(settings: Settings, table: TriggerTable) -> anyhow::Result<Self> {
+        Self::build_with(settings, table, Seams::default()).await
+    }
+
+    /// [`App::build`] with a test's clock, jitter or no workers.
+    pub async fn build_with(
+        settings: Settings,
+        table: TriggerTable,
+        seams: Seams,
+    ) -> anyhow::Result<Self> {
         let addr = SocketAddr::new(settings.bind_addr, settings.port);
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
@@ -120,7 +172,7 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let limits = {
             let (requests, chats, cio) = settings.live_limits();
-            Arc::new(LiveLimits::new(requests, chats, cio))
+            Arc::new(LiveLimits::new(requests, chats, cio).on_clock(seams.clock))
         };
         let mavera = MaveraClient::new(
             http.clone(),
@@ -156,6 +208,7 @@ impl App {
             max: settings.retry_max,
             max_attempts: settings.retry_max_attempts,
             max_age: settings.retry_max_age,
+            jitter: seams.jitter,
         };
         let door = crate::access::Door::new(&settings.access, metrics.clone());
         let state = AppState(Arc::new(Inner {
@@ -168,24 +221,37 @@ impl App {
             metrics: metrics.clone(),
             limits,
         }));
-        let runner = Runner {
+        let handler = Arc::new(actions::Runner {
             table,
             mavera,
             cio,
             daily_budget: state.settings.mavera_daily_budget,
-            metrics,
-            http: sink_http,
+            metrics: metrics.clone(),
+            http: sink_http.clone(),
             write_back: Arc::new(crate::sinks::writeback::WriteBack::from_settings(
                 &state.settings.write_back,
             )),
-        };
+        });
+        let runner = Arc::new(Runner::new(handler, metrics));
         Ok(Self {
             listener,
             lock,
             state,
             runner,
+            http: sink_http,
             policy,
+            workers: seams.workers,
         })
+    }
+
+    /// A handle that runs this app's due jobs when asked, also while it serves.
+    pub fn drain(&self) -> Drain {
+        Drain {
+            jobs: self.state.jobs.clone(),
+            runner: self.runner.clone(),
+            policy: self.policy,
+            lease: self.state.settings.job_lease,
+        }
     }
 
     /// The address actually bound (the port is the real one when 0 was asked for).
@@ -204,42 +270,59 @@ impl App {
     }
 
     /// Serves until `shutdown` is cancelled, then stops intake, lets jobs in flight run to their end for up
-    /// to `SHUTDOWN_GRACE`, and puts the rest back in the queue.
+    /// to `SHUTDOWN_GRACE`, and puts the rest back in the queue. Every task it starts, and every request,
+    /// logs to the subscriber current where this runs.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stop = Stop {
             shutdown: shutdown.clone(),
             abandon: CancellationToken::new(),
         };
-        let http = self.runner.http.clone();
-        let workers = spawn_pool(
-            self.state.settings.workers,
-            self.state.jobs.clone(),
-            Arc::new(self.runner),
-            self.state.metrics.clone(),
-            self.policy,
-            self.state.settings.job_lease,
-            stop.clone(),
-        );
-        tokio::spawn(watch_backlog(self.state.clone(), shutdown.clone()));
-        tokio::spawn(close_digests(self.state.clone(), shutdown.clone()));
-        tokio::spawn(upkeep::run(
-            self.state.jobs.store.upkeep(),
-            Retention::from_settings(&self.state.settings),
-            self.state.settings.prune_interval,
-            self.state.metrics.clone(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(alerts::run(
-            Alerts::new(
-                self.state.jobs.store.clone(),
+        let http = self.http.clone();
+        let workers = if self.workers {
+            spawn_pool(
+                self.state.settings.workers,
+                self.state.jobs.clone(),
+                self.runner,
+                self.policy,
+                self.state.settings.job_lease,
+                stop.clone(),
+            )
+        } else {
+            tokio::task::JoinSet::new()
+        };
+        tokio::spawn(watch_backlog(self.state.clone(), shutdown.clone()).with_current_subscriber());
+        tokio::spawn(close_digests(self.state.clone(), shutdown.clone()).with_current_subscriber());
+        tokio::spawn(
+            upkeep::run(
+                self.state.jobs.store.upkeep(),
+                Retention::from_settings(&self.state.settings),
+                self.state.settings.prune_interval,
                 self.state.metrics.clone(),
-                self.state.table.clone(),
-                http,
-            ),
-            shutdown.clone(),
-        ));
-        let app =
-            routes::router(self.state.clone()).into_make_service_with_connect_info::<RemoteAddr>();
+                shutdown.clone(),
+            )
+            .with_current_subscriber(),
+        );
+        tokio::spawn(
+            alerts::run(
+                Alerts::new(
+                    self.state.jobs.store.clone(),
+                    self.state.metrics.clone(),
+                    self.state.table.clone(),
+                    http,
+                ),
+                shutdown.clone(),
+            )
+            .with_current_subscriber(),
+        );
+        // axum serves each connection on a task of its own: each request logs where this runs.
+        let logs = tracing::dispatcher::get_default(tracing::Dispatch::clone);
+        let app = routes::router(self.state.clone())
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    next.run(request).with_subscriber(logs.clone())
+                },
+            ))
+            .into_make_service_with_connect_info::<RemoteAddr>();
         let listener = LimitedListener::new(self.listener, self.state.settings.max_connections);
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

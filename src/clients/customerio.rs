@@ -79,6 +79,7 @@ impl CustomerIoClient {
                 CIO_BUCKET,
                 live.cio_per_second.load(Ordering::Relaxed),
                 Duration::from_secs(1),
+                live.clock.clone(),
             )),
             live,
             cache: Arc::new(DashMap::new()),

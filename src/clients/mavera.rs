@@ -124,6 +124,7 @@ impl MaveraClient {
                 RATE_BUCKET,
                 live.mavera_per_window.load(Ordering::Relaxed),
                 settings.mavera_rate_window,
+                live.clock.clone(),
             ),
             chats: ChatPlaces::new(shared, live.mavera_chats.load(Ordering::Relaxed)),
             live,

@@ -3,11 +3,11 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{instrument::WithSubscriber, Instrument};
 
 use crate::metrics::{HoldLabel, Metrics};
 
-use super::{now_ms, retry::RetryPolicy, Hold, Job, JobStore, Jobs, NewJob};
+use super::{now_ms, retry::RetryPolicy, Hold, Job, JobStore, Jobs, NewJob, StoreError};
 
 /// What runs a claimed job. The actions implement it (`actions::Runner`) and `startup` hands it to the pool,
 /// so the queue knows nothing of triggers, clients or sinks.
@@ -31,14 +31,18 @@ pub enum Step {
     Held(Hold),
 }
 
-/// What every worker shares: the job handler and the metrics it counts outcomes in.
+/// What every worker (and an on-demand drain) shares: the job handler and the metrics it counts outcomes in.
 #[derive(Clone)]
-struct Runner {
+pub struct Runner {
     handler: Arc<dyn JobHandler>,
     metrics: Arc<Metrics>,
 }
 
 impl Runner {
+    pub fn new(handler: Arc<dyn JobHandler>, metrics: Arc<Metrics>) -> Self {
+        Self { handler, metrics }
+    }
+
     async fn run(&self, job: &Job, store: &dyn JobStore) -> Step {
         self.handler.run(job, store).await
     }
@@ -52,23 +56,42 @@ pub struct Stop {
     pub abandon: CancellationToken,
 }
 
-/// Starts `count` workers, each running the jobs it claims with `handler`.
+/// Starts `count` workers (they log where their caller does).
 pub fn spawn_pool(
     count: usize,
     jobs: Jobs,
-    handler: Arc<dyn JobHandler>,
-    metrics: Arc<Metrics>,
+    runner: Arc<Runner>,
     policy: RetryPolicy,
     lease: Duration,
     stop: Stop,
 ) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
-    let runner = Arc::new(Runner { handler, metrics });
     for worker in 0..count.max(1) {
         let (jobs, runner, stop) = (jobs.clone(), runner.clone(), stop.clone());
-        set.spawn(async move { work(worker, jobs, runner, policy, lease, stop).await });
+        set.spawn(
+            async move { work(worker, jobs, runner, policy, lease, stop).await }
+                .with_current_subscriber(),
+        );
     }
     set
+}
+
+/// Runs every job that is due, one at a time, until there is none left to claim (a job it retries with no
+/// wait runs again in the same call); says how many attempts it made. Each is the attempt a worker makes,
+/// so an app started without workers (tests) runs its jobs on demand instead of being waited on.
+pub async fn run_pending_jobs(
+    jobs: &Jobs,
+    runner: &Runner,
+    policy: &RetryPolicy,
+    lease: Duration,
+) -> Result<usize, StoreError> {
+    let never = CancellationToken::new();
+    let mut ran = 0;
+    while let Some(job) = jobs.store.claim(now_ms(), lease.as_millis() as u64).await? {
+        run_one(jobs, runner, policy, lease, job, &never).await;
+        ran += 1;
+    }
+    Ok(ran)
 }
 
 async fn work(

@@ -14,13 +14,6 @@ use crate::helpers::*;
 
 const TOKEN: &str = "3f9a1c0e7b2d4f6a8c1e3b5d7f9a2c4e";
 
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 /// A console app that locks a client out after `failures` wrong tokens, for `lockout`.
 async fn guarded_app(
     failures: u32,

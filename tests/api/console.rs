@@ -19,13 +19,6 @@ async fn console_app() -> TestApp {
     .await
 }
 
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_console_is_off_without_a_token() {
     let app = spawn_app().await;

@@ -100,9 +100,9 @@ async fn a_pro_customer_unsubscribing_gets_one_lookup_and_one_brief_with_persona
         outcome["brief"],
         "## Retention Analysis\nOffer a 30-day Enterprise trial."
     );
-    assert!(
-        logs().contains("CHURN ALERT: unsubscribed | jane@acme.co | High-MRR Fintech (Pro plan)")
-    );
+    assert!(app
+        .logs()
+        .contains("CHURN ALERT: unsubscribed | jane@acme.co | High-MRR Fintech (Pro plan)"));
     app.cio.verify().await;
     app.mavera.verify().await;
 }
@@ -304,7 +304,7 @@ async fn a_deleted_customer_gets_no_brief_and_the_log_says_why() {
         .await;
     let counts = app.settle().await;
     assert_eq!(counts.done, 1);
-    let logs = logs();
+    let logs = app.logs();
     let line = logs
         .lines()
         .find(|l| l.contains("customer=deleted-77") && l.contains("404"))

@@ -45,19 +45,21 @@ async fn console_page(app: &TestApp, page: &str) -> String {
 /// The event log's rows for a filter, once it holds at least `count` of them (events no trigger matched are
 /// written to it just after the answer).
 async fn rows(app: &TestApp, filter: EventFilter, count: usize) -> Vec<EventRow> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let page = app.state.jobs.store.events(&filter, 500).await.unwrap();
-        if page.rows.len() >= count {
-            return page.rows;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the event log holds {} of {count} rows for {filter:?}",
-            page.rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let listed = || async {
+        app.state
+            .jobs
+            .store
+            .events(&filter, 500)
+            .await
+            .unwrap()
+            .rows
+    };
+    wait_until(
+        &format!("{count} rows in the event log for {filter:?}"),
+        || async { listed().await.len() >= count },
+    )
+    .await;
+    listed().await
 }
 
 fn fixture(dir: &str, file: &str) -> String {
@@ -457,7 +459,7 @@ async fn a_batch_with_two_bad_elements_of_ten_runs_the_eight_and_keeps_the_two_w
         assert!(page.contains("not a usable event"), "{page}");
     }
     assert!(
-        logs().lines().any(|l| l.contains("not a usable event")
+        app.logs().lines().any(|l| l.contains("not a usable event")
             && l.contains("who=userId=u-partial-3")
             && l.contains("batch element 3")),
         "the refused element's log line names whom it is about and why"
@@ -652,7 +654,7 @@ async fn every_customerio_object_type_and_identifier_variant_is_accepted_and_rea
         );
     }
     // The log names whom each event is about and its object type, and masks the email.
-    let logs = logs();
+    let logs = app.logs();
     for who in [
         "who=id=42 object_type=customer",
         "who=email=j***@acme.example object_type=email",
@@ -802,7 +804,7 @@ async fn a_segment_events_log_line_names_its_user_and_anonymous_id() {
     let (status, _) = answer(app.post_segment(&body.to_string()).await).await;
     assert_eq!(status, 200);
     assert!(
-        logs().lines().any(|l| l.contains("event_id=who-1")
+        app.logs().lines().any(|l| l.contains("event_id=who-1")
             && l.contains("who=userId=u-who-1 anonymousId=anon-who-1")),
         "no log line names the user"
     );

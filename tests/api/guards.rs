@@ -12,10 +12,6 @@ fn track(event: &str, message_id: &str, user: &str, properties: serde_json::Valu
     json!({"type": "track", "event": event, "messageId": message_id, "userId": user, "properties": properties}).to_string()
 }
 
-fn chat_ok() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({"id": "m", "content": "brief", "sources": []}))
-}
-
 const ONE_RESEARCH_TRIGGER: &str = r#"
 [[triggers]]
 name = "upgrade_brief"

@@ -1,20 +1,23 @@
 //! `spawn_app()` and the helpers every test uses.
 
 use std::{
+    future::Future,
     io::Write,
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use mavera_triggers::{
+    clock::SharedClock,
     config::{Mode, Secret, Settings},
-    jobs::{Job, JobCounts},
+    jobs::{now_ms, retry::Jitter, Job, JobCounts},
     sources::{customerio::sign, signature::sign_sha1},
-    startup::App,
+    startup::{App, Drain, Seams},
     state::AppState,
     triggers::TriggerTable,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 use wiremock::MockServer;
 
 pub const SEGMENT_SECRET: &str = "test-segment-secret";
@@ -22,21 +25,16 @@ pub const CIO_SECRET: &str = "test-cio-signing-key";
 pub const MAVERA_KEY: &str = "mvra_live_test_key_123";
 pub const CIO_APP_KEY: &str = "cio-app-key-test-456";
 
-/// Everything the server logged during the test run (all tests share one process).
-pub fn logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap()).to_string()
-}
+/// How long a helper waits for something to happen before the test fails.
+const PATIENCE: Duration = Duration::from_secs(20);
 
-fn log_buffer() -> &'static Mutex<Vec<u8>> {
-    static BUF: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    BUF.get_or_init(|| Mutex::new(Vec::new()))
-}
+/// One app's log lines: every task the app spawns logs to its own subscriber, which writes here.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 
-struct BufferWriter;
-
-impl Write for BufferWriter {
+impl Write for LogBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        log_buffer().lock().unwrap().extend_from_slice(buf);
+        self.0.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -44,15 +42,35 @@ impl Write for BufferWriter {
     }
 }
 
-fn init_logs() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
+impl LogBuffer {
+    fn subscriber(&self) -> tracing::Dispatch {
+        let buffer = self.clone();
         tracing_subscriber::fmt()
             .with_env_filter("info")
             .with_ansi(false)
-            .with_writer(|| BufferWriter)
-            .init();
-    });
+            .with_writer(move || buffer.clone())
+            .into()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+    }
+}
+
+/// What was logged outside any app's tasks (a task the store spawns at start-up, say), all tests together.
+/// A check that something is never logged reads this as well as the app's own lines.
+pub fn stray_logs() -> String {
+    stray().text()
+}
+
+fn stray() -> &'static LogBuffer {
+    static STRAY: OnceLock<LogBuffer> = OnceLock::new();
+    STRAY.get_or_init(|| {
+        let buffer = LogBuffer::default();
+        tracing::dispatcher::set_global_default(buffer.subscriber())
+            .expect("only the helpers set the global subscriber");
+        buffer
+    })
 }
 
 pub struct TestApp {
@@ -65,6 +83,10 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// The store's folder; removed when the test ends.
     pub data_dir: std::sync::Arc<tempfile::TempDir>,
+    /// Runs due jobs; `None` when the app has its own workers ([`Options::workers`]).
+    drain: Option<Drain>,
+    logs: LogBuffer,
+    subscriber: tracing::Dispatch,
 }
 
 impl Drop for TestApp {
@@ -80,6 +102,14 @@ pub struct Options {
     pub tweak: Box<dyn FnOnce(&mut Settings) + Send>,
     /// Reuse another app's store (a restart).
     pub data_dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    /// Background workers run the jobs (tests about the workers themselves, and about limits on calls
+    /// made at once); otherwise jobs run only when the test drains them ([`TestApp::settle`]).
+    pub workers: bool,
+    /// How a retry's wait is drawn below its backoff ceiling: none by default, so that a drain runs a
+    /// retry at once; `|ceiling| ceiling` to leave a retried job pending for a moment.
+    pub jitter: Jitter,
+    /// The clock the request windows count on (the real one by default).
+    pub clock: Option<SharedClock>,
 }
 
 impl Default for Options {
@@ -93,6 +123,9 @@ impl Default for Options {
             .unwrap(),
             tweak: Box::new(|_| {}),
             data_dir: None,
+            workers: false,
+            jitter: |_| Duration::ZERO,
+            clock: None,
         }
     }
 }
@@ -103,7 +136,9 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(options: Options) -> TestApp {
-    init_logs();
+    stray();
+    let logs = LogBuffer::default();
+    let subscriber = logs.subscriber();
     let mavera = MockServer::start().await;
     let cio = MockServer::start().await;
     let data_dir = options
@@ -127,11 +162,26 @@ pub async fn spawn_with(options: Options) -> TestApp {
     settings.cio_requests_per_second = 1_000;
     (options.tweak)(&mut settings);
     let table = TriggerTable::from_toml(&options.config, "test-config.toml").expect("test config");
-    let app = App::build(settings, table).await.expect("app builds");
+    let mut seams = Seams {
+        jitter: options.jitter,
+        workers: options.workers,
+        ..Seams::default()
+    };
+    if let Some(clock) = options.clock {
+        seams.clock = clock;
+    }
+    let app = App::build_with(settings, table, seams)
+        .with_subscriber(subscriber.clone())
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
+    let drain = (!options.workers).then(|| app.drain());
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let server = tokio::spawn(
+        app.run_until_stopped(shutdown.clone())
+            .with_subscriber(subscriber.clone()),
+    );
     TestApp {
         address,
         state,
@@ -141,6 +191,26 @@ pub async fn spawn_with(options: Options) -> TestApp {
         shutdown,
         server: Some(server),
         data_dir,
+        drain,
+        logs,
+        subscriber,
+    }
+}
+
+/// Waits until `done` holds, checking every 10 ms for at most [`PATIENCE`]; fails naming `what`. For work
+/// the test cannot drain: a write the server makes just after its answer, a ticker's next round.
+pub async fn wait_until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -217,10 +287,34 @@ impl TestApp {
         .await
     }
 
-    /// Waits until no job is pending or running (retries included), then returns the counts.
+    /// This app's log lines (and no other test's).
+    pub fn logs(&self) -> String {
+        self.logs.text()
+    }
+
+    /// Runs every job that is due now, as a worker would, and says how many attempts were made. Only for
+    /// an app without workers.
+    pub async fn run_pending_jobs(&self) -> usize {
+        let drain = self
+            .drain
+            .as_ref()
+            .expect("this app has its own workers: settle() waits for them instead");
+        drain
+            .run_pending_jobs()
+            .with_subscriber(self.subscriber.clone())
+            .await
+            .expect("the store answers")
+    }
+
+    /// Runs (or, with workers, waits for) every job until none is pending or running, retries included,
+    /// then returns the counts. A job due later (a `Retry-After`) is waited for, never longer than its due
+    /// time and [`PATIENCE`].
     pub async fn settle(&self) -> JobCounts {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
+            if self.drain.is_some() {
+                self.run_pending_jobs().await;
+            }
             let counts = self.state.jobs.store.counts().await.unwrap();
             if counts.settled() {
                 return counts;
@@ -229,7 +323,11 @@ impl TestApp {
                 tokio::time::Instant::now() < deadline,
                 "jobs did not settle: {counts:?}"
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let due = match (&self.drain, self.state.jobs.store.next_due_ms().await) {
+                (Some(_), Ok(Some(due))) => due.saturating_sub(now_ms()).clamp(1, 1_000),
+                _ => 10,
+            };
+            tokio::time::sleep(Duration::from_millis(due)).await;
         }
     }
 
@@ -248,6 +346,20 @@ impl TestApp {
     pub async fn jobs(&self) -> Vec<Job> {
         self.state.jobs.store.list(None, 1000).await.unwrap()
     }
+}
+
+/// A Mave answer with a one-word brief.
+pub fn chat_ok() -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(200)
+        .set_body_json(serde_json::json!({"id": "m", "content": "brief", "sources": []}))
+}
+
+/// A client that shows redirects instead of following them (the console answers a sign-in with 303).
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// Status and JSON body of a response.

@@ -126,7 +126,8 @@ async fn plan_upgraded_asks_mave_with_the_rendered_message_and_keeps_the_brief()
     );
     assert_eq!(outcome["sources"][0]["url"], "https://example.com/r");
     assert!(
-        logs().contains("Users upgrade after a capacity moment."),
+        app.logs()
+            .contains("Users upgrade after a capacity moment."),
         "the brief is logged in full"
     );
     app.mavera.verify().await;
@@ -529,7 +530,7 @@ async fn dev_mode_accepts_unsigned_requests_when_no_secret_is_set_and_warns() {
     )
     .await;
     assert_eq!(status, 200);
-    assert!(logs().contains("UNSIGNED request accepted"));
+    assert!(app.logs().contains("UNSIGNED request accepted"));
     app.settle().await;
     app.mavera.verify().await;
 }

@@ -5,8 +5,8 @@ use crate::helpers::*;
 
 /// The captured log line that says `message` and carries every one of `fields`; else every line that says
 /// `message`, to show what they carry instead.
-fn line_with(message: &str, fields: &[&str]) -> Result<String, String> {
-    let logs = logs();
+fn line_with(app: &TestApp, message: &str, fields: &[&str]) -> Result<String, String> {
+    let logs = app.logs();
     let saying: Vec<&str> = logs.lines().filter(|l| l.contains(message)).collect();
     saying
         .iter()
@@ -25,7 +25,7 @@ async fn an_accepted_segment_event_is_logged_with_its_route_source_and_event_id(
         "source=segment",
         "event_id=trace-span-segment-1",
     ];
-    if let Err(e) = line_with("webhook accepted", &fields) {
+    if let Err(e) = line_with(&app, "webhook accepted", &fields) {
         panic!("{e}");
     }
 }
@@ -43,7 +43,7 @@ async fn an_accepted_customerio_event_is_logged_with_its_route_source_and_event_
         "source=customerio",
         "event_id=trace-span-cio-1",
     ];
-    if let Err(e) = line_with("webhook accepted", &fields) {
+    if let Err(e) = line_with(&app, "webhook accepted", &fields) {
         panic!("{e}");
     }
 }
@@ -56,10 +56,10 @@ async fn a_refused_request_is_logged_with_its_route_and_source_but_no_event_id()
         .post("/segment", body, &[("x-signature", "0".repeat(40))])
         .await;
     assert_eq!(forged.status(), 401);
-    let line = line_with("webhook rejected", &["route=/segment", "source=segment"])
+    let line = line_with(&app, "webhook rejected", &["route=/segment", "source=segment"])
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        !logs().contains("event_id=trace-span-forged-1"),
+        !app.logs().contains("event_id=trace-span-forged-1"),
         "a body whose signature failed is never read: {line}"
     );
 }
