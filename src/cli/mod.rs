@@ -6,8 +6,6 @@ mod jobs;
 mod send;
 mod serve;
 
-
-
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};

@@ -26,12 +26,12 @@ pub mod store;
 pub mod upkeep;
 pub mod worker;
 
+pub use kind::{Hold, JobKind, Progress};
 pub use {
     audit::AuditLog, digest::DigestStore, event_log::EventLog, guards::Guards, personas::Personas,
     queue::Queue, reads::JobReads, store::Heartbeat, store::Intake, store::JobStore,
     upkeep::Upkeep,
 };
-pub use kind::{Hold, JobKind, Progress};
 
 use std::{
     sync::Arc,

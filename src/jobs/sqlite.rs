@@ -149,12 +149,15 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            // Freed pages go back to the file system a little at a time (retention's `reclaim`). A new
-            // file takes this at creation; an older one needs one VACUUM, run below.
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
             // Deleted rows are overwritten with zeros, so an erased person's data is not left in free
             // pages or free space inside pages.
             .pragma("secure_delete", "on");
+        // Freed pages go back to the file system a little at a time (retention's `reclaim`). A new file
+        // takes this at creation; an older one needs one VACUUM, run below. Only the writer says it: setting
+        // it writes the file's first page, so a reader that said it too wrote to the database each time the
+        // pool opened it (and left the write-ahead log non-empty after a checkpoint).
+        let reader_options = options.clone();
+        let options = options.auto_vacuum(SqliteAutoVacuum::Incremental);
         // SQLite takes one writer at a time. All writes (group commits, claims, outcomes) queue for one
         // connection, in order, instead of meeting in SQLite's lock and sleeping in its busy handler, which
         // put long stalls on the webhook's answer. Reads use a pool of their own (WAL lets them run beside
@@ -187,7 +190,7 @@ impl SqliteStore {
                 // 512 KiB of page cache each (SQLite's default is 2 MiB): the console's pages read a
                 // few index pages, and four full default caches were most of the server's memory growth
                 // as the file grew.
-                .connect_with(options.pragma("cache_size", "-512"))
+                .connect_with(reader_options.pragma("cache_size", "-512"))
                 .await?
         };
         Ok(Self {

@@ -56,8 +56,12 @@ async fn a_refused_request_is_logged_with_its_route_and_source_but_no_event_id()
         .post("/segment", body, &[("x-signature", "0".repeat(40))])
         .await;
     assert_eq!(forged.status(), 401);
-    let line = line_with(&app, "webhook rejected", &["route=/segment", "source=segment"])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let line = line_with(
+        &app,
+        "webhook rejected",
+        &["route=/segment", "source=segment"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         !app.logs().contains("event_id=trace-span-forged-1"),
         "a body whose signature failed is never read: {line}"
