@@ -17,6 +17,14 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn sleep(&self, wait: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
+/// Milliseconds since the Unix epoch: the wall-clock time stores and metrics record.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 /// The clock every part of the app that waits on a budget shares.
 pub type SharedClock = Arc<dyn Clock>;
 

@@ -23,6 +23,7 @@ pub mod intake;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod preflight;
 pub mod ratelimit;
 pub mod routes;
 pub mod secret;

@@ -311,7 +311,7 @@ impl Metrics {
         };
         let code = status.parse::<u16>().ok();
         let failed = code.is_none_or(|code| code == 429 || code == 408 || code >= 500);
-        let now = crate::jobs::now_ms();
+        let now = crate::clock::now_ms();
         if failed {
             if health.consecutive_failures.fetch_add(1, Ordering::Relaxed) == 0 {
                 health.failing_since_ms.store(now, Ordering::Relaxed);

@@ -109,7 +109,7 @@ impl LiveLimits {
 pub enum RequestWindow {
     Local(SlidingWindow),
     Shared {
-        store: Arc<dyn crate::jobs::SharedLimits>,
+        store: Arc<dyn SharedLimits>,
         bucket: &'static str,
         window: Duration,
         clock: SharedClock,
@@ -118,7 +118,7 @@ pub enum RequestWindow {
 
 impl RequestWindow {
     pub fn new(
-        shared: Option<Arc<dyn crate::jobs::SharedLimits>>,
+        shared: Option<Arc<dyn SharedLimits>>,
         bucket: &'static str,
         limit: u32,
         window: Duration,
@@ -136,7 +136,7 @@ impl RequestWindow {
     }
 
     /// Waits for a place among `limit` per window. A store that cannot answer is an error (the job retries).
-    pub async fn acquire(&self, limit: u32) -> Result<(), crate::jobs::StoreError> {
+    pub async fn acquire(&self, limit: u32) -> Result<(), SharedLimitsDown> {
         match self {
             RequestWindow::Local(window) => {
                 window.set_limit(limit);
@@ -180,7 +180,7 @@ pub enum ChatPlaces {
         sized: Mutex<u32>,
     },
     Shared {
-        store: Arc<dyn crate::jobs::SharedLimits>,
+        store: Arc<dyn SharedLimits>,
         /// How long a chat place is held without renewal: a replica that dies frees it after this.
         chat_lease: Duration,
         /// This process, in the slots table.
@@ -189,7 +189,7 @@ pub enum ChatPlaces {
 }
 
 impl ChatPlaces {
-    pub fn new(shared: Option<Arc<dyn crate::jobs::SharedLimits>>, chats: u32) -> Self {
+    pub fn new(shared: Option<Arc<dyn SharedLimits>>, chats: u32) -> Self {
         match shared {
             None => ChatPlaces::Local {
                 places: tokio::sync::Semaphore::new(chats as usize),
@@ -208,7 +208,7 @@ impl ChatPlaces {
 pub enum ChatPermit<'a> {
     Local(#[allow(dead_code)] tokio::sync::SemaphorePermit<'a>),
     Shared {
-        store: std::sync::Arc<dyn crate::jobs::SharedLimits>,
+        store: std::sync::Arc<dyn SharedLimits>,
         slot: i32,
         holder: String,
         /// Renews the lease while the chat runs.
@@ -254,14 +254,14 @@ pub const CHAT_LEASE: Duration = Duration::from_secs(10);
 
 impl MaveraLimits {
     /// Waits for a place in the request window.
-    pub async fn request(&self) -> Result<(), crate::jobs::StoreError> {
+    pub async fn request(&self) -> Result<(), SharedLimitsDown> {
         self.requests
             .acquire(self.live.mavera_per_window.load(Ordering::Relaxed))
             .await
     }
 
     /// Waits for a chat place.
-    pub async fn chat(&self) -> Result<ChatPermit<'_>, crate::jobs::StoreError> {
+    pub async fn chat(&self) -> Result<ChatPermit<'_>, SharedLimitsDown> {
         let chats = self.live.mavera_chats.load(Ordering::Relaxed).max(1);
         match &self.chats {
             ChatPlaces::Local { places, sized } => {
@@ -309,7 +309,7 @@ impl MaveraLimits {
 
 /// Keeps a chat place's lease alive until aborted (when the chat ends).
 async fn renew_slot(
-    store: std::sync::Arc<dyn crate::jobs::SharedLimits>,
+    store: std::sync::Arc<dyn SharedLimits>,
     slot: i32,
     holder: String,
     lease: Duration,
@@ -369,3 +369,43 @@ mod tests {
         assert!(limiter.try_acquire().is_ok(), "raised: a third place");
     }
 }
+
+/// Limits that hold for every replica at once, kept in the shared store.
+#[async_trait::async_trait]
+pub trait SharedLimits: Send + Sync + 'static {
+    /// Takes a place among `limit` requests per `window_ms` for `bucket`, or says how long until one frees.
+    async fn try_rate(
+        &self,
+        bucket: &str,
+        limit: u32,
+        window_ms: u64,
+    ) -> Result<Result<(), std::time::Duration>, SharedLimitsDown>;
+    /// Takes one of `slots` places for `bucket` for at most `lease_ms`; `None` when all are taken.
+    async fn try_slot(
+        &self,
+        bucket: &str,
+        slots: u32,
+        holder: &str,
+        lease_ms: u64,
+    ) -> Result<Option<i32>, SharedLimitsDown>;
+    /// Extends `holder`'s lease on a place to `lease_ms` from now; false when it no longer holds it.
+    async fn renew_slot(
+        &self,
+        bucket: &str,
+        slot: i32,
+        holder: &str,
+        lease_ms: u64,
+    ) -> Result<bool, SharedLimitsDown>;
+    async fn release_slot(
+        &self,
+        bucket: &str,
+        slot: i32,
+        holder: &str,
+    ) -> Result<(), SharedLimitsDown>;
+}
+
+/// The shared store could not be asked, so the limit is not known: the call waits for a retry. Keeps the
+/// store's error (its text and its `source()`).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SharedLimitsDown(pub Box<dyn std::error::Error + Send + Sync>);

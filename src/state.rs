@@ -47,7 +47,7 @@ impl Inner {
         let path = &self.settings.config_path;
         let table = TriggerTable::load(path).map_err(|e| e.to_string())?;
         if self.settings.mode == crate::config::Mode::Serve {
-            if let Some(missing) = crate::startup::preflight(&self.settings, &table).first() {
+            if let Some(missing) = crate::preflight::preflight(&self.settings, &table).first() {
                 return Err(format!("{}: {missing}", path.display()));
             }
         }

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use crate::{
     config::{Mode, Settings},
-    startup::{preflight, preflight_settings},
+    preflight::{preflight, preflight_settings},
     triggers::{Action, TriggerTable},
 };
 

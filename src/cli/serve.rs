@@ -6,7 +6,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Mode, Settings},
-    startup::{preflight, preflight_settings, App},
+    preflight::{preflight, preflight_settings},
+    startup::App,
     telemetry,
     triggers::TriggerTable,
 };

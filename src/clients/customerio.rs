@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use super::{retry_after, UpstreamError, PATH_SEGMENT};
 use crate::{
     config::Secret,
-    jobs::SharedLimits,
     metrics::Metrics,
+    ratelimit::SharedLimits,
     ratelimit::{LiveLimits, RequestWindow, CIO_BUCKET},
 };
 

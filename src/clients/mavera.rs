@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use super::{retry_after, UpstreamError};
 use crate::{
     config::Secret,
-    jobs::SharedLimits,
     metrics::Metrics,
+    ratelimit::SharedLimits,
     ratelimit::{ChatPlaces, LiveLimits, MaveraLimits, RequestWindow, RATE_BUCKET},
 };
 
@@ -303,6 +303,6 @@ impl MaveraClient {
 }
 
 /// The shared limiter's store did not answer: like a connection error, the job retries later.
-fn limiter_down(e: crate::jobs::StoreError) -> UpstreamError {
+fn limiter_down(e: crate::ratelimit::SharedLimitsDown) -> UpstreamError {
     super::limiter_down(SERVICE, e)
 }

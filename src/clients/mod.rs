@@ -57,15 +57,18 @@ pub enum UpstreamError {
     },
 }
 
+/// 408, 429 and 5xx are worth another try; every other 4xx (400, 401, 402 credits exhausted, 403, 404) is final.
+pub fn is_retryable_status(status: u16) -> bool {
+    status == 408 || status == 429 || (500..=599).contains(&status)
+}
+
 impl UpstreamError {
     /// 408, 429, 5xx, timeouts and connection errors are worth another try; other 4xx are final. An
     /// answer that cannot be read (most often cut off in transit) is retried too: a persona create is then
     /// looked up by name before it is sent again, and a brief that was paid for is better asked twice than lost.
     pub fn is_transient(&self) -> bool {
         match self {
-            UpstreamError::Status { status, .. } => {
-                crate::jobs::retry::is_retryable_status(*status)
-            }
+            UpstreamError::Status { status, .. } => is_retryable_status(*status),
             UpstreamError::Timeout { .. }
             | UpstreamError::Connect { .. }
             | UpstreamError::Decode { .. } => true,
@@ -172,7 +175,10 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// A shared (Postgres) rate limiter that cannot answer: the call is not made, and the job retries.
-pub(crate) fn limiter_down(service: &'static str, e: crate::jobs::StoreError) -> UpstreamError {
+pub(crate) fn limiter_down(
+    service: &'static str,
+    e: crate::ratelimit::SharedLimitsDown,
+) -> UpstreamError {
     UpstreamError::Connect {
         service,
         url: None,

@@ -36,6 +36,16 @@ pub struct SettingsError {
     pub fix: String,
 }
 
+/// `[limits]`: the same knobs as `MAVERA_REQUESTS_PER_MINUTE`, `MAVERA_MAX_CONCURRENT_CHATS` and
+/// `CIO_REQUESTS_PER_SECOND`, for people who keep their settings in the file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub mavera_requests_per_minute: Option<u32>,
+    pub mavera_max_concurrent_chats: Option<u32>,
+    pub cio_requests_per_second: Option<u32>,
+}
+
 /// Everything the server reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -225,11 +235,7 @@ impl Settings {
 
     /// Takes the `[limits]` of the trigger file for each limit whose environment variable is unset (the
     /// default when the file does not set it either): at start, and again at each reload.
-    pub fn apply_file_limits(
-        &mut self,
-        limits: &crate::triggers::config::LimitsSpec,
-        env: impl Fn(&str) -> Option<String>,
-    ) {
+    pub fn apply_file_limits(&mut self, limits: &LimitsSpec, env: impl Fn(&str) -> Option<String>) {
         let unset = |k: &str| env(k).is_none_or(|v| v.trim().is_empty());
         let defaults = Settings::defaults(self.mode);
         if unset("MAVERA_REQUESTS_PER_MINUTE") {

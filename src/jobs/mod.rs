@@ -33,10 +33,7 @@ pub use {
     upkeep::Upkeep,
 };
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -232,35 +229,6 @@ pub enum Guard {
     },
 }
 
-/// Limits that hold for every replica at once, kept in the shared store.
-#[async_trait::async_trait]
-pub trait SharedLimits: Send + Sync + 'static {
-    /// Takes a place among `limit` requests per `window_ms` for `bucket`, or says how long until one frees.
-    async fn try_rate(
-        &self,
-        bucket: &str,
-        limit: u32,
-        window_ms: u64,
-    ) -> Result<Result<(), std::time::Duration>, StoreError>;
-    /// Takes one of `slots` places for `bucket` for at most `lease_ms`; `None` when all are taken.
-    async fn try_slot(
-        &self,
-        bucket: &str,
-        slots: u32,
-        holder: &str,
-        lease_ms: u64,
-    ) -> Result<Option<i32>, StoreError>;
-    /// Extends `holder`'s lease on a place to `lease_ms` from now; false when it no longer holds it.
-    async fn renew_slot(
-        &self,
-        bucket: &str,
-        slot: i32,
-        holder: &str,
-        lease_ms: u64,
-    ) -> Result<bool, StoreError>;
-    async fn release_slot(&self, bucket: &str, slot: i32, holder: &str) -> Result<(), StoreError>;
-}
-
 /// A persona this server created for a (trigger, user) pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KnownPersona {
@@ -371,11 +339,19 @@ pub async fn open_store(
 }
 
 /// Wall-clock milliseconds since the Unix epoch: what the store records.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+pub use crate::clock::now_ms;
+pub use crate::ratelimit::{SharedLimits, SharedLimitsDown};
+
+impl From<StoreError> for SharedLimitsDown {
+    fn from(e: StoreError) -> Self {
+        SharedLimitsDown(Box::new(e))
+    }
+}
+
+impl From<sqlx::Error> for SharedLimitsDown {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::from(e).into()
+    }
 }
 
 #[cfg(test)]

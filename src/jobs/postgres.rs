@@ -23,7 +23,7 @@ use super::{
     row::JobRow,
     store::{impl_heartbeat, Dialect, Intake, SqlBackend},
     upkeep::{impl_upkeep, Upkeep},
-    Delivery, JobStore, SharedLimits, StoreError,
+    Delivery, JobStore, SharedLimits, SharedLimitsDown, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -204,7 +204,7 @@ impl SharedLimits for PgStore {
         bucket: &str,
         limit: u32,
         window_ms: u64,
-    ) -> Result<Result<(), Duration>, StoreError> {
+    ) -> Result<Result<(), Duration>, SharedLimitsDown> {
         let mut tx = self.pool.begin().await?;
         // One replica at a time decides for this bucket.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
@@ -245,7 +245,7 @@ impl SharedLimits for PgStore {
         slots: u32,
         holder: &str,
         lease_ms: u64,
-    ) -> Result<Option<i32>, StoreError> {
+    ) -> Result<Option<i32>, SharedLimitsDown> {
         sqlx::query("INSERT INTO slots (bucket, slot) SELECT $1, g FROM generate_series(1, $2) g ON CONFLICT DO NOTHING")
             .bind(bucket)
             .bind(slots as i32)
@@ -273,7 +273,7 @@ impl SharedLimits for PgStore {
         slot: i32,
         holder: &str,
         lease_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, SharedLimitsDown> {
         let renewed = sqlx::query(&format!(
             "UPDATE slots SET until_ms = {DB_NOW} + $4 WHERE bucket = $1 AND slot = $2 AND holder = $3"
         ))
@@ -286,7 +286,12 @@ impl SharedLimits for PgStore {
         Ok(renewed.rows_affected() == 1)
     }
 
-    async fn release_slot(&self, bucket: &str, slot: i32, holder: &str) -> Result<(), StoreError> {
+    async fn release_slot(
+        &self,
+        bucket: &str,
+        slot: i32,
+        holder: &str,
+    ) -> Result<(), SharedLimitsDown> {
         sqlx::query("UPDATE slots SET holder = NULL, until_ms = 0 WHERE bucket = $1 AND slot = $2 AND holder = $3")
             .bind(bucket)
             .bind(slot)

@@ -4,10 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// 408, 429 and 5xx are worth another try; every other 4xx (400, 401, 402 credits exhausted, 403, 404) is final.
-pub fn is_retryable_status(status: u16) -> bool {
-    status == 408 || status == 429 || (500..=599).contains(&status)
-}
+pub use crate::clients::is_retryable_status;
 
 /// Picks the wait before a retry given the backoff's ceiling: [`full_jitter`] in the app; a test passes a
 /// fixed choice (no wait, or the ceiling) so that its retries do not wait on chance.

@@ -18,41 +18,7 @@ use crate::{
     triggers::config::{SinkKind, SinkSpec},
 };
 
-/// `${NAME}` in a sink setting, replaced by the environment variable's value.
-pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("`{text}` opens `${{` without closing it"))?;
-        let name = &after[..end];
-        let value = env(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("the environment variable {name} is not set"))?;
-        out.push_str(&value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Every string setting of a sink, for start-up checks.
-pub fn settings_of(spec: &SinkSpec) -> Vec<&str> {
-    match spec {
-        SinkSpec::Log => vec![],
-        SinkSpec::File { path } => vec![path],
-        SinkSpec::Slack { webhook_url } => vec![webhook_url],
-        SinkSpec::Webhook { url, secret } => {
-            let mut v = vec![url.as_str()];
-            v.extend(secret.as_deref());
-            v
-        }
-        SinkSpec::Customerio { .. } | SinkSpec::Segment { .. } => vec![],
-    }
-}
+pub use crate::triggers::config::{expand_env, settings_of};
 
 /// The delivery jobs for one outcome: one per sink that is not the log. `rendered[i]` holds what the
 /// templates of sink `i` rendered (write-backs), or why they could not be (the delivery then dead-letters

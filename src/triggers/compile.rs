@@ -134,8 +134,8 @@ fn check_sinks(
     invalid: &dyn Fn(&str, String, &str) -> ConfigError,
 ) -> Result<(), ConfigError> {
     for (i, sink) in sinks.iter().enumerate() {
-        for setting in crate::sinks::settings_of(sink) {
-            crate::sinks::expand_env(setting, &|k| std::env::var(k).ok()).map_err(|why| {
+        for setting in super::config::settings_of(sink) {
+            super::config::expand_env(setting, &|k| std::env::var(k).ok()).map_err(|why| {
                 invalid(
                     &format!("sinks[{i}]"),
                     why,

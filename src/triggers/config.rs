@@ -39,15 +39,8 @@ pub struct AlertsSpec {
     pub upstream_down: Option<String>,
 }
 
-/// `[limits]`: the same knobs as `MAVERA_REQUESTS_PER_MINUTE`, `MAVERA_MAX_CONCURRENT_CHATS` and
-/// `CIO_REQUESTS_PER_SECOND`, for people who keep their settings in the file.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSpec {
-    pub mavera_requests_per_minute: Option<u32>,
-    pub mavera_max_concurrent_chats: Option<u32>,
-    pub cio_requests_per_second: Option<u32>,
-}
+/// `[limits]` (its type lives with the settings it overrides).
+pub use crate::config::LimitsSpec;
 
 /// One `[[triggers]]` entry.
 #[derive(Debug, Deserialize)]
@@ -253,4 +246,40 @@ pub struct ResearchSpec {
     pub title: Option<String>,
     /// A line of key facts under the headline.
     pub summary: Option<String>,
+}
+
+/// `${NAME}` in a sink setting, replaced by the environment variable's value.
+pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("`{text}` opens `${{` without closing it"))?;
+        let name = &after[..end];
+        let value = env(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("the environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Every string setting of a sink, for start-up checks.
+pub fn settings_of(spec: &SinkSpec) -> Vec<&str> {
+    match spec {
+        SinkSpec::Log => vec![],
+        SinkSpec::File { path } => vec![path],
+        SinkSpec::Slack { webhook_url } => vec![webhook_url],
+        SinkSpec::Webhook { url, secret } => {
+            let mut v = vec![url.as_str()];
+            v.extend(secret.as_deref());
+            v
+        }
+        SinkSpec::Customerio { .. } | SinkSpec::Segment { .. } => vec![],
+    }
 }
