@@ -145,21 +145,19 @@ impl CustomerIoClient {
             .acquire(self.live.cio_per_second.load(Ordering::Relaxed))
             .await
             .map_err(|e| super::limiter_down(SERVICE, e))?;
-        let started = std::time::Instant::now();
-        let result = self
+        let request = self
             .http
             .get(format!("{}{path}", self.base_url))
             .bearer_auth(key.expose())
-            .timeout(self.timeout)
-            .send()
-            .await;
-        self.metrics.upstream(
-            &format!("customerio:{ENDPOINT}"),
-            &super::outcome_label(&result),
-            started.elapsed().as_secs_f64(),
-        );
+            .timeout(self.timeout);
+        let response = super::send_counted(
+            &self.metrics,
+            (SERVICE, "customerio"),
+            (&self.base_url, ENDPOINT),
+            request,
+        )
+        .await?;
         let shown = || super::shown_url(&self.base_url, ENDPOINT);
-        let response = result.map_err(|e| UpstreamError::from_reqwest(SERVICE, shown(), e))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(Lookup::NotFound);

@@ -261,19 +261,15 @@ impl MaveraClient {
     ) -> Result<T, UpstreamError> {
         let key = self.key.as_ref().expect("checked by the caller");
         self.limits.request().await.map_err(limiter_down)?;
-        let started = std::time::Instant::now();
-        let result = request
-            .bearer_auth(key.expose())
-            .timeout(timeout)
-            .send()
-            .await;
-        self.metrics.upstream(
-            &format!("mavera:{endpoint}"),
-            &super::outcome_label(&result),
-            started.elapsed().as_secs_f64(),
-        );
+        let request = request.bearer_auth(key.expose()).timeout(timeout);
+        let response = super::send_counted(
+            &self.metrics,
+            (SERVICE, "mavera"),
+            (&self.base_url, endpoint),
+            request,
+        )
+        .await?;
         let shown = || super::shown_url(&self.base_url, endpoint);
-        let response = result.map_err(|e| UpstreamError::from_reqwest(SERVICE, shown(), e))?;
         let status = response.status();
         if status.is_success() {
             return response

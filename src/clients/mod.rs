@@ -153,6 +153,24 @@ pub fn redacted_detail(text: &str, key: Option<&crate::config::Secret>) -> Strin
 }
 
 /// The status label of an attempt for metrics: the HTTP status, or `timeout` / `connect`.
+/// Sends one request, counts it in the upstream metrics as `<metric>:<endpoint>`, and turns a transport
+/// failure into an [`UpstreamError`] naming the endpoint, never the full URL.
+pub(crate) async fn send_counted(
+    metrics: &crate::metrics::Metrics,
+    (service, metric): (&'static str, &str),
+    (base_url, endpoint): (&str, &str),
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, UpstreamError> {
+    let started = std::time::Instant::now();
+    let result = request.send().await;
+    metrics.upstream(
+        &format!("{metric}:{endpoint}"),
+        &outcome_label(&result),
+        started.elapsed().as_secs_f64(),
+    );
+    result.map_err(|e| UpstreamError::from_reqwest(service, shown_url(base_url, endpoint), e))
+}
+
 pub fn outcome_label(result: &Result<reqwest::Response, reqwest::Error>) -> String {
     match result {
         Ok(r) => r.status().as_u16().to_string(),

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{instrument::WithSubscriber, Instrument};
+use tracing::instrument::WithSubscriber;
 
 use crate::metrics::{HoldLabel, Metrics};
 
@@ -135,21 +135,9 @@ async fn work(
     }
 }
 
+/// One attempt at one job, in a `job` span that names it.
+#[tracing::instrument(name = "job", skip_all, fields(id = job.id, trigger = %job.new.trigger, source = %job.new.source, event_id = %job.new.event_id, attempt = job.attempts))]
 async fn run_one(
-    jobs: &Jobs,
-    runner: &Runner,
-    policy: &RetryPolicy,
-    lease: Duration,
-    job: Job,
-    abandon: &CancellationToken,
-) {
-    let span = tracing::info_span!("job", id = job.id, trigger = %job.new.trigger, source = %job.new.source, event_id = %job.new.event_id, attempt = job.attempts);
-    attempt(jobs, runner, policy, lease, job, abandon)
-        .instrument(span)
-        .await
-}
-
-async fn attempt(
     jobs: &Jobs,
     runner: &Runner,
     policy: &RetryPolicy,
