@@ -199,8 +199,10 @@ impl Default for AccessSettings {
 
 impl AccessSettings {
     pub(super) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let mut a = Self::default();
-        a.admin_token = get("ADMIN_TOKEN").map(Secret::new);
+        let mut a = Self {
+            admin_token: get("ADMIN_TOKEN").map(Secret::new),
+            ..Self::default()
+        };
         if let Some(v) = get("TRUSTED_PROXIES") {
             a.trusted_proxies = parse_trusted(&v).map_err(|why| SettingsError {
                 var: "TRUSTED_PROXIES",

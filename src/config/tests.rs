@@ -19,7 +19,7 @@ fn refuses(pairs: &[(&str, &str)], var: &str, shown: &str) {
 }
 
 #[test]
-fn access_settings_take_networks_and_durations_and_name_a_bad_one() {
+fn access_settings_take_the_admin_token_networks_and_durations_and_name_a_bad_one() {
     let s = load(&[
         ("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
         ("SESSION_TTL", "30m"),
@@ -27,6 +27,13 @@ fn access_settings_take_networks_and_durations_and_name_a_bad_one() {
     .unwrap();
     assert_eq!(s.access.trusted_proxies.len(), 2);
     assert_eq!(s.access.session_ttl, Duration::from_secs(1800));
+    assert!(s.access.admin_token.is_none());
+    let s = load(&[("ADMIN_TOKEN", "a-long-admin-token")]).unwrap();
+    let token = s
+        .access
+        .admin_token
+        .expect("ADMIN_TOKEN is read into the access section");
+    assert!(token.expose() == "a-long-admin-token");
     refuses(
         &[("TRUSTED_PROXIES", "10.0.0.0/8, nope")],
         "TRUSTED_PROXIES",
