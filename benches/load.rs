@@ -696,22 +696,22 @@ async fn serve_stand_in(rt: &Runtime, stand_in: Arc<StandIn>, stop: Cancellation
 
 fn settings(stand_in_port: u16, database_url: &str, knobs: &Knobs) -> Settings {
     let mut s = Settings::defaults(Mode::Serve);
-    s.bind_addr = [127, 0, 0, 1].into();
-    s.port = 0;
-    s.database_url = database_url.to_string();
-    s.sqlite_synchronous_full = knobs.sqlite_full;
-    s.log_ignored_events = knobs.event_log_all;
+    s.server.bind_addr = [127, 0, 0, 1].into();
+    s.server.port = 0;
+    s.store.database_url = database_url.to_string();
+    s.store.sqlite_synchronous_full = knobs.sqlite_full;
+    s.store.log_ignored_events = knobs.event_log_all;
     if let Some(workers) = knobs.workers {
-        s.workers = workers;
+        s.jobs.workers = workers;
     }
-    s.mavera_base_url = format!("http://127.0.0.1:{stand_in_port}/api/v1");
-    s.cio_app_base_url = format!("http://127.0.0.1:{stand_in_port}/v1");
-    s.mavera_api_key = Some(Secret::new(MAVERA_KEY));
-    s.cio_app_key = Some(Secret::new(CIO_APP_KEY));
-    s.segment_secrets = vec![Secret::new(SEGMENT_SECRET)];
-    s.cio_webhook_secrets = vec![Secret::new(CIO_SECRET)];
-    s.mavera_requests_per_minute = 1_000_000;
-    s.cio_requests_per_second = 100_000;
+    s.mavera.base_url = format!("http://127.0.0.1:{stand_in_port}/api/v1");
+    s.customerio.app_base_url = format!("http://127.0.0.1:{stand_in_port}/v1");
+    s.mavera.api_key = Some(Secret::new(MAVERA_KEY));
+    s.customerio.app_key = Some(Secret::new(CIO_APP_KEY));
+    s.segment.secrets = vec![Secret::new(SEGMENT_SECRET)];
+    s.customerio.webhook_secrets = vec![Secret::new(CIO_SECRET)];
+    s.mavera.requests_per_minute = 1_000_000;
+    s.customerio.requests_per_second = 100_000;
     s
 }
 
@@ -1174,7 +1174,7 @@ fn full(knobs: Knobs) {
             "sqlite_synchronous": if knobs.sqlite_full { "full" } else { "normal" },
             "event_log": if knobs.event_log_all { "all" } else { "triggered" },
             "server_threads": knobs.server_threads, "client_threads": knobs.client_threads,
-            "batch_matching": knobs.batch_matching, "workers": knobs.workers.unwrap_or(Settings::defaults(Mode::Serve).workers),
+            "batch_matching": knobs.batch_matching, "workers": knobs.workers.unwrap_or(Settings::defaults(Mode::Serve).jobs.workers),
             "store": store_name(&knobs),
         },
         "scenarios": scenarios_json,

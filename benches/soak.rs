@@ -73,15 +73,15 @@ async fn soak(duration: Duration, per_minute: u64, overload: u64, real: bool) {
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults(Mode::Serve);
-    settings.bind_addr = [127, 0, 0, 1].into();
-    settings.port = 0;
-    settings.database_url = format!("sqlite://{}/soak.db", dir.path().display());
-    settings.mavera_base_url = mavera_url;
-    settings.mavera_api_key = Some(Secret::new(common::MAVERA_KEY));
-    settings.segment_secrets = vec![Secret::new(common::SEGMENT_SECRET)];
-    settings.cio_webhook_secrets = vec![Secret::new(common::CIO_SECRET)];
-    settings.cio_app_key = Some(Secret::new(common::CIO_APP_KEY));
-    settings.mavera_requests_per_minute = per_minute as u32;
+    settings.server.bind_addr = [127, 0, 0, 1].into();
+    settings.server.port = 0;
+    settings.store.database_url = format!("sqlite://{}/soak.db", dir.path().display());
+    settings.mavera.base_url = mavera_url;
+    settings.mavera.api_key = Some(Secret::new(common::MAVERA_KEY));
+    settings.segment.secrets = vec![Secret::new(common::SEGMENT_SECRET)];
+    settings.customerio.webhook_secrets = vec![Secret::new(common::CIO_SECRET)];
+    settings.customerio.app_key = Some(Secret::new(common::CIO_APP_KEY));
+    settings.mavera.requests_per_minute = per_minute as u32;
     let table = TriggerTable::load(std::path::Path::new(common::CONFIG)).unwrap();
     let app = App::build(settings, table).await.unwrap();
     let url = format!("http://127.0.0.1:{}/segment", app.port());

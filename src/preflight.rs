@@ -7,13 +7,13 @@ use crate::{config::Settings, sources::Source, triggers::TriggerTable};
 /// refusal; in `dev` a warning. Each line names the variable and where its value comes from.
 pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
     let mut missing = Vec::new();
-    if table.uses_source(Source::Segment) && settings.segment_secrets.is_empty() {
+    if table.uses_source(Source::Segment) && settings.segment.secrets.is_empty() {
         missing.push("SEGMENT_SHARED_SECRET is not set, and a trigger listens to Segment: set it to the Shared Secret of your Segment Webhooks destination (destination Settings → Shared Secret)".to_string());
     }
-    if table.uses_source(Source::CustomerIo) && settings.cio_webhook_secrets.is_empty() {
+    if table.uses_source(Source::CustomerIo) && settings.customerio.webhook_secrets.is_empty() {
         missing.push("CIO_WEBHOOK_SECRET is not set, and a trigger listens to Customer.io: set it to the signing key of your reporting webhook (Data & Integrations → Reporting Webhooks → your webhook)".to_string());
     }
-    if settings.mavera_api_key.is_none() {
+    if settings.mavera.api_key.is_none() {
         missing.push("MAVERA_API_KEY is not set: create a key in Mavera (Settings → Developer → API Keys; it starts with mvra_live_)".to_string());
     }
     let w = &settings.write_back;
@@ -23,7 +23,7 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
     if table.uses_sink("segment") && w.segment_write_key.is_none() {
         missing.push("SEGMENT_WRITE_KEY is not set, and a trigger writes back to Segment (a `segment` sink): use the write key of a Segment source (Connections → Sources → your HTTP API source → Settings → API Keys)".to_string());
     }
-    if table.uses_enrichment() && settings.cio_app_key.is_none() {
+    if table.uses_enrichment() && settings.customerio.app_key.is_none() {
         missing.push("CIO_APP_KEY is not set, and a trigger looks customers up: create an App API key in Customer.io (Account Settings → API Credentials → App API Keys)".to_string());
     }
     missing
@@ -33,6 +33,7 @@ pub fn preflight(settings: &Settings, table: &TriggerTable) -> Vec<String> {
 /// token too weak for the console and the admin API, which often sit on a public URL.
 pub fn preflight_settings(settings: &Settings) -> Vec<String> {
     settings
+        .access
         .admin_token
         .as_ref()
         .and_then(crate::access::token_weakness)

@@ -101,7 +101,7 @@ impl App {
         table: TriggerTable,
         seams: Seams,
     ) -> anyhow::Result<Self> {
-        let addr = SocketAddr::new(settings.bind_addr, settings.port);
+        let addr = SocketAddr::new(settings.server.bind_addr, settings.server.port);
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {addr}: {e}. Fix: set WEBHOOK_PORT to a free port (or 0 for any)"
@@ -109,19 +109,19 @@ impl App {
         })?;
         let table = Arc::new(ArcSwap::from_pointee(table));
         // Before the store is opened: a second server must not touch the first one's running jobs.
-        let lock = sqlite::database_file(&settings.database_url)
+        let lock = sqlite::database_file(&settings.store.database_url)
             .map(|file| ServerLock::take(&file))
             .transpose()?;
         let store = open_store(&settings).await.map_err(|e| {
             anyhow::anyhow!(
                 "{e}. Fix: check DATABASE_URL ({}) and that its folder is writable",
-                settings.database_url
+                settings.store.database_url
             )
         })?;
         let released = store.release_running().await?;
         let counts = store.counts().await?;
         tracing::info!(
-            store = %settings.database_url,
+            store = %settings.store.database_url,
             pending = counts.pending,
             resumed = released,
             done = counts.done,
@@ -137,8 +137,8 @@ impl App {
         };
         let mavera = MaveraClient::new(
             http.clone(),
-            &settings.mavera_base_url,
-            settings.mavera_api_key.clone(),
+            &settings.mavera.base_url,
+            settings.mavera.api_key.clone(),
             &settings,
             metrics.clone(),
             store.shared_limits(),
@@ -146,29 +146,29 @@ impl App {
         );
         let cio = CustomerIoClient::new(
             http,
-            &settings.cio_app_base_url,
-            settings.cio_app_key.clone(),
+            &settings.customerio.app_base_url,
+            settings.customerio.app_key.clone(),
             &settings,
             metrics.clone(),
             store.shared_limits(),
             limits.clone(),
         );
-        let jobs = Jobs::new(store, settings.event_log_max_per_sec);
+        let jobs = Jobs::new(store, settings.store.event_log_max_per_sec);
         let intake = Intake {
-            dedupe: DedupeMemory::new(settings.dedupe_ttl, settings.dedupe_capacity),
+            dedupe: DedupeMemory::new(settings.intake.dedupe_ttl, settings.intake.dedupe_capacity),
             table: table.clone(),
             jobs: jobs.clone(),
             counters: Counters::default(),
             backlog: AtomicU64::new(counts.pending),
-            max_backlog: settings.max_backlog,
+            max_backlog: settings.intake.max_backlog,
             metrics: metrics.clone(),
-            log_ignored: settings.log_ignored_events,
+            log_ignored: settings.store.log_ignored_events,
         };
         let policy = RetryPolicy {
-            base: settings.retry_base,
-            max: settings.retry_max,
-            max_attempts: settings.retry_max_attempts,
-            max_age: settings.retry_max_age,
+            base: settings.jobs.retry_base,
+            max: settings.jobs.retry_max,
+            max_attempts: settings.jobs.retry_max_attempts,
+            max_age: settings.jobs.retry_max_age,
             jitter: seams.jitter,
         };
         let door = crate::access::Door::new(&settings.access, metrics.clone());
@@ -186,7 +186,7 @@ impl App {
             table,
             mavera,
             cio,
-            daily_budget: state.settings.mavera_daily_budget,
+            daily_budget: state.settings.mavera.daily_budget,
             metrics: metrics.clone(),
             http: sink_http.clone(),
             write_back: Arc::new(crate::sinks::writeback::WriteBack::from_settings(
@@ -211,14 +211,17 @@ impl App {
             jobs: self.state.jobs.clone(),
             runner: self.runner.clone(),
             policy: self.policy,
-            lease: self.state.settings.job_lease,
+            lease: self.state.settings.jobs.lease,
         }
     }
 
     /// The address actually bound (the port is the real one when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| {
-            SocketAddr::new(self.state.settings.bind_addr, self.state.settings.port)
+            SocketAddr::new(
+                self.state.settings.server.bind_addr,
+                self.state.settings.server.port,
+            )
         })
     }
 
@@ -241,11 +244,11 @@ impl App {
         let http = self.http.clone();
         let workers = if self.workers {
             spawn_pool(
-                self.state.settings.workers,
+                self.state.settings.jobs.workers,
                 self.state.jobs.clone(),
                 self.runner,
                 self.policy,
-                self.state.settings.job_lease,
+                self.state.settings.jobs.lease,
                 stop.clone(),
             )
         } else {
@@ -257,7 +260,7 @@ impl App {
             upkeep::run(
                 self.state.jobs.store.upkeep(),
                 Retention::from_settings(&self.state.settings),
-                self.state.settings.prune_interval,
+                self.state.settings.store.prune_interval,
                 self.state.metrics.clone(),
                 shutdown.clone(),
             )
@@ -284,12 +287,13 @@ impl App {
                 },
             ))
             .into_make_service_with_connect_info::<RemoteAddr>();
-        let listener = LimitedListener::new(self.listener, self.state.settings.max_connections);
+        let listener =
+            LimitedListener::new(self.listener, self.state.settings.server.max_connections);
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
-        let grace = self.state.settings.shutdown_grace;
+        let grace = self.state.settings.server.shutdown_grace;
         let mut workers = workers;
         let running = self
             .state

@@ -59,9 +59,9 @@ impl Inner {
             let (requests, chats, cio) = settings.live_limits();
             self.limits.set(requests, chats, cio);
             tracing::info!(
-                mavera_requests_per_minute = settings.mavera_requests_per_minute,
-                mavera_max_concurrent_chats = settings.mavera_max_concurrent_chats,
-                cio_requests_per_second = settings.cio_requests_per_second,
+                mavera_requests_per_minute = settings.mavera.requests_per_minute,
+                mavera_max_concurrent_chats = settings.mavera.max_concurrent_chats,
+                cio_requests_per_second = settings.customerio.requests_per_second,
                 "[limits] reloaded"
             );
         }

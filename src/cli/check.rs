@@ -74,22 +74,25 @@ pub(super) fn check_config(settings: &Settings, path: Option<PathBuf>) -> ExitCo
     println!("\nsettings (secrets as fingerprints):");
     println!(
         "  SEGMENT_SHARED_SECRET  {}",
-        show(&settings.segment_secrets)
+        show(&settings.segment.secrets)
     );
     println!(
         "  CIO_WEBHOOK_SECRET     {}",
-        show(&settings.cio_webhook_secrets)
+        show(&settings.customerio.webhook_secrets)
     );
     println!(
         "  MAVERA_API_KEY         {}",
-        show(settings.mavera_api_key.as_slice())
+        show(settings.mavera.api_key.as_slice())
     );
     println!(
         "  CIO_APP_KEY            {}",
-        show(settings.cio_app_key.as_slice())
+        show(settings.customerio.app_key.as_slice())
     );
-    println!("  MAVERA_BASE_URL        {}", settings.mavera_base_url);
-    println!("  CIO_APP_BASE_URL       {}", settings.cio_app_base_url);
+    println!("  MAVERA_BASE_URL        {}", settings.mavera.base_url);
+    println!(
+        "  CIO_APP_BASE_URL       {}",
+        settings.customerio.app_base_url
+    );
     let serve = Settings {
         mode: Mode::Serve,
         ..settings.clone()

@@ -158,7 +158,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Jobs(command) => jobs::jobs(&settings, command).await,
         Command::Forget { user } => jobs::forget(&settings, &user).await,
         Command::Healthcheck { url } => {
-            let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.port));
+            let url =
+                url.unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", settings.server.port));
             match reqwest::get(&url).await {
                 Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
                 _ => ExitCode::FAILURE,
@@ -172,7 +173,7 @@ async fn open_or_say(
     settings: &Settings,
 ) -> Result<std::sync::Arc<dyn crate::jobs::JobStore>, ExitCode> {
     open_store(settings).await.map_err(|e| {
-        eprintln!("error: {e} (DATABASE_URL={})", settings.database_url);
+        eprintln!("error: {e} (DATABASE_URL={})", settings.store.database_url);
         ExitCode::from(2)
     })
 }

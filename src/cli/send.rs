@@ -30,7 +30,7 @@ pub(super) async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
     };
     let url = args
         .url
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}/{}", settings.port, args.source));
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}/{}", settings.server.port, args.source));
     let mut headers: Vec<(&str, String)> = vec![("content-type", "application/json".into())];
     let secrets = crate::routes::webhook::source_settings(settings, args.source).secrets;
     let signed = secrets.first().map(|secret| {

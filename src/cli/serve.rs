@@ -15,15 +15,15 @@ use crate::{
 use super::RunArgs;
 
 pub(super) async fn run_server(mut settings: Settings, args: RunArgs) -> ExitCode {
-    telemetry::init(settings.log_json);
+    telemetry::init(settings.server.log_json);
     if let Some(p) = args.config {
         settings.config_path = p;
     }
     if let Some(p) = args.port {
-        settings.port = p;
+        settings.server.port = p;
     }
     if let Some(b) = args.bind {
-        settings.bind_addr = b;
+        settings.server.bind_addr = b;
     }
     let table = match TriggerTable::load(&settings.config_path) {
         Ok(t) => t,
@@ -69,7 +69,7 @@ pub(super) async fn run_server(mut settings: Settings, args: RunArgs) -> ExitCod
     for t in table.triggers() {
         tracing::info!(trigger = %t.name, source = %t.source, events = %t.events.join(","), action = t.action.kind(), "trigger loaded");
     }
-    if settings.admin_token.is_some() {
+    if settings.access.admin_token.is_some() {
         if bound.ip().is_unspecified() {
             tracing::info!("web console on http://{bound}/console: every interface, e.g. http://127.0.0.1:{}/console here (sign in with ADMIN_TOKEN)", bound.port());
         } else {

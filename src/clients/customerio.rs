@@ -72,8 +72,8 @@ impl CustomerIoClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             key,
-            timeout: settings.http_timeout,
-            ttl: settings.cio_cache_ttl,
+            timeout: settings.jobs.http_timeout,
+            ttl: settings.customerio.cache_ttl,
             requests: Arc::new(RequestWindow::new(
                 shared,
                 CIO_BUCKET,

@@ -123,7 +123,7 @@ impl MaveraClient {
                 shared.clone(),
                 RATE_BUCKET,
                 live.mavera_per_window.load(Ordering::Relaxed),
-                settings.mavera_rate_window,
+                settings.mavera.rate_window,
                 live.clock.clone(),
             ),
             chats: ChatPlaces::new(shared, live.mavera_chats.load(Ordering::Relaxed)),
@@ -134,8 +134,8 @@ impl MaveraClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             key,
-            chat_timeout: settings.mavera_timeout,
-            timeout: settings.http_timeout,
+            chat_timeout: settings.mavera.timeout,
+            timeout: settings.jobs.http_timeout,
             limits: Arc::new(limits),
         }
     }

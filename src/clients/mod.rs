@@ -221,7 +221,7 @@ mod tests {
 
     fn settings() -> Settings {
         let mut s = Settings::defaults(Mode::Serve);
-        s.http_timeout = Duration::from_secs(5);
+        s.jobs.http_timeout = Duration::from_secs(5);
         s
     }
 

@@ -106,6 +106,7 @@ pub(crate) fn csrf_value(token: &Secret) -> String {
 fn csrf_for(state: &AppState) -> String {
     state
         .settings
+        .access
         .admin_token
         .as_ref()
         .map(csrf_value)
@@ -115,6 +116,7 @@ fn csrf_for(state: &AppState) -> String {
 fn csrf_ok(state: &AppState, presented: &str) -> bool {
     state
         .settings
+        .access
         .admin_token
         .as_ref()
         .is_some_and(|token| Secret::new(csrf_value(token)).matches(presented))
@@ -141,7 +143,7 @@ fn cookie_session(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn console_enabled(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.settings.admin_token.is_none() {
+    if state.settings.access.admin_token.is_none() {
         return StatusCode::NOT_FOUND.into_response();
     }
     next.run(request).await
@@ -172,7 +174,7 @@ fn locked_out(wait: std::time::Duration) -> Response {
 /// Lets through a valid session cookie (renewing it while used) or the admin token as Bearer. A wrong
 /// Bearer token counts against the client; a locked-out client gets 429 unless its session is valid.
 async fn require_session(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(token) = &state.settings.admin_token else {
+    let Some(token) = &state.settings.access.admin_token else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let client = state.door.client(peer(&request), request.headers());
@@ -290,7 +292,7 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<Login>,
 ) -> Response {
-    let Some(token) = &state.settings.admin_token else {
+    let Some(token) = &state.settings.access.admin_token else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let client = state.door.client(Some(peer), &headers);

@@ -198,9 +198,9 @@ pub async fn overview(State(state): State<AppState>) -> Response {
             since_start,
             health,
             store,
-            retention_events => kept_for(state.settings.retention_events),
-            retention_jobs => kept_for(state.settings.retention_jobs),
-            prune_interval => humantime::format_duration(state.settings.prune_interval).to_string(),
+            retention_events => kept_for(state.settings.store.retention_events),
+            retention_jobs => kept_for(state.settings.store.retention_jobs),
+            prune_interval => humantime::format_duration(state.settings.store.prune_interval).to_string(),
         },
     )
 }

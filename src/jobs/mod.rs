@@ -316,17 +316,17 @@ impl Jobs {
 pub async fn open_store(
     settings: &crate::config::Settings,
 ) -> Result<Arc<dyn JobStore>, StoreError> {
-    let url = &settings.database_url;
+    let url = &settings.store.database_url;
     if url.starts_with("sqlite:") {
         Ok(Arc::new(
-            sqlite::SqliteStore::open(url, settings.sqlite_synchronous_full).await?,
+            sqlite::SqliteStore::open(url, settings.store.sqlite_synchronous_full).await?,
         ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
             postgres::PgStore::open(
                 url,
-                settings.db_max_connections,
-                settings.db_statement_timeout,
+                settings.store.max_connections,
+                settings.store.statement_timeout,
             )
             .await?,
         ))

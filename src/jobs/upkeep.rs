@@ -92,8 +92,8 @@ pub struct Retention {
 impl Retention {
     pub fn from_settings(settings: &crate::config::Settings) -> Self {
         Self {
-            events: settings.retention_events,
-            jobs: settings.retention_jobs,
+            events: settings.store.retention_events,
+            jobs: settings.store.retention_jobs,
         }
     }
 }

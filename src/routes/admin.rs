@@ -63,7 +63,7 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &state.settings.admin_token else {
+    let Some(token) = &state.settings.access.admin_token else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let peer = request

@@ -30,10 +30,10 @@ use crate::{
 };
 
 pub fn router(state: AppState) -> Router {
-    let limit = state.settings.max_body_bytes;
-    let header_limit = state.settings.max_header_bytes;
-    let deadline = state.settings.request_timeout;
-    let budget = BodyBudget::new(state.settings.max_body_bytes_in_flight);
+    let limit = state.settings.intake.max_body_bytes;
+    let header_limit = state.settings.server.max_header_bytes;
+    let deadline = state.settings.server.request_timeout;
+    let budget = BodyBudget::new(state.settings.intake.max_body_bytes_in_flight);
     let webhooks = Source::all().iter().fold(Router::new(), |router, &source| {
         let settings = Arc::new(webhook::source_settings(&state.settings, source));
         let max_body = settings.max_body_bytes;
@@ -207,8 +207,8 @@ pub(crate) fn record_outcome(
 pub(crate) fn check_shape(state: &AppState, body: &[u8]) -> Result<(), RejectReason> {
     limits::check_json_shape(
         body,
-        state.settings.max_json_depth,
-        state.settings.max_array_items,
+        state.settings.intake.max_json_depth,
+        state.settings.intake.max_array_items,
     )
 }
 

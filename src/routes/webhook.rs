@@ -24,15 +24,18 @@ use crate::{
 /// setting (`config.rs`), handed to it here.
 pub(crate) fn source_settings(settings: &Settings, source: Source) -> SourceSettings {
     let (secrets, max_body_bytes) = match source {
-        Source::Segment => (&settings.segment_secrets, settings.segment_max_body_bytes),
-        Source::CustomerIo => (&settings.cio_webhook_secrets, settings.max_body_bytes),
+        Source::Segment => (&settings.segment.secrets, settings.segment.max_body_bytes),
+        Source::CustomerIo => (
+            &settings.customerio.webhook_secrets,
+            settings.intake.max_body_bytes,
+        ),
     };
     SourceSettings {
         secrets: secrets.clone(),
         unsigned_ok: settings.mode == Mode::Dev,
         max_body_bytes,
-        max_batch_events: settings.max_batch_events,
-        timestamp_tolerance: settings.cio_timestamp_tolerance,
+        max_batch_events: settings.intake.max_batch_events,
+        timestamp_tolerance: settings.customerio.timestamp_tolerance,
     }
 }
 

@@ -23,7 +23,7 @@ async fn guarded_app(
 ) -> TestApp {
     spawn_with(Options {
         tweak: Box::new(move |s| {
-            s.admin_token = Some(Secret::new(TOKEN));
+            s.access.admin_token = Some(Secret::new(TOKEN));
             s.access.auth_max_failures = failures;
             s.access.auth_lockout = lockout;
             s.access.trusted_proxies = mavera_triggers::config::parse_trusted(trusted).unwrap();

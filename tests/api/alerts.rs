@@ -195,8 +195,8 @@ async fn a_stale_backlog_and_a_failing_upstream_fire_after_their_thresholds() {
     let app = spawn_alerting(
         &hook,
         Box::new(|s| {
-            s.retry_base = Duration::from_secs(600);
-            s.retry_max = Duration::from_secs(600);
+            s.jobs.retry_base = Duration::from_secs(600);
+            s.jobs.retry_max = Duration::from_secs(600);
         }),
     )
     .await;
@@ -233,7 +233,7 @@ async fn a_stale_backlog_and_a_failing_upstream_fire_after_their_thresholds() {
 #[tokio::test]
 async fn a_spent_budget_fires_while_it_holds_jobs_and_recovers_when_it_stops() {
     let hook = MockServer::start().await;
-    let app = spawn_alerting(&hook, Box::new(|s| s.mavera_daily_budget = Some(1))).await;
+    let app = spawn_alerting(&hook, Box::new(|s| s.mavera.daily_budget = Some(1))).await;
     Mock::given(method("POST"))
         .and(path("/api/v1/mave/chat"))
         .respond_with(

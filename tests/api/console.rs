@@ -13,7 +13,9 @@ const TOKEN: &str = "console-admin-token-1";
 
 async fn console_app() -> TestApp {
     spawn_with(Options {
-        tweak: Box::new(|s| s.admin_token = Some(mavera_triggers::config::Secret::new(TOKEN))),
+        tweak: Box::new(|s| {
+            s.access.admin_token = Some(mavera_triggers::config::Secret::new(TOKEN))
+        }),
         ..Options::default()
     })
     .await

@@ -202,7 +202,9 @@ async fn the_console_lists_open_digests_and_its_dry_run_says_which_digest_an_eve
     const TOKEN: &str = "digest-console-token-0123456789abcdef";
     let app = spawn_with(Options {
         config: config(50),
-        tweak: Box::new(|s| s.admin_token = Some(mavera_triggers::config::Secret::new(TOKEN))),
+        tweak: Box::new(|s| {
+            s.access.admin_token = Some(mavera_triggers::config::Secret::new(TOKEN))
+        }),
         ..Options::default()
     })
     .await;

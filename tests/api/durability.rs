@@ -63,8 +63,8 @@ async fn a_redelivery_after_a_restart_is_still_a_duplicate() {
 async fn pending_jobs_resume_after_a_restart() {
     let app = spawn_with(Options {
         tweak: Box::new(|s| {
-            s.retry_base = Duration::from_millis(50);
-            s.retry_max = Duration::from_millis(50);
+            s.jobs.retry_base = Duration::from_millis(50);
+            s.jobs.retry_max = Duration::from_millis(50);
         }),
         // A retry waits its whole backoff: the job stays pending after the attempt.
         jitter: |ceiling| ceiling,
@@ -202,7 +202,7 @@ async fn a_batch_for_one_user_creates_one_persona_and_updates_it() {
 async fn a_create_that_reached_mavera_before_the_attempt_failed_is_found_not_sent_twice() {
     // Mavera creates the persona but answers after our timeout: the retry must look before re-sending.
     let app = spawn_with(Options {
-        tweak: Box::new(|s| s.http_timeout = Duration::from_millis(300)),
+        tweak: Box::new(|s| s.jobs.http_timeout = Duration::from_millis(300)),
         ..Options::default()
     })
     .await;
@@ -235,7 +235,7 @@ async fn a_create_that_reached_mavera_before_the_attempt_failed_is_found_not_sen
 async fn a_dead_job_replayed_over_the_admin_api_makes_exactly_one_new_call() {
     let app = spawn_with(Options {
         tweak: Box::new(|s| {
-            s.admin_token = Some(mavera_triggers::config::Secret::new("admin-secret-1"))
+            s.access.admin_token = Some(mavera_triggers::config::Secret::new("admin-secret-1"))
         }),
         ..Options::default()
     })
@@ -336,9 +336,9 @@ async fn the_mavera_rate_limit_is_never_exceeded() {
     let clock = TestClock::new();
     let app = spawn_with(Options {
         tweak: Box::new(|s| {
-            s.mavera_requests_per_minute = 3;
-            s.mavera_rate_window = Duration::from_secs(1);
-            s.workers = 1;
+            s.mavera.requests_per_minute = 3;
+            s.mavera.rate_window = Duration::from_secs(1);
+            s.jobs.workers = 1;
         }),
         workers: true,
         clock: Some(clock.clone()),
@@ -389,8 +389,8 @@ async fn the_mavera_rate_limit_is_never_exceeded() {
 async fn backpressure_answers_503_with_retry_after_past_the_backlog_bound() {
     let app = spawn_with(Options {
         tweak: Box::new(|s| {
-            s.max_backlog = 2;
-            s.workers = 1;
+            s.intake.max_backlog = 2;
+            s.jobs.workers = 1;
         }),
         workers: true,
         ..Options::default()

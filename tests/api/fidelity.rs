@@ -23,7 +23,7 @@ const TOKEN: &str = "fidelity-admin-token";
 /// The shipped triggers, with the console on.
 async fn app_with_console() -> TestApp {
     spawn_with(Options {
-        tweak: Box::new(|s| s.admin_token = Some(Secret::new(TOKEN))),
+        tweak: Box::new(|s| s.access.admin_token = Some(Secret::new(TOKEN))),
         ..Options::default()
     })
     .await
@@ -101,8 +101,8 @@ async fn open_half_sent_body(app: &TestApp, length: usize) -> tokio::net::TcpStr
 async fn bodies_past_the_in_flight_budget_get_503_with_retry_after_and_room_comes_back() {
     let app = spawn_with(Options {
         tweak: Box::new(|s| {
-            s.segment_max_body_bytes = 64 * 1024;
-            s.max_body_bytes_in_flight = 100 * 1024;
+            s.segment.max_body_bytes = 64 * 1024;
+            s.intake.max_body_bytes_in_flight = 100 * 1024;
         }),
         ..Options::default()
     })
@@ -231,14 +231,14 @@ async fn rss_while_64_maximum_size_unsigned_bodies_arrive() {
     let app = spawn_with(Options {
         tweak: Box::new(move |s| {
             if let Some(budget) = budget {
-                s.max_body_bytes_in_flight = budget;
+                s.intake.max_body_bytes_in_flight = budget;
             }
         }),
         ..Options::default()
     })
     .await;
-    let limit = app.state.settings.segment_max_body_bytes;
-    let budget = app.state.settings.max_body_bytes_in_flight;
+    let limit = app.state.settings.segment.max_body_bytes;
+    let budget = app.state.settings.intake.max_body_bytes_in_flight;
     // One body shared by every client (a `Bytes` is not copied per request): what grows is the server's.
     let body = bytes::Bytes::from(vec![b' '; limit]);
     // Warm up: the allocator's arenas and the store, so that the peak below is the bodies'.

@@ -135,7 +135,7 @@ async fn a_trigger_budget_stops_calls_at_its_limit() {
 #[tokio::test]
 async fn the_global_daily_budget_caps_all_triggers_together() {
     let app = spawn_with(Options {
-        tweak: Box::new(|s| s.mavera_daily_budget = Some(3)),
+        tweak: Box::new(|s| s.mavera.daily_budget = Some(3)),
         ..Options::default()
     })
     .await;

@@ -145,21 +145,22 @@ pub async fn spawn_with(options: Options) -> TestApp {
         .data_dir
         .unwrap_or_else(|| std::sync::Arc::new(tempfile::tempdir().unwrap()));
     let mut settings = Settings::defaults(options.mode);
-    settings.database_url = format!("sqlite://{}/mavera-triggers.db", data_dir.path().display());
-    settings.bind_addr = [127, 0, 0, 1].into();
-    settings.port = 0;
-    settings.mavera_base_url = format!("{}/api/v1", mavera.uri());
-    settings.cio_app_base_url = format!("{}/v1", cio.uri());
-    settings.mavera_api_key = Some(Secret::new(MAVERA_KEY));
-    settings.segment_secrets = vec![Secret::new(SEGMENT_SECRET)];
-    settings.cio_webhook_secrets = vec![Secret::new(CIO_SECRET)];
-    settings.cio_app_key = Some(Secret::new(CIO_APP_KEY));
-    settings.retry_base = Duration::from_millis(20);
-    settings.retry_max = Duration::from_millis(200);
-    settings.mavera_timeout = Duration::from_secs(2);
-    settings.http_timeout = Duration::from_secs(2);
-    settings.mavera_requests_per_minute = 10_000;
-    settings.cio_requests_per_second = 1_000;
+    settings.store.database_url =
+        format!("sqlite://{}/mavera-triggers.db", data_dir.path().display());
+    settings.server.bind_addr = [127, 0, 0, 1].into();
+    settings.server.port = 0;
+    settings.mavera.base_url = format!("{}/api/v1", mavera.uri());
+    settings.customerio.app_base_url = format!("{}/v1", cio.uri());
+    settings.mavera.api_key = Some(Secret::new(MAVERA_KEY));
+    settings.segment.secrets = vec![Secret::new(SEGMENT_SECRET)];
+    settings.customerio.webhook_secrets = vec![Secret::new(CIO_SECRET)];
+    settings.customerio.app_key = Some(Secret::new(CIO_APP_KEY));
+    settings.jobs.retry_base = Duration::from_millis(20);
+    settings.jobs.retry_max = Duration::from_millis(200);
+    settings.mavera.timeout = Duration::from_secs(2);
+    settings.jobs.http_timeout = Duration::from_secs(2);
+    settings.mavera.requests_per_minute = 10_000;
+    settings.customerio.requests_per_second = 1_000;
     (options.tweak)(&mut settings);
     let table = TriggerTable::from_toml(&options.config, "test-config.toml").expect("test config");
     let mut seams = Seams {

@@ -134,7 +134,7 @@ async fn a_reload_with_a_broken_file_keeps_the_old_triggers_and_a_good_file_swit
         tweak: Box::new(move |s| {
             s.config_path = config_path;
             // `serve` (and so a reload) refuses an admin token under 32 characters.
-            s.admin_token = Some(mavera_triggers::config::Secret::new(RELOAD_TOKEN));
+            s.access.admin_token = Some(mavera_triggers::config::Secret::new(RELOAD_TOKEN));
         }),
         ..Options::default()
     })

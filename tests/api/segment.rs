@@ -396,7 +396,7 @@ async fn a_body_over_the_limit_is_413() {
 #[tokio::test]
 async fn mavera_failing_or_timing_out_never_changes_the_webhooks_200() {
     let app = spawn_with(Options {
-        tweak: Box::new(|s| s.retry_max_attempts = 2),
+        tweak: Box::new(|s| s.jobs.retry_max_attempts = 2),
         ..Options::default()
     })
     .await;
@@ -514,7 +514,7 @@ async fn a_batch_signed_over_its_first_element_verifies() {
 async fn dev_mode_accepts_unsigned_requests_when_no_secret_is_set_and_warns() {
     let app = spawn_with(Options {
         mode: mavera_triggers::config::Mode::Dev,
-        tweak: Box::new(|s| s.segment_secrets.clear()),
+        tweak: Box::new(|s| s.segment.secrets.clear()),
         ..Options::default()
     })
     .await;
@@ -538,7 +538,7 @@ async fn dev_mode_accepts_unsigned_requests_when_no_secret_is_set_and_warns() {
 #[tokio::test]
 async fn serve_mode_without_a_secret_refuses_unsigned_requests() {
     let app = spawn_with(Options {
-        tweak: Box::new(|s| s.segment_secrets.clear()),
+        tweak: Box::new(|s| s.segment.secrets.clear()),
         ..Options::default()
     })
     .await;

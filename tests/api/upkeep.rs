@@ -20,7 +20,7 @@ const DAY_MS: u64 = 86_400_000;
 
 fn with_admin() -> Options {
     Options {
-        tweak: Box::new(|s| s.admin_token = Some(Secret::new(ADMIN))),
+        tweak: Box::new(|s| s.access.admin_token = Some(Secret::new(ADMIN))),
         ..Options::default()
     }
 }

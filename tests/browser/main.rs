@@ -88,7 +88,9 @@ fn main() -> std::process::ExitCode {
 
 async fn console_app() -> TestApp {
     spawn_with(Options {
-        tweak: Box::new(|s| s.admin_token = Some(mavera_triggers::config::Secret::new(TOKEN))),
+        tweak: Box::new(|s| {
+            s.access.admin_token = Some(mavera_triggers::config::Secret::new(TOKEN))
+        }),
         ..Options::default()
     })
     .await
