@@ -208,6 +208,16 @@ pub(crate) fn limiter_down(
 mod tests {
     use std::sync::Arc;
 
+    #[test]
+    fn only_timeouts_rate_limits_and_server_errors_are_retried() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(is_retryable_status(s), "{s}");
+        }
+        for s in [400, 401, 402, 403, 404, 409, 422] {
+            assert!(!is_retryable_status(s), "{s}");
+        }
+    }
+
     use super::*;
     use crate::config::{Mode, Secret, Settings};
     use crate::metrics::Metrics;

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use rand::Rng;
 
-pub use crate::clients::is_retryable_status;
-
 /// Picks the wait before a retry given the backoff's ceiling: [`full_jitter`] in the app; a test passes a
 /// fixed choice (no wait, or the ceiling) so that its retries do not wait on chance.
 pub type Jitter = fn(Duration) -> Duration;
@@ -54,16 +52,6 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_timeouts_rate_limits_and_server_errors_are_retried() {
-        for s in [408, 429, 500, 502, 503, 504] {
-            assert!(is_retryable_status(s), "{s}");
-        }
-        for s in [400, 401, 402, 403, 404, 409, 422] {
-            assert!(!is_retryable_status(s), "{s}");
-        }
-    }
 
     #[test]
     fn backoff_is_jittered_capped_and_yields_to_retry_after() {
