@@ -118,3 +118,68 @@ async fn query_plan(
     .map(|r| r.3)
     .collect()
 }
+
+/// Workers' bookkeeping queued together runs in one transaction on the writer, each piece in a savepoint:
+/// one that fails is rolled back alone, and the others in its batch are committed.
+#[tokio::test]
+async fn a_failing_piece_of_a_bookkeeping_batch_fails_alone() {
+    use mavera_triggers::jobs::{
+        events::RequestMeta, now_ms, sqlite::SqliteStore, Delivery, Intake, JobKind, JobReads,
+        JobState, NewJob, Queue,
+    };
+    use mavera_triggers::{sources::Source, triggers::ActionKind};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/batch.db", dir.path().display());
+    let store = SqliteStore::open(&url, true).await.unwrap();
+    let delivery = |id: &str| Delivery {
+        source: Source::Segment,
+        event_id: id.into(),
+        name: "e".into(),
+        user_id: Some(format!("user-{id}")),
+        raw: "{}".into(),
+        meta: RequestMeta {
+            headers: "{}".into(),
+            signature: "verified".into(),
+        },
+        jobs: vec![NewJob {
+            trigger: "t".into(),
+            action: JobKind::Action(ActionKind::Research),
+            source: Source::Segment,
+            event_id: id.into(),
+            user_id: Some(format!("user-{id}")),
+            context: Default::default(),
+        }],
+        refusal: None,
+    };
+    store
+        .record(vec![delivery("a"), delivery("b")], now_ms())
+        .await
+        .unwrap();
+    let first = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    let second = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    sqlx::query(
+        "CREATE TRIGGER broken BEFORE INSERT ON jobs WHEN NEW.trigger_name = 'broken'
+         BEGIN SELECT RAISE(ABORT, 'broken row'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let mut followup = delivery("a").jobs.remove(0);
+    followup.trigger = "broken".into();
+    // Queued in the same poll: the writer takes both in one batch. The first job's outcome is written, then
+    // its follow-up fails: the outcome is rolled back with it.
+    let (first_done, second_done) = tokio::join!(
+        store.finish(first.id, serde_json::json!({"ok": 1}), vec![followup]),
+        store.finish(second.id, serde_json::json!({"ok": 2}), vec![]),
+    );
+    assert!(
+        first_done.unwrap_err().to_string().contains("broken row"),
+        "the broken piece fails"
+    );
+    second_done.unwrap();
+    let states = (
+        store.get(first.id).await.unwrap().unwrap().state,
+        store.get(second.id).await.unwrap().unwrap().state,
+    );
+    assert_eq!(states, (JobState::Running, JobState::Done));
+}
