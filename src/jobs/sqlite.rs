@@ -100,9 +100,8 @@ impl<'a> AckTurn<'a> {
 }
 
 impl Gate {
-    /// The writer connection of `pool`, after any acknowledgement that is waiting, in `synchronous =
-    /// NORMAL` (bookkeeping is made durable by the next acknowledgement's fsync).
-    pub(super) async fn writer(
+    /// The writer connection of `pool`, after any acknowledgement that is waiting.
+    pub(super) async fn turn(
         &self,
         pool: &SqlitePool,
     ) -> Result<PoolConnection<Sqlite>, StoreError> {
@@ -114,7 +113,16 @@ impl Gate {
             }
             opened.await;
         }
-        let mut conn = pool.acquire().await?;
+        Ok(pool.acquire().await?)
+    }
+
+    /// [`Gate::turn`], in `synchronous = NORMAL` (bookkeeping is made durable by the next acknowledgement's
+    /// fsync).
+    pub(super) async fn writer(
+        &self,
+        pool: &SqlitePool,
+    ) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.turn(pool).await?;
         if self.full.load(Ordering::SeqCst) {
             sqlx::query("PRAGMA synchronous = NORMAL")
                 .execute(&mut *conn)
@@ -122,6 +130,15 @@ impl Gate {
             self.full.store(false, Ordering::SeqCst);
         }
         Ok(conn)
+    }
+
+    /// [`Gate::writer`]'s switch on the writer's own handle, inside [`sqlite_writer::on_writer`].
+    pub(super) fn to_normal(&self, db: &rusqlite::Connection) -> Result<(), StoreError> {
+        if self.full.load(Ordering::SeqCst) {
+            db.execute_batch("PRAGMA synchronous = NORMAL")?;
+            self.full.store(false, Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
 

@@ -69,8 +69,15 @@ async fn run(pool: SqlitePool, gate: Arc<Gate>, mut rx: mpsc::UnboundedReceiver<
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
         let (ops, replies): (Vec<Bookkeeping>, Vec<oneshot::Sender<Answer>>) =
             queued.drain(..).unzip();
-        let answers = match gate.writer(&pool).await {
-            Ok(conn) => sqlite_writer::on_writer(conn, move |db| run_batch(db, ops)).await,
+        let answers = match gate.turn(&pool).await {
+            Ok(conn) => {
+                let gate = gate.clone();
+                sqlite_writer::on_writer(conn, move |db| {
+                    gate.to_normal(db)?;
+                    run_batch(db, ops)
+                })
+                .await
+            }
             Err(e) => Err(e),
         };
         match answers {
