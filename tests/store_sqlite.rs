@@ -99,6 +99,43 @@ async fn console_queries_use_indexes_not_scans() {
     }
 }
 
+/// The indexes a new (pending) job does not write still serve the reads that need them: retention's oldest
+/// finished jobs and the briefs' and personas' finished jobs of one action (the persona claim names its index,
+/// so every claim in the conformance suite checks that one).
+#[tokio::test]
+async fn finished_job_reads_use_the_partial_indexes() {
+    use mavera_triggers::jobs::{
+        events::Bind,
+        store::{Dialect, Statements},
+        upkeep,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/partial.db", dir.path().display());
+    let store = mavera_triggers::jobs::sqlite::SqliteStore::open(&url, true)
+        .await
+        .unwrap();
+    let reads = &Statements::of(Dialect::Sqlite).reads;
+    for (sql, binds, index) in [
+        (
+            upkeep::sql::DELETE_OLD_JOBS,
+            vec![Bind::Int(1), Bind::Int(100)],
+            "jobs_finished_updated",
+        ),
+        (
+            reads.finished.as_str(),
+            vec![Bind::Text("research".into()), Bind::Int(9), Bind::Int(50)],
+            "jobs_done_action_id",
+        ),
+    ] {
+        let plan = query_plan(store.pool(), sql, binds).await;
+        assert!(
+            plan.iter().any(|s| s.contains(index))
+                && plan.iter().all(|s| !s.starts_with("SCAN jobs")),
+            "{sql}: {plan:?}"
+        );
+    }
+}
+
 /// SQLite's plan for a statement: one line per step.
 async fn query_plan(
     pool: &sqlx::SqlitePool,

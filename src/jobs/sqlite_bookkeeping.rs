@@ -48,7 +48,7 @@ pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attem
 
 /// A persona job whose (trigger, user) has another persona job running: it waits its turn.
 pub const CLAIM_BUSY_SQL: &str = "c.action = 'create_persona' AND EXISTS (
-         SELECT 1 FROM jobs r INDEXED BY jobs_trigger_user
+         SELECT 1 FROM jobs r INDEXED BY jobs_running_persona
          WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id != c.id
            AND r.state = 'running' AND r.action = 'create_persona' AND r.lease_until_ms >= ?1)";
 
