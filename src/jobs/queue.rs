@@ -244,14 +244,8 @@ macro_rules! impl_queue {
                 id: $crate::jobs::JobId,
                 reason: String,
             ) -> Result<(), $crate::jobs::StoreError> {
-                let (state, now_ms) = ($crate::jobs::queue::Ended::Dead, $crate::jobs::now_ms());
-                let op = $crate::jobs::queue::Bookkeeping::End {
-                    id,
-                    state,
-                    reason,
-                    now_ms,
-                };
-                self.bookkeep(op).await.map(drop)
+                self.end_attempt(id, $crate::jobs::queue::Ended::Dead, reason)
+                    .await
             }
 
             async fn hold(
@@ -259,14 +253,8 @@ macro_rules! impl_queue {
                 id: $crate::jobs::JobId,
                 reason: String,
             ) -> Result<(), $crate::jobs::StoreError> {
-                let (state, now_ms) = ($crate::jobs::queue::Ended::Held, $crate::jobs::now_ms());
-                let op = $crate::jobs::queue::Bookkeeping::End {
-                    id,
-                    state,
-                    reason,
-                    now_ms,
-                };
-                self.bookkeep(op).await.map(drop)
+                self.end_attempt(id, $crate::jobs::queue::Ended::Held, reason)
+                    .await
             }
 
             async fn requeue(
@@ -291,6 +279,23 @@ macro_rules! impl_queue {
             fn sql() -> &'static $crate::jobs::queue::Sql {
                 let dialect = <Self as $crate::jobs::store::SqlBackend>::DIALECT;
                 &$crate::jobs::store::Statements::of(dialect).queue
+            }
+
+            /// Ends a job's attempt as dead or held, with the reason (in its history too).
+            async fn end_attempt(
+                &self,
+                id: $crate::jobs::JobId,
+                state: $crate::jobs::queue::Ended,
+                reason: String,
+            ) -> Result<(), $crate::jobs::StoreError> {
+                let now_ms = $crate::jobs::now_ms();
+                let op = $crate::jobs::queue::Bookkeeping::End {
+                    id,
+                    state,
+                    reason,
+                    now_ms,
+                };
+                self.bookkeep(op).await.map(drop)
             }
         }
     };
