@@ -90,6 +90,9 @@ struct Knobs {
     batch_matching: usize,
     /// `BENCH_WORKERS`: the server's `WORKERS` (default: the server's default, 16). For diagnosis only.
     workers: Option<usize>,
+    /// `BENCH_EVENT_LOG_MAX_PER_SEC`: the server's `EVENT_LOG_MAX_PER_SEC` (default: the server's default),
+    /// to A/B the event log's cap in one build.
+    event_log_max_per_sec: Option<u64>,
     /// `BENCH_POSTGRES=1`: the store is a throwaway PostgreSQL server (fsync on, as in production) started by
     /// the bench, instead of SQLite. Needs the PostgreSQL programs (`MT_PG_BIN_DIR`, see tests/common/pg.rs).
     postgres: bool,
@@ -133,6 +136,9 @@ impl Knobs {
             workers: std::env::var("BENCH_WORKERS")
                 .ok()
                 .map(|w| w.parse().expect("BENCH_WORKERS: a number")),
+            event_log_max_per_sec: std::env::var("BENCH_EVENT_LOG_MAX_PER_SEC")
+                .ok()
+                .map(|w| w.parse().expect("BENCH_EVENT_LOG_MAX_PER_SEC: a number")),
             postgres: env_or("BENCH_POSTGRES", 0u8) == 1,
             replicas: env_or::<usize>("BENCH_REPLICAS", 1).max(1),
         }
@@ -704,6 +710,9 @@ fn settings(stand_in_port: u16, database_url: &str, knobs: &Knobs) -> Settings {
     if let Some(workers) = knobs.workers {
         s.jobs.workers = workers;
     }
+    if let Some(max) = knobs.event_log_max_per_sec {
+        s.store.event_log_max_per_sec = max;
+    }
     s.mavera.base_url = format!("http://127.0.0.1:{stand_in_port}/api/v1");
     s.customerio.app_base_url = format!("http://127.0.0.1:{stand_in_port}/v1");
     s.mavera.api_key = Some(Secret::new(MAVERA_KEY));
@@ -1175,6 +1184,7 @@ fn full(knobs: Knobs) {
             "event_log": if knobs.event_log_all { "all" } else { "triggered" },
             "server_threads": knobs.server_threads, "client_threads": knobs.client_threads,
             "batch_matching": knobs.batch_matching, "workers": knobs.workers.unwrap_or(Settings::defaults(Mode::Serve).jobs.workers),
+            "event_log_max_per_sec": knobs.event_log_max_per_sec.unwrap_or(Settings::defaults(Mode::Serve).store.event_log_max_per_sec),
             "store": store_name(&knobs),
         },
         "scenarios": scenarios_json,

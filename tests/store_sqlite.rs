@@ -99,6 +99,43 @@ async fn console_queries_use_indexes_not_scans() {
     }
 }
 
+/// The indexes a new (pending) job does not write still serve the reads that need them: retention's oldest
+/// finished jobs and the briefs' and personas' finished jobs of one action (the persona claim names its index,
+/// so every claim in the conformance suite checks that one).
+#[tokio::test]
+async fn finished_job_reads_use_the_partial_indexes() {
+    use mavera_triggers::jobs::{
+        events::Bind,
+        store::{Dialect, Statements},
+        upkeep,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/partial.db", dir.path().display());
+    let store = mavera_triggers::jobs::sqlite::SqliteStore::open(&url, true)
+        .await
+        .unwrap();
+    let reads = &Statements::of(Dialect::Sqlite).reads;
+    for (sql, binds, index) in [
+        (
+            upkeep::sql::DELETE_OLD_JOBS,
+            vec![Bind::Int(1), Bind::Int(100)],
+            "jobs_finished_updated",
+        ),
+        (
+            reads.finished.as_str(),
+            vec![Bind::Text("research".into()), Bind::Int(9), Bind::Int(50)],
+            "jobs_done_action_id",
+        ),
+    ] {
+        let plan = query_plan(store.pool(), sql, binds).await;
+        assert!(
+            plan.iter().any(|s| s.contains(index))
+                && plan.iter().all(|s| !s.starts_with("SCAN jobs")),
+            "{sql}: {plan:?}"
+        );
+    }
+}
+
 /// SQLite's plan for a statement: one line per step.
 async fn query_plan(
     pool: &sqlx::SqlitePool,
@@ -117,4 +154,69 @@ async fn query_plan(
     .into_iter()
     .map(|r| r.3)
     .collect()
+}
+
+/// Workers' bookkeeping queued together runs in one transaction on the writer, each piece in a savepoint:
+/// one that fails is rolled back alone, and the others in its batch are committed.
+#[tokio::test]
+async fn a_failing_piece_of_a_bookkeeping_batch_fails_alone() {
+    use mavera_triggers::jobs::{
+        events::RequestMeta, now_ms, sqlite::SqliteStore, Delivery, Intake, JobKind, JobReads,
+        JobState, NewJob, Queue,
+    };
+    use mavera_triggers::{sources::Source, triggers::ActionKind};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/batch.db", dir.path().display());
+    let store = SqliteStore::open(&url, true).await.unwrap();
+    let delivery = |id: &str| Delivery {
+        source: Source::Segment,
+        event_id: id.into(),
+        name: "e".into(),
+        user_id: Some(format!("user-{id}")),
+        raw: "{}".into(),
+        meta: RequestMeta {
+            headers: "{}".into(),
+            signature: "verified".into(),
+        },
+        jobs: vec![NewJob {
+            trigger: "t".into(),
+            action: JobKind::Action(ActionKind::Research),
+            source: Source::Segment,
+            event_id: id.into(),
+            user_id: Some(format!("user-{id}")),
+            context: Default::default(),
+        }],
+        refusal: None,
+    };
+    store
+        .record(vec![delivery("a"), delivery("b")], now_ms())
+        .await
+        .unwrap();
+    let first = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    let second = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    sqlx::query(
+        "CREATE TRIGGER broken BEFORE INSERT ON jobs WHEN NEW.trigger_name = 'broken'
+         BEGIN SELECT RAISE(ABORT, 'broken row'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let mut followup = delivery("a").jobs.remove(0);
+    followup.trigger = "broken".into();
+    // Queued in the same poll: the writer takes both in one batch. The first job's outcome is written, then
+    // its follow-up fails: the outcome is rolled back with it.
+    let (first_done, second_done) = tokio::join!(
+        store.finish(first.id, serde_json::json!({"ok": 1}), vec![followup]),
+        store.finish(second.id, serde_json::json!({"ok": 2}), vec![]),
+    );
+    assert!(
+        first_done.unwrap_err().to_string().contains("broken row"),
+        "the broken piece fails"
+    );
+    second_done.unwrap();
+    let states = (
+        store.get(first.id).await.unwrap().unwrap().state,
+        store.get(second.id).await.unwrap().unwrap().state,
+    );
+    assert_eq!(states, (JobState::Running, JobState::Done));
 }

@@ -21,6 +21,7 @@ pub mod reads;
 pub mod retry;
 pub mod row;
 pub mod sqlite;
+mod sqlite_bookkeeping;
 mod sqlite_writer;
 pub mod store;
 pub mod upkeep;

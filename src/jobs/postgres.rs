@@ -8,7 +8,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use sqlx::{
     pool::PoolConnection,
     postgres::{PgConnectOptions, PgPoolOptions},
-    PgPool, Postgres,
+    Acquire, PgConnection, PgPool, Postgres,
 };
 
 use super::{
@@ -18,9 +18,9 @@ use super::{
     events,
     guards::impl_guards,
     personas::impl_personas,
-    queue::impl_queue,
+    queue::{impl_queue, Bookkeeping},
     reads::impl_job_reads,
-    row::JobRow,
+    row::{json_text, JobRow},
     store::{impl_heartbeat, Dialect, Intake, SqlBackend},
     upkeep::{impl_upkeep, Upkeep},
     Delivery, JobStore, SharedLimits, SharedLimitsDown, StoreError,
@@ -142,10 +142,88 @@ impl_audit_log!(PgStore);
 impl_digest_store!(PgStore);
 impl_upkeep!(PgStore);
 
-/// What Postgres does its own way: claiming with `FOR UPDATE SKIP LOCKED` on the database's clock, leaving
-/// other replicas' jobs alone, and leaving space to autovacuum.
+/// What Postgres does its own way: claiming with `FOR UPDATE SKIP LOCKED` on the database's clock, each
+/// worker's bookkeeping on a connection of its own, leaving other replicas' jobs alone, and leaving space to
+/// autovacuum.
 impl PgStore {
-    async fn claim_due(&self, now_ms: u64, lease_ms: u64) -> Result<Option<JobRow>, StoreError> {
+    /// Runs one piece of a worker's bookkeeping: Postgres takes writers side by side, so there is no batch.
+    async fn bookkeep(&self, op: Bookkeeping) -> Result<Option<JobRow>, StoreError> {
+        let sql = Self::sql();
+        let mut conn = self.writer().await?;
+        let query = match op {
+            Bookkeeping::Claim { now_ms, lease_ms } => {
+                return Self::claim_due(&mut conn, now_ms, lease_ms).await
+            }
+            Bookkeeping::Renew { id, lease_ms } => sqlx::query(&sql.renew_lease)
+                .bind(id as i64)
+                .bind(lease_ms as i64),
+            Bookkeeping::Progress { id, patch } => sqlx::query(&sql.merge_progress)
+                .bind(id as i64)
+                .bind(json_text(&patch)),
+            Bookkeeping::Finish {
+                id,
+                outcome,
+                followups,
+                now_ms,
+            } => {
+                let now = now_ms as i64;
+                let done = sqlx::query(&sql.done)
+                    .bind(id as i64)
+                    .bind(json_text(&outcome))
+                    .bind(now);
+                if followups.is_empty() {
+                    // One statement commits on its own: no BEGIN and COMMIT round trips.
+                    done.execute(&mut *conn).await?;
+                    return Ok(None);
+                }
+                let mut tx = conn.begin().await?;
+                done.execute(&mut *tx).await?;
+                for job in &followups {
+                    sqlx::query(&sql.followup)
+                        .bind(id as i64)
+                        .bind(&job.trigger)
+                        .bind(job.action.as_str())
+                        .bind(job.source.as_str())
+                        .bind(&job.event_id)
+                        .bind(&job.user_id)
+                        .bind(json_text(&job.context))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                return Ok(None);
+            }
+            Bookkeeping::Retry {
+                id,
+                run_at_ms,
+                error,
+                now_ms,
+            } => sqlx::query(&sql.retry)
+                .bind(id as i64)
+                .bind(run_at_ms as i64)
+                .bind(error)
+                .bind(now_ms as i64),
+            Bookkeeping::End {
+                id,
+                state,
+                reason,
+                now_ms,
+            } => sqlx::query(&sql.end)
+                .bind(id as i64)
+                .bind(state.as_str())
+                .bind(reason)
+                .bind(now_ms as i64),
+        };
+        query.execute(&mut *conn).await?;
+        Ok(None)
+    }
+
+    async fn claim_due(
+        conn: &mut PgConnection,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Option<JobRow>, StoreError> {
         // Pending and expired jobs are looked for apart, each along `jobs_due` in run order: one search
         // over both states (an OR) can make the planner collect and sort the whole due backlog per claim.
         let busy = "c.action = 'create_persona' AND EXISTS (
@@ -170,7 +248,7 @@ impl PgStore {
         Ok(sqlx::query_as(&claim)
             .bind(now_ms as i64)
             .bind(lease_ms as i64)
-            .fetch_optional(&self.pool)
+            .fetch_optional(conn)
             .await?)
     }
 

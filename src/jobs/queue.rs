@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{store::Dialect, Job, JobId, NewJob, StoreError};
+use super::{store::Dialect, Job, JobId, JobState, NewJob, StoreError};
 
 #[async_trait::async_trait]
 pub trait Queue: Send + Sync {
@@ -34,6 +34,59 @@ pub trait Queue: Send + Sync {
     async fn requeue(&self, id: JobId, now_ms: u64) -> Result<(), StoreError>;
 }
 
+/// A worker's write to the queue: a claim, or a step of the job it holds. A backend runs them its own way
+/// (SQLite gathers what workers have queued into one transaction on its writer).
+#[derive(Debug)]
+pub enum Bookkeeping {
+    Claim {
+        now_ms: u64,
+        lease_ms: u64,
+    },
+    Renew {
+        id: JobId,
+        lease_ms: u64,
+    },
+    Progress {
+        id: JobId,
+        patch: Value,
+    },
+    Finish {
+        id: JobId,
+        outcome: Value,
+        followups: Vec<NewJob>,
+        now_ms: u64,
+    },
+    Retry {
+        id: JobId,
+        run_at_ms: u64,
+        error: String,
+        now_ms: u64,
+    },
+    /// Ends an attempt for good (dead) or until an operator replays it (held), with the reason.
+    End {
+        id: JobId,
+        state: Ended,
+        reason: String,
+        now_ms: u64,
+    },
+}
+
+/// How [`Bookkeeping::End`] leaves a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Dead,
+    Held,
+}
+
+impl Ended {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Dead => JobState::Dead.as_str(),
+            Ended::Held => JobState::Held.as_str(),
+        }
+    }
+}
+
 /// The queue's statements in one dialect.
 pub struct Sql {
     pub renew_lease: String,
@@ -50,7 +103,7 @@ impl Sql {
     pub(crate) fn new(d: Dialect) -> Self {
         let end =
             |state, error| format!("state = {state}, last_error = {error}, lease_until_ms = NULL");
-        Sql {
+        let sql = Sql {
             renew_lease: d.fill(
                 "UPDATE jobs SET lease_until_ms = {NOW} + $2 WHERE id = $1 AND state = 'running'",
             ),
@@ -85,11 +138,38 @@ impl Sql {
                 d.set_true(&d.remove("progress", "guards_taken"), "replay"),
                 d.push_history("$2", "'replayed'", "NULL")
             ),
+        };
+        match d {
+            Dialect::Postgres => sql,
+            // Numbered `?n`: SQLite binds `$n` in order of first appearance (rusqlite runs these
+            // statements on the writer), `?n` by its number, as sqlx does both.
+            Dialect::Sqlite => Sql {
+                renew_lease: numbered(&sql.renew_lease),
+                merge_progress: numbered(&sql.merge_progress),
+                done: numbered(&sql.done),
+                followup: numbered(&sql.followup),
+                retry: numbered(&sql.retry),
+                end: numbered(&sql.end),
+                requeue: numbered(&sql.requeue),
+            },
         }
     }
 }
 
-/// The queue on a backend: its writer for every change; `claim_due` and `release_orphans` are the backend's.
+/// `sql` with each `$n` placeholder written `?n` (JSON paths such as `'$[#]'` and `'$.key'` are left).
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        let digit_next = chars.peek().is_some_and(char::is_ascii_digit);
+        out.push(if c == '$' && digit_next { '?' } else { c });
+    }
+    out
+}
+
+/// The queue on a backend: each claim and each attempt's end is one [`Bookkeeping`] the backend's
+/// `bookkeep` writes (SQLite batches them on its writer, Postgres runs each on a connection of its own);
+/// `release_orphans` is the backend's, `requeue` (an operator's) one statement on the writer.
 macro_rules! impl_queue {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -99,7 +179,9 @@ macro_rules! impl_queue {
                 now_ms: u64,
                 lease_ms: u64,
             ) -> Result<Option<$crate::jobs::Job>, $crate::jobs::StoreError> {
-                let row = self.claim_due(now_ms, lease_ms).await?;
+                let row = self
+                    .bookkeep($crate::jobs::queue::Bookkeeping::Claim { now_ms, lease_ms })
+                    .await?;
                 row.map($crate::jobs::Job::try_from).transpose()
             }
 
@@ -112,12 +194,8 @@ macro_rules! impl_queue {
                 id: $crate::jobs::JobId,
                 lease_ms: u64,
             ) -> Result<(), $crate::jobs::StoreError> {
-                sqlx::query(&Self::sql().renew_lease)
-                    .bind(id as i64)
-                    .bind(lease_ms as i64)
-                    .execute(&mut *self.writer().await?)
-                    .await?;
-                Ok(())
+                let op = $crate::jobs::queue::Bookkeeping::Renew { id, lease_ms };
+                self.bookkeep(op).await.map(drop)
             }
 
             async fn merge_progress(
@@ -125,12 +203,8 @@ macro_rules! impl_queue {
                 id: $crate::jobs::JobId,
                 patch: serde_json::Value,
             ) -> Result<(), $crate::jobs::StoreError> {
-                sqlx::query(&Self::sql().merge_progress)
-                    .bind(id as i64)
-                    .bind($crate::jobs::row::json_text(&patch))
-                    .execute(&mut *self.writer().await?)
-                    .await?;
-                Ok(())
+                let op = $crate::jobs::queue::Bookkeeping::Progress { id, patch };
+                self.bookkeep(op).await.map(drop)
             }
 
             async fn finish(
@@ -139,36 +213,14 @@ macro_rules! impl_queue {
                 outcome: serde_json::Value,
                 followups: Vec<$crate::jobs::NewJob>,
             ) -> Result<(), $crate::jobs::StoreError> {
-                use sqlx::Acquire;
-                let sql = Self::sql();
-                let now = $crate::jobs::now_ms() as i64;
-                let done = sqlx::query(&sql.done)
-                    .bind(id as i64)
-                    .bind($crate::jobs::row::json_text(&outcome))
-                    .bind(now);
-                let mut conn = self.writer().await?;
-                if followups.is_empty() {
-                    // One statement commits on its own: no BEGIN and COMMIT round trips.
-                    done.execute(&mut *conn).await?;
-                    return Ok(());
-                }
-                let mut tx = conn.begin().await?;
-                done.execute(&mut *tx).await?;
-                for job in &followups {
-                    sqlx::query(&sql.followup)
-                        .bind(id as i64)
-                        .bind(&job.trigger)
-                        .bind(job.action.as_str())
-                        .bind(job.source.as_str())
-                        .bind(&job.event_id)
-                        .bind(&job.user_id)
-                        .bind($crate::jobs::row::json_text(&job.context))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                let now_ms = $crate::jobs::now_ms();
+                let op = $crate::jobs::queue::Bookkeeping::Finish {
+                    id,
+                    outcome,
+                    followups,
+                    now_ms,
+                };
+                self.bookkeep(op).await.map(drop)
             }
 
             async fn retry_at(
@@ -177,14 +229,14 @@ macro_rules! impl_queue {
                 run_at_ms: u64,
                 error: String,
             ) -> Result<(), $crate::jobs::StoreError> {
-                sqlx::query(&Self::sql().retry)
-                    .bind(id as i64)
-                    .bind(run_at_ms as i64)
-                    .bind(error)
-                    .bind($crate::jobs::now_ms() as i64)
-                    .execute(&mut *self.writer().await?)
-                    .await?;
-                Ok(())
+                let now_ms = $crate::jobs::now_ms();
+                let op = $crate::jobs::queue::Bookkeeping::Retry {
+                    id,
+                    run_at_ms,
+                    error,
+                    now_ms,
+                };
+                self.bookkeep(op).await.map(drop)
             }
 
             async fn bury(
@@ -192,7 +244,8 @@ macro_rules! impl_queue {
                 id: $crate::jobs::JobId,
                 reason: String,
             ) -> Result<(), $crate::jobs::StoreError> {
-                self.end_attempt(id, "dead", reason).await
+                self.end_attempt(id, $crate::jobs::queue::Ended::Dead, reason)
+                    .await
             }
 
             async fn hold(
@@ -200,7 +253,8 @@ macro_rules! impl_queue {
                 id: $crate::jobs::JobId,
                 reason: String,
             ) -> Result<(), $crate::jobs::StoreError> {
-                self.end_attempt(id, "held", reason).await
+                self.end_attempt(id, $crate::jobs::queue::Ended::Held, reason)
+                    .await
             }
 
             async fn requeue(
@@ -227,24 +281,41 @@ macro_rules! impl_queue {
                 &$crate::jobs::store::Statements::of(dialect).queue
             }
 
-            /// Ends a job's attempt as `dead` or `held`, with the reason, in its history too.
+            /// Ends a job's attempt as dead or held, with the reason (in its history too).
             async fn end_attempt(
                 &self,
                 id: $crate::jobs::JobId,
-                state: &str,
+                state: $crate::jobs::queue::Ended,
                 reason: String,
             ) -> Result<(), $crate::jobs::StoreError> {
-                sqlx::query(&Self::sql().end)
-                    .bind(id as i64)
-                    .bind(state)
-                    .bind(reason)
-                    .bind($crate::jobs::now_ms() as i64)
-                    .execute(&mut *self.writer().await?)
-                    .await?;
-                Ok(())
+                let now_ms = $crate::jobs::now_ms();
+                let op = $crate::jobs::queue::Bookkeeping::End {
+                    id,
+                    state,
+                    reason,
+                    now_ms,
+                };
+                self.bookkeep(op).await.map(drop)
             }
         }
     };
 }
 
 pub(crate) use impl_queue;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_statements_number_their_placeholders_and_keep_json_paths() {
+        assert_eq!(
+            numbered("json_insert(h, '$[#]', json_set(p, '$.replay', $12)) WHERE id = $1"),
+            "json_insert(h, '$[#]', json_set(p, '$.replay', ?12)) WHERE id = ?1"
+        );
+        let sql = Sql::new(Dialect::Sqlite);
+        assert!(
+            !sql.retry.contains("$4") && sql.retry.contains("?4") && sql.retry.contains("'$[#]'")
+        );
+    }
+}

@@ -25,6 +25,29 @@ pub struct JobRow {
     history: String,
 }
 
+impl JobRow {
+    /// A job row as rusqlite reads it on SQLite's writer (a claim's `RETURNING *`), by column name.
+    pub fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(JobRow {
+            id: row.get("id")?,
+            trigger_name: row.get("trigger_name")?,
+            action: row.get("action")?,
+            source: row.get("source")?,
+            event_id: row.get("event_id")?,
+            user_id: row.get("user_id")?,
+            context: row.get("context")?,
+            state: row.get("state")?,
+            attempts: row.get("attempts")?,
+            created_ms: row.get("created_ms")?,
+            run_at_ms: row.get("run_at_ms")?,
+            progress: row.get("progress")?,
+            last_error: row.get("last_error")?,
+            outcome: row.get("outcome")?,
+            history: row.get("history")?,
+        })
+    }
+}
+
 pub fn json_text(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }

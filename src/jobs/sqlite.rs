@@ -9,9 +9,10 @@
 //!
 //! sqlx makes every statement a round trip to the connection's thread (about 0.2 ms on a busy 2-core
 //! machine), and SQLite has one writer: so a group commit and an event-log batch run whole on the writer
-//! connection's handle in one thread crossing ([`sqlite_writer`]), acknowledgements go first (job
-//! bookkeeping waits while one is queued), and the writer stays in `FULL` between acknowledgements instead
-//! of switching for each. Every write, bookkeeping included, is on that one connection.
+//! connection's handle in one thread crossing ([`sqlite_writer`]), the workers' claims and outcomes queue
+//! and run in batches there too ([`sqlite_bookkeeping`]), acknowledgements go first (bookkeeping waits while
+//! one is queued), and the writer stays in `FULL` between acknowledgements instead of switching for each.
+//! Every write, bookkeeping included, is on that one connection.
 
 use std::{
     path::{Path, PathBuf},
@@ -23,7 +24,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use sqlx::{
     pool::PoolConnection,
@@ -39,36 +40,16 @@ use super::{
     event_log::impl_event_log,
     guards::impl_guards,
     personas::impl_personas,
-    queue::impl_queue,
+    queue::{impl_queue, Bookkeeping},
     reads::impl_job_reads,
     row::JobRow,
-    sqlite_writer,
+    sqlite_bookkeeping, sqlite_writer,
     store::{impl_heartbeat, Dialect, Intake, SqlBackend},
     upkeep::{impl_upkeep, Upkeep},
     Delivery, JobStore, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// Claims the next due job (see `claim_due`); `CLAIM_BUSY` is replaced by [`CLAIM_BUSY_SQL`].
-pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?1 + ?2, updated_ms = ?1
-     WHERE id = (
-         SELECT id FROM (
-             SELECT * FROM (SELECT c.id, c.run_at_ms FROM jobs c
-                            WHERE c.state = 'pending' AND c.run_at_ms <= ?1 AND NOT (CLAIM_BUSY)
-                            ORDER BY c.run_at_ms, c.id LIMIT 1)
-             UNION ALL
-             SELECT * FROM (SELECT c.id, c.run_at_ms FROM jobs c
-                            WHERE c.state = 'running' AND c.lease_until_ms < ?1 AND NOT (CLAIM_BUSY)
-                            ORDER BY c.run_at_ms, c.id LIMIT 1))
-         ORDER BY run_at_ms, id LIMIT 1)
-     RETURNING *";
-
-/// A persona job whose (trigger, user) has another persona job running: it waits its turn.
-pub const CLAIM_BUSY_SQL: &str = "c.action = 'create_persona' AND EXISTS (
-         SELECT 1 FROM jobs r INDEXED BY jobs_trigger_user
-         WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id != c.id
-           AND r.state = 'running' AND r.action = 'create_persona' AND r.lease_until_ms >= ?1)";
 
 /// `PRAGMA auto_vacuum` of a file in incremental mode.
 const INCREMENTAL: i64 = 2;
@@ -94,12 +75,14 @@ pub struct SqliteStore {
     ack_full: bool,
     /// Acknowledgements go first: bookkeeping waits while one is waiting for the writer.
     gate: Arc<Gate>,
+    /// The workers' claims and steps, run in batches on the writer.
+    bookkeeping: mpsc::UnboundedSender<sqlite_bookkeeping::Queued>,
 }
 
 /// The writer's queue order. Without it, a group commit waited behind every worker's claim and outcome
 /// (16 workers: ~10 ms per commit under load) while the webhooks it answers were waiting too.
 #[derive(Default)]
-struct Gate {
+pub(super) struct Gate {
     acks: AtomicUsize,
     open: Notify,
     /// The writer connection is in `synchronous = FULL` (set for acknowledgements).
@@ -113,6 +96,49 @@ impl<'a> AckTurn<'a> {
     fn take(gate: &'a Gate) -> Self {
         gate.acks.fetch_add(1, Ordering::SeqCst);
         AckTurn(gate)
+    }
+}
+
+impl Gate {
+    /// The writer connection of `pool`, after any acknowledgement that is waiting.
+    pub(super) async fn turn(
+        &self,
+        pool: &SqlitePool,
+    ) -> Result<PoolConnection<Sqlite>, StoreError> {
+        loop {
+            // Registered before the check: a notification between the two is not lost.
+            let opened = self.open.notified();
+            if self.acks.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            opened.await;
+        }
+        Ok(pool.acquire().await?)
+    }
+
+    /// [`Gate::turn`], in `synchronous = NORMAL` (bookkeeping is made durable by the next acknowledgement's
+    /// fsync).
+    pub(super) async fn writer(
+        &self,
+        pool: &SqlitePool,
+    ) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.turn(pool).await?;
+        if self.full.load(Ordering::SeqCst) {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+            self.full.store(false, Ordering::SeqCst);
+        }
+        Ok(conn)
+    }
+
+    /// [`Gate::writer`]'s switch on the writer's own handle, inside [`sqlite_writer::on_writer`].
+    pub(super) fn to_normal(&self, db: &rusqlite::Connection) -> Result<(), StoreError> {
+        if self.full.load(Ordering::SeqCst) {
+            db.execute_batch("PRAGMA synchronous = NORMAL")?;
+            self.full.store(false, Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
 
@@ -193,15 +219,17 @@ impl SqliteStore {
                 .connect_with(reader_options.pragma("cache_size", "-512"))
                 .await?
         };
+        let gate = Arc::new(Gate {
+            full: AtomicBool::new(synchronous_full),
+            ..Gate::default()
+        });
         Ok(Self {
             file: database_file(url),
+            bookkeeping: sqlite_bookkeeping::spawn(pool.clone(), gate.clone()),
             pool,
             reader,
             ack_full: synchronous_full,
-            gate: Arc::new(Gate {
-                full: AtomicBool::new(synchronous_full),
-                ..Gate::default()
-            }),
+            gate,
         })
     }
 
@@ -219,22 +247,7 @@ impl SqlBackend for SqliteStore {
     /// The writer, for job bookkeeping and the event log: after any acknowledgement that is waiting. Every
     /// write but the acknowledgement's goes through here (the group commit is [`Intake::record`]).
     async fn writer(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
-        loop {
-            // Registered before the check: a notification between the two is not lost.
-            let opened = self.gate.open.notified();
-            if self.gate.acks.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            opened.await;
-        }
-        let mut conn = self.pool.acquire().await?;
-        if self.gate.full.load(Ordering::SeqCst) {
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await?;
-            self.gate.full.store(false, Ordering::SeqCst);
-        }
-        Ok(conn)
+        self.gate.writer(&self.pool).await
     }
 
     /// The readers' pool (WAL lets them run beside the writer).
@@ -294,17 +307,13 @@ const VACUUM_STEP: i64 = 1000;
 
 /// What SQLite does its own way: claiming on the one writer, releasing at start-up, giving space back.
 impl SqliteStore {
-    /// Claims the next due job ([`CLAIM_SQL`]). Pending and expired jobs are looked for apart, each along its
-    /// index in run order: one search over both states (an OR) collected the whole backlog and sorted it, on
-    /// every claim.
-    async fn claim_due(&self, now_ms: u64, lease_ms: u64) -> Result<Option<JobRow>, StoreError> {
-        Ok(
-            sqlx::query_as(&CLAIM_SQL.replace("CLAIM_BUSY", CLAIM_BUSY_SQL))
-                .bind(now_ms as i64)
-                .bind(lease_ms as i64)
-                .fetch_optional(&mut *self.writer().await?)
-                .await?,
-        )
+    /// Queues a worker's claim or step for the writer's next batch ([`sqlite_bookkeeping`]) and waits
+    /// until that batch has committed.
+    async fn bookkeep(&self, op: Bookkeeping) -> Result<Option<JobRow>, StoreError> {
+        let stopped = || StoreError::Unavailable("the store writer has stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.bookkeeping.send((op, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// One process per database file: a running job at start-up was cut short.
