@@ -420,7 +420,15 @@ async fn the_overview_counts_events_per_source_and_outcome_with_a_chart() {
         let e = json!({"type": "track", "event": "Ignored Thing", "messageId": format!("ov-{i}"), "userId": "u-ov"}).to_string();
         app.post_segment(&e).await;
     }
-    until_listed(&app, "/console/events?name=Ignored%20Thing", "ov-0").await;
+    // The event log is written a moment after the answers, possibly in more than one batch: wait for all three.
+    for i in 0..3 {
+        until_listed(
+            &app,
+            "/console/events?name=Ignored%20Thing",
+            &format!("ov-{i}"),
+        )
+        .await;
+    }
     let (status, html) = console_get(&app, "/console").await;
     assert_eq!(status, 200);
     assert!(html.contains("<svg"), "{html}");
