@@ -39,8 +39,8 @@ use crate::{
     triggers::TriggerTable,
 };
 
-/// What a test may swap in; the real thing by default. Logs need no seam: the app's tasks log to the
-/// subscriber that was current where it was built and run (`WithSubscriber`), so a test gives each app its own.
+/// What a test may swap in; the real thing by default. The app's tasks log to the subscriber that was current
+/// where it was built and run (`WithSubscriber`), so a test gives each app its own.
 #[derive(Clone)]
 pub struct Seams {
     /// The clock the request windows (Mavera, Customer.io) count and wait on.
@@ -49,6 +49,9 @@ pub struct Seams {
     pub jitter: Jitter,
     /// `false`: no background workers; jobs run only when [`Drain::run_pending_jobs`] is called.
     pub workers: bool,
+    /// `true`: each request also logs to the subscriber current where the app runs (a test's own), not
+    /// only the process's global one. Off in production, where it would only add work to every request.
+    pub scoped_logs: bool,
 }
 
 impl Default for Seams {
@@ -57,6 +60,7 @@ impl Default for Seams {
             clock: clock::system(),
             jitter: full_jitter,
             workers: true,
+            scoped_logs: false,
         }
     }
 }
@@ -71,6 +75,7 @@ pub struct App {
     http: reqwest::Client,
     policy: RetryPolicy,
     workers: bool,
+    scoped_logs: bool,
 }
 
 /// Runs the app's due jobs on demand, with the code a worker runs (see [`Seams::workers`]).
@@ -202,6 +207,7 @@ impl App {
             http: sink_http,
             policy,
             workers: seams.workers,
+            scoped_logs: seams.scoped_logs,
         })
     }
 
@@ -278,15 +284,17 @@ impl App {
             )
             .with_current_subscriber(),
         );
-        // axum serves each connection on a task of its own: each request logs where this runs.
-        let logs = tracing::dispatcher::get_default(tracing::Dispatch::clone);
-        let app = routes::router(self.state.clone())
-            .layer(axum::middleware::from_fn(
+        let mut router = routes::router(self.state.clone());
+        if self.scoped_logs {
+            // axum serves each connection on a task of its own: each request logs where this runs.
+            let logs = tracing::dispatcher::get_default(tracing::Dispatch::clone);
+            router = router.layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
                     next.run(request).with_subscriber(logs.clone())
                 },
-            ))
-            .into_make_service_with_connect_info::<RemoteAddr>();
+            ));
+        }
+        let app = router.into_make_service_with_connect_info::<RemoteAddr>();
         let listener =
             LimitedListener::new(self.listener, self.state.settings.server.max_connections);
         let served = axum::serve(listener, app)

@@ -166,6 +166,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let mut seams = Seams {
         jitter: options.jitter,
         workers: options.workers,
+        scoped_logs: true,
         ..Seams::default()
     };
     if let Some(clock) = options.clock {
