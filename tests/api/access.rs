@@ -112,13 +112,7 @@ async fn wrong_tokens_lock_a_client_out_everywhere_until_retry_after() {
     let right = login(&app, TOKEN, None).await;
     assert_eq!(right.status(), 429);
     assert_eq!(retry_after(&right), 1);
-    let admin = app
-        .http
-        .get(format!("{}/admin/jobs", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let admin = app.get_as("/admin/jobs", TOKEN).await;
     assert_eq!(admin.status(), 429);
     assert!(retry_after(&admin) >= 1);
     let page = no_redirects()

@@ -103,13 +103,7 @@ async fn scripts_use_the_bearer_token_and_briefs_render_inert() {
     let body = json!({"type": "track", "event": "plan_upgraded", "messageId": "console-1", "userId": "u-console", "properties": {"new_plan": "pro"}}).to_string();
     app.post_segment(&body).await;
     app.settle().await;
-    let page = app
-        .http
-        .get(format!("{}/console/briefs", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let page = app.get_as("/console/briefs", TOKEN).await;
     assert_eq!(page.status(), 200);
     let list = page.text().await.unwrap();
     assert!(
@@ -127,12 +121,8 @@ async fn scripts_use_the_bearer_token_and_briefs_render_inert() {
         .expect("a link to the brief")
         .to_string();
     let html = app
-        .http
-        .get(format!("{}/console/briefs/{link}", app.address))
-        .bearer_auth(TOKEN)
-        .send()
+        .get_as(&format!("/console/briefs/{link}"), TOKEN)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -211,12 +211,8 @@ async fn the_console_lists_open_digests_and_its_dry_run_says_which_digest_an_eve
     app.post_segment(&churned(1, "smb")).await;
     app.settle().await;
     let page = app
-        .http
-        .get(format!("{}/console/triggers", app.address))
-        .bearer_auth(TOKEN)
-        .send()
+        .get_as("/console/triggers", TOKEN)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -31,13 +31,7 @@ async fn app_with_console() -> TestApp {
 
 /// A console page's HTML, as a script reads it (`Authorization: Bearer`).
 async fn console_page(app: &TestApp, page: &str) -> String {
-    let response = app
-        .http
-        .get(format!("{}{page}", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as(page, TOKEN).await;
     assert_eq!(response.status(), 200, "{page}");
     response.text().await.unwrap()
 }

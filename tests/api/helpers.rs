@@ -333,6 +333,16 @@ impl TestApp {
         }
     }
 
+    /// `GET path` with `Authorization: Bearer <token>` (the console and admin API, as a script calls them).
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET /metrics`, as text.
     pub async fn metrics(&self) -> String {
         self.http
