@@ -21,6 +21,8 @@ const LOG_QUEUE: usize = 16_384;
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(Vec<Delivery>, Reply)>,
+    /// The store, when it groups concurrent commits itself ([`Intake::groups_commits`]).
+    direct: Option<Arc<dyn Intake>>,
     log: mpsc::Sender<Delivery>,
     /// Events the log had no room for.
     pub dropped: Arc<AtomicU64>,
@@ -34,10 +36,14 @@ impl Committer {
     pub fn spawn(store: Arc<dyn Intake>, log_max_per_sec: u64) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let (log, log_rx) = mpsc::channel(LOG_QUEUE);
-        tokio::spawn(run(store.clone(), rx));
+        let direct = store.groups_commits().then(|| store.clone());
+        if direct.is_none() {
+            tokio::spawn(run(store.clone(), rx));
+        }
         tokio::spawn(run_log(store, log_rx));
         Self {
             tx,
+            direct,
             log,
             dropped: Arc::default(),
             max_per_sec: log_max_per_sec,
@@ -90,6 +96,9 @@ impl Committer {
     pub async fn record(&self, deliveries: Vec<Delivery>) -> Result<Vec<bool>, StoreError> {
         if deliveries.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(store) = &self.direct {
+            return store.record(deliveries, now_ms()).await;
         }
         let (reply, answer) = oneshot::channel();
         self.tx

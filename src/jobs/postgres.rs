@@ -67,6 +67,7 @@ impl PgStore {
 #[async_trait::async_trait]
 impl SqlBackend for PgStore {
     type Db = Postgres;
+    type Writer = PoolConnection<Postgres>;
     const DIALECT: Dialect = Dialect::Postgres;
 
     /// Any connection of the pool: Postgres takes writers side by side.

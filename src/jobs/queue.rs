@@ -4,7 +4,10 @@
 
 use serde_json::Value;
 
-use super::{store::Dialect, Job, JobId, JobState, NewJob, StoreError};
+use super::{
+    store::{numbered, Dialect},
+    Job, JobId, JobState, NewJob, StoreError,
+};
 
 #[async_trait::async_trait]
 pub trait Queue: Send + Sync {
@@ -154,17 +157,6 @@ impl Sql {
             },
         }
     }
-}
-
-/// `sql` with each `$n` placeholder written `?n` (JSON paths such as `'$[#]'` and `'$.key'` are left).
-fn numbered(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        let digit_next = chars.peek().is_some_and(char::is_ascii_digit);
-        out.push(if c == '$' && digit_next { '?' } else { c });
-    }
-    out
 }
 
 /// The queue on a backend: each claim and each attempt's end is one [`Bookkeeping`] the backend's

@@ -17,14 +17,9 @@
 use std::{
     path::{Path, PathBuf},
     str::FromStr,
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::Duration,
 };
-
-use tokio::sync::{mpsc, oneshot, Notify};
 
 use sqlx::{
     pool::PoolConnection,
@@ -32,21 +27,20 @@ use sqlx::{
         SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions,
         SqliteSynchronous,
     },
-    Sqlite, SqlitePool,
+    Sqlite, SqliteConnection, SqlitePool,
 };
 
 use super::{
     audit::impl_audit_log,
     event_log::impl_event_log,
-    guards::impl_guards,
-    personas::impl_personas,
     queue::{impl_queue, Bookkeeping},
     reads::impl_job_reads,
     row::JobRow,
-    sqlite_bookkeeping, sqlite_writer,
+    sqlite_bookkeeping,
+    sqlite_writer::{Loan, Writer},
     store::{impl_heartbeat, Dialect, Intake, SqlBackend},
     upkeep::{impl_upkeep, Upkeep},
-    Delivery, JobStore, StoreError,
+    Delivery, Guard, Hold, JobId, JobStore, KnownPersona, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -65,88 +59,49 @@ pub fn database_file(url: &str) -> Option<PathBuf> {
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// The database file (`None` in memory), for its size on disk.
+    /// The database file, for its size on disk.
     file: Option<PathBuf>,
-    /// The one writer connection.
+    /// The connection for the writes that keep sqlx (retention, audit, digests…), lent the writer in turn.
     pool: SqlitePool,
     /// Readers.
     reader: SqlitePool,
-    /// Acknowledgements fsync (`SQLITE_SYNCHRONOUS=full`).
-    ack_full: bool,
-    /// Acknowledgements go first: bookkeeping waits while one is waiting for the writer.
-    gate: Arc<Gate>,
-    /// The workers' claims and steps, run in batches on the writer.
-    bookkeeping: mpsc::UnboundedSender<sqlite_bookkeeping::Queued>,
+    /// The writer thread: group commits, the workers' bookkeeping, the event log.
+    writer: Writer,
+    /// An in-memory database is a file in the temporary folder, removed with the last clone of the store.
+    _scratch: Option<Arc<Scratch>>,
 }
 
-/// The writer's queue order. Without it, a group commit waited behind every worker's claim and outcome
-/// (16 workers: ~10 ms per commit under load) while the webhooks it answers were waiting too.
-#[derive(Default)]
-pub(super) struct Gate {
-    acks: AtomicUsize,
-    open: Notify,
-    /// The writer connection is in `synchronous = FULL` (set for acknowledgements).
-    full: AtomicBool,
-}
+/// A database file removed when dropped (`sqlite::memory:`: the writer thread needs a second connection to
+/// the same database, which a private in-memory database cannot give).
+struct Scratch(PathBuf);
 
-/// An acknowledgement's claim on the writer, from before it queues until it is done.
-struct AckTurn<'a>(&'a Gate);
-
-impl<'a> AckTurn<'a> {
-    fn take(gate: &'a Gate) -> Self {
-        gate.acks.fetch_add(1, Ordering::SeqCst);
-        AckTurn(gate)
-    }
-}
-
-impl Gate {
-    /// The writer connection of `pool`, after any acknowledgement that is waiting.
-    pub(super) async fn turn(
-        &self,
-        pool: &SqlitePool,
-    ) -> Result<PoolConnection<Sqlite>, StoreError> {
-        loop {
-            // Registered before the check: a notification between the two is not lost.
-            let opened = self.open.notified();
-            if self.acks.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            opened.await;
-        }
-        Ok(pool.acquire().await?)
-    }
-
-    /// [`Gate::turn`], in `synchronous = NORMAL` (bookkeeping is made durable by the next acknowledgement's
-    /// fsync).
-    pub(super) async fn writer(
-        &self,
-        pool: &SqlitePool,
-    ) -> Result<PoolConnection<Sqlite>, StoreError> {
-        let mut conn = self.turn(pool).await?;
-        if self.full.load(Ordering::SeqCst) {
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await?;
-            self.full.store(false, Ordering::SeqCst);
-        }
-        Ok(conn)
-    }
-
-    /// [`Gate::writer`]'s switch on the writer's own handle, inside [`sqlite_writer::on_writer`].
-    pub(super) fn to_normal(&self, db: &rusqlite::Connection) -> Result<(), StoreError> {
-        if self.full.load(Ordering::SeqCst) {
-            db.execute_batch("PRAGMA synchronous = NORMAL")?;
-            self.full.store(false, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for AckTurn<'_> {
+impl Drop for Scratch {
     fn drop(&mut self) {
-        if self.0.acks.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.open.notify_waiters();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.as_os_str().to_owned();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// The sqlx write connection while the writer thread is parked ([`Writer::lend`]). The connection goes back
+/// to its pool before the thread goes on (fields drop in order).
+pub struct Lent {
+    conn: PoolConnection<Sqlite>,
+    _loan: Loan,
+}
+
+impl std::ops::Deref for Lent {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Lent {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
     }
 }
 
@@ -154,6 +109,19 @@ impl SqliteStore {
     /// Opens (creating the file and its folder when missing) and migrates the database at `url`
     /// (`sqlite://path/to/file.db`, or `sqlite::memory:`).
     pub async fn open(url: &str, synchronous_full: bool) -> Result<Self, StoreError> {
+        let scratch = database_file(url).is_none().then(|| {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Arc::new(Scratch(std::env::temp_dir().join(format!(
+                "mavera-triggers-memory-{}-{n}.db",
+                std::process::id()
+            ))))
+        });
+        let url = match &scratch {
+            Some(s) => format!("sqlite://{}", s.0.display()),
+            None => url.to_string(),
+        };
+        let url = url.as_str();
         if let Some(dir) = database_file(url)
             .as_deref()
             .and_then(Path::parent)
@@ -167,12 +135,9 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if synchronous_full {
-                // A connection the pool opens anew is safe for acknowledgements from the start.
-                SqliteSynchronous::Full
-            } else {
-                SqliteSynchronous::Normal
-            })
+            // The writes left on sqlx (retention, audit, digests…) are made durable by the next
+            // acknowledgement's fsync, as the workers' bookkeeping is.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             // Deleted rows are overwritten with zeros, so an erased person's data is not left in free
@@ -184,11 +149,9 @@ impl SqliteStore {
         // pool opened it (and left the write-ahead log non-empty after a checkpoint).
         let reader_options = options.clone();
         let options = options.auto_vacuum(SqliteAutoVacuum::Incremental);
-        // SQLite takes one writer at a time. All writes (group commits, claims, outcomes) queue for one
-        // connection, in order, instead of meeting in SQLite's lock and sleeping in its busy handler, which
-        // put long stalls on the webhook's answer. Reads use a pool of their own (WAL lets them run beside
-        // the writer). An in-memory database lives in one connection, so it is both.
-        let in_memory = url.contains(":memory:");
+        // SQLite takes one writer at a time: the writer thread, or this connection while the thread is
+        // parked for it ([`SqlBackend::writer`]). Writes queue in order instead of meeting in SQLite's lock
+        // and sleeping in its busy handler. Reads use a pool of their own (WAL lets them run beside it).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -199,37 +162,28 @@ impl SqliteStore {
         let (auto_vacuum,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum")
             .fetch_one(&pool)
             .await?;
-        if auto_vacuum != INCREMENTAL && !in_memory {
+        if auto_vacuum != INCREMENTAL {
             tracing::info!(
                 "switching the database to incremental vacuum: one VACUUM (rewrites the file once)"
             );
             sqlx::query("VACUUM").execute(&pool).await?;
         }
         MIGRATOR.run(&pool).await?;
-        let reader = if in_memory {
-            pool.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                // 512 KiB of page cache each (SQLite's default is 2 MiB): the console's pages read a
-                // few index pages, and four full default caches were most of the server's memory growth
-                // as the file grew.
-                .connect_with(reader_options.pragma("cache_size", "-512"))
-                .await?
-        };
-        let gate = Arc::new(Gate {
-            full: AtomicBool::new(synchronous_full),
-            ..Gate::default()
-        });
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            // 512 KiB of page cache each (SQLite's default is 2 MiB): the console's pages read a few index
+            // pages, and four full default caches were most of the server's memory growth as the file grew.
+            .connect_with(reader_options.pragma("cache_size", "-512"))
+            .await?;
+        let file = database_file(url).expect("a file: in-memory databases are scratch files");
         Ok(Self {
-            file: database_file(url),
-            bookkeeping: sqlite_bookkeeping::spawn(pool.clone(), gate.clone()),
+            writer: Writer::start(&file, synchronous_full)?,
+            file: Some(file),
             pool,
             reader,
-            ack_full: synchronous_full,
-            gate,
+            _scratch: scratch,
         })
     }
 
@@ -242,12 +196,17 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl SqlBackend for SqliteStore {
     type Db = Sqlite;
+    type Writer = Lent;
     const DIALECT: Dialect = Dialect::Sqlite;
 
-    /// The writer, for job bookkeeping and the event log: after any acknowledgement that is waiting. Every
-    /// write but the acknowledgement's goes through here (the group commit is [`Intake::record`]).
-    async fn writer(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
-        self.gate.writer(&self.pool).await
+    /// The sqlx write connection, with the writer thread parked until it is dropped: for the writes that
+    /// are not the acknowledgements' or the workers' (those run on the writer thread).
+    async fn writer(&self) -> Result<Lent, StoreError> {
+        let loan = self.writer.lend().await?;
+        Ok(Lent {
+            conn: self.pool.acquire().await?,
+            _loan: loan,
+        })
     }
 
     /// The readers' pool (WAL lets them run beside the writer).
@@ -263,26 +222,63 @@ impl Intake for SqliteStore {
         deliveries: Vec<Delivery>,
         now_ms: u64,
     ) -> Result<Vec<bool>, StoreError> {
-        let _first = AckTurn::take(&self.gate);
-        let conn = self.pool.acquire().await?;
-        let (gate, ack_full) = (self.gate.clone(), self.ack_full);
-        sqlite_writer::on_writer(conn, move |db| {
-            // The writer stays in FULL from one acknowledgement to the next; bookkeeping switches it back.
-            if ack_full && !gate.full.load(Ordering::SeqCst) {
-                db.execute_batch("PRAGMA synchronous = FULL")?;
-                gate.full.store(true, Ordering::SeqCst);
-            }
-            sqlite_writer::record(db, &deliveries, now_ms)
-        })
-        .await
+        self.writer.record(deliveries, now_ms).await
     }
 
     async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
-        let conn = self.writer().await?;
-        sqlite_writer::on_writer(conn, move |db| {
-            sqlite_writer::record(db, &deliveries, now_ms).map(|_| ())
-        })
-        .await
+        self.writer.log(deliveries, now_ms).await
+    }
+
+    fn groups_commits(&self) -> bool {
+        true
+    }
+}
+
+/// Guards on the writer thread: a job takes them in the writer's next transaction.
+#[async_trait::async_trait]
+impl super::guards::Guards for SqliteStore {
+    async fn take_guards(
+        &self,
+        job: JobId,
+        guards: &[Guard],
+        now_ms: u64,
+    ) -> Result<Option<Hold>, StoreError> {
+        let guards = guards.to_vec();
+        self.writer
+            .run(move |db| sqlite_bookkeeping::take_guards(db, job, &guards, now_ms))
+            .await
+    }
+}
+
+/// The persona map: found on the readers, remembered on the writer thread.
+#[async_trait::async_trait]
+impl super::personas::Personas for SqliteStore {
+    async fn persona_for(
+        &self,
+        trigger: &str,
+        user: &str,
+    ) -> Result<Option<KnownPersona>, StoreError> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(super::personas::FIND)
+            .bind(trigger)
+            .bind(user)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|(persona_id, name)| KnownPersona { persona_id, name }))
+    }
+
+    async fn remember_persona(
+        &self,
+        trigger: &str,
+        user: &str,
+        persona: &KnownPersona,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (trigger, user, persona) = (trigger.to_string(), user.to_string(), persona.clone());
+        self.writer
+            .run(move |db| {
+                sqlite_bookkeeping::remember_persona(db, &trigger, &user, &persona, now_ms)
+            })
+            .await
     }
 }
 
@@ -295,8 +291,6 @@ impl JobStore for SqliteStore {
 impl_queue!(SqliteStore);
 impl_job_reads!(SqliteStore);
 impl_event_log!(SqliteStore);
-impl_guards!(SqliteStore);
-impl_personas!(SqliteStore);
 impl_heartbeat!(SqliteStore);
 impl_audit_log!(SqliteStore);
 impl_digest_store!(SqliteStore);
@@ -307,13 +301,12 @@ const VACUUM_STEP: i64 = 1000;
 
 /// What SQLite does its own way: claiming on the one writer, releasing at start-up, giving space back.
 impl SqliteStore {
-    /// Queues a worker's claim or step for the writer's next batch ([`sqlite_bookkeeping`]) and waits
-    /// until that batch has committed.
+    /// Runs a worker's claim or step in the writer thread's next transaction and waits until it has
+    /// committed.
     async fn bookkeep(&self, op: Bookkeeping) -> Result<Option<JobRow>, StoreError> {
-        let stopped = || StoreError::Unavailable("the store writer has stopped".into());
-        let (reply, answer) = oneshot::channel();
-        self.bookkeeping.send((op, reply)).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.writer
+            .run(move |db| sqlite_bookkeeping::run_one(db, op))
+            .await
     }
 
     /// One process per database file: a running job at start-up was cut short.

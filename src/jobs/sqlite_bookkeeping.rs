@@ -1,34 +1,25 @@
-//! The workers' bookkeeping on the SQLite writer, batched: claims, lease renewals, progress and outcomes
-//! that workers queue while the writer is busy run together, in one transaction and one thread crossing
-//! ([`sqlite_writer::on_writer`]), after any acknowledgement that is waiting.
+//! The workers' writes on the SQLite writer thread ([`super::sqlite_writer`]): claims, lease renewals,
+//! progress, outcomes, guards and the persona map, each a piece of the writer's next transaction (in a
+//! savepoint of its own), answered once it has committed.
 //!
 //! One sqlx round trip per statement, each taking the one writer in turn, put 16 workers' 3–5 writes per job
-//! between the group commits (~1.2 ms of each ~4.2 ms commit under load). Each piece runs in a savepoint of
-//! the batch, so one that fails (a broken row) fails alone; a worker gets its answer after the batch commits,
-//! so an outcome is as durable as before (committed, on disk with the next acknowledgement's fsync) before the
-//! worker moves on.
+//! between the group commits (~1.2 ms of each ~4.2 ms commit under load). An outcome is as durable as before
+//! (committed, on disk with the next acknowledgement's fsync) before the worker moves on.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use sqlx::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    queue::{Bookkeeping, Sql},
+    guards, personas,
+    queue::Bookkeeping,
     row::{json_text, JobRow},
-    sqlite::Gate,
-    sqlite_writer,
-    store::{Dialect, Statements},
-    StoreError,
+    store::{numbered, Dialect, Statements},
+    Guard, Hold, JobId, KnownPersona, StoreError,
 };
 
 /// What a piece of bookkeeping answers: the claimed job's row, for a claim that found one.
 pub type Answer = Result<Option<JobRow>, StoreError>;
-pub type Queued = (Bookkeeping, oneshot::Sender<Answer>);
-
-/// The most pieces one transaction takes; the rest wait for the next.
-const MAX_BATCH: usize = 256;
 
 /// Claims the next due job; `CLAIM_BUSY` is replaced by [`CLAIM_BUSY_SQL`]. Pending and expired jobs are
 /// looked for apart, each along its index in run order: one search over both states (an OR) collected the
@@ -57,63 +48,9 @@ fn claim_sql() -> &'static str {
     CLAIM.get_or_init(|| CLAIM_SQL.replace("CLAIM_BUSY", CLAIM_BUSY_SQL))
 }
 
-/// Starts the task that runs queued bookkeeping on the writer; it ends when every sender is dropped.
-pub fn spawn(pool: SqlitePool, gate: Arc<Gate>) -> mpsc::UnboundedSender<Queued> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(pool, gate, rx));
-    tx
-}
-
-async fn run(pool: SqlitePool, gate: Arc<Gate>, mut rx: mpsc::UnboundedReceiver<Queued>) {
-    let mut queued = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
-        let (ops, replies): (Vec<Bookkeeping>, Vec<oneshot::Sender<Answer>>) =
-            queued.drain(..).unzip();
-        let answers = match gate.turn(&pool).await {
-            Ok(conn) => {
-                let gate = gate.clone();
-                sqlite_writer::on_writer(conn, move |db| {
-                    gate.to_normal(db)?;
-                    run_batch(db, ops)
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match answers {
-            Ok(answers) => {
-                for (answer, reply) in answers.into_iter().zip(replies) {
-                    let _ = reply.send(answer);
-                }
-            }
-            Err(e) => {
-                let e = Arc::new(e);
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Shared(e.clone())));
-                }
-            }
-        }
-    }
-}
-
-/// Runs `ops` in one transaction, each in a savepoint of its own; the answers in the same order.
-fn run_batch(db: &Connection, ops: Vec<Bookkeeping>) -> Result<Vec<Answer>, StoreError> {
+/// Runs one claim or step of a worker's job; a claim answers the job's row if it found one.
+pub fn run_one(db: &Connection, op: Bookkeeping) -> Answer {
     let sql = &Statements::of(Dialect::Sqlite).queue;
-    let mut tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
-    let mut answers = Vec::with_capacity(ops.len());
-    for op in ops {
-        let step = tx.savepoint()?;
-        let answer = run_one(&step, sql, op);
-        if answer.is_ok() {
-            step.commit()?;
-        } // else dropping the savepoint rolls this piece back
-        answers.push(answer);
-    }
-    tx.commit()?;
-    Ok(answers)
-}
-
-fn run_one(db: &Connection, sql: &Sql, op: Bookkeeping) -> Answer {
     match op {
         Bookkeeping::Claim { now_ms, lease_ms } => {
             let mut claim = db.prepare_cached(claim_sql())?;
@@ -176,4 +113,85 @@ fn run_one(db: &Connection, sql: &Sql, op: Bookkeeping) -> Answer {
         ])?,
     };
     Ok(None)
+}
+
+/// The SQLite text of a shared statement, numbered for rusqlite, made once.
+fn sqlite_text(cell: &'static OnceLock<String>, shared: &str) -> &'static str {
+    cell.get_or_init(|| numbered(&Dialect::Sqlite.fill(shared)))
+}
+
+/// Takes every guard at once, or none ([`super::guards::Guards::take_guards`]): a refusal rolls back the
+/// guards taken before it and answers the refusing guard's reason.
+pub fn take_guards(
+    db: &Connection,
+    job: JobId,
+    guards: &[Guard],
+    now_ms: u64,
+) -> Result<Option<Hold>, StoreError> {
+    static COOLDOWN: OnceLock<String> = OnceLock::new();
+    static BUDGET: OnceLock<String> = OnceLock::new();
+    static TAKEN: OnceLock<String> = OnceLock::new();
+    let take = || -> Result<Option<Hold>, StoreError> {
+        for guard in guards {
+            let allowed: Option<i64> = match guard {
+                Guard::Cooldown {
+                    trigger,
+                    user,
+                    window_ms,
+                } => db
+                    .prepare_cached(sqlite_text(&COOLDOWN, guards::COOLDOWN))?
+                    .query_row(
+                        params![trigger, user, now_ms as i64, *window_ms as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                Guard::Budget {
+                    scope,
+                    window_start_ms,
+                    limit,
+                    ..
+                } => db
+                    .prepare_cached(sqlite_text(&BUDGET, guards::BUDGET))?
+                    .query_row(
+                        params![scope, *window_start_ms as i64, *limit as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+            };
+            if allowed.is_none() {
+                return Ok(Some(guard.refusal()));
+            }
+        }
+        let mark = &Statements::of(Dialect::Sqlite).guards_taken;
+        db.prepare_cached(sqlite_text(&TAKEN, mark))?
+            .execute(params![job as i64])?;
+        Ok(None)
+    };
+    db.execute_batch("SAVEPOINT guards")?;
+    let taken = take();
+    if !matches!(taken, Ok(None)) {
+        db.execute_batch("ROLLBACK TO guards")?;
+    }
+    db.execute_batch("RELEASE guards")?;
+    taken
+}
+
+/// Remembers the persona created for (trigger, user) ([`super::personas::Personas::remember_persona`]).
+pub fn remember_persona(
+    db: &Connection,
+    trigger: &str,
+    user: &str,
+    persona: &KnownPersona,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    static REMEMBER: OnceLock<String> = OnceLock::new();
+    db.prepare_cached(sqlite_text(&REMEMBER, personas::REMEMBER))?
+        .execute(params![
+            trigger,
+            user,
+            persona.persona_id,
+            persona.name,
+            now_ms as i64
+        ])?;
+    Ok(())
 }

@@ -1,101 +1,454 @@
-//! Batches on the SQLite writer connection that run in one thread crossing, not one per statement.
+//! The SQLite writer: one thread that owns the database's one write connection (rusqlite, statements
+//! prepared once and cached) and runs whatever is queued for it as one transaction — the group commit's
+//! events, jobs and tallies, the workers' claims, guards and outcomes, the event log's rows — then answers
+//! every caller once that transaction has committed. One thread crossing per transaction, none per
+//! statement (sqlx made each statement a round trip to its connection's thread, ~0.2 ms on a busy 2-core
+//! machine, and the writer waited for each).
 //!
-//! sqlx runs each SQLite statement on its connection's own thread: a group commit of BEGIN, an insert per
-//! table, the tallies and COMMIT was five or more round trips (~0.2 ms each on a busy 2-core machine)
-//! while the webhooks it answers waited. Here the whole transaction runs on a blocking thread, directly on
-//! the writer connection's `sqlite3` handle (rusqlite over the same libsqlite3-sys as sqlx), with prepared
-//! statements and one row per execution. It is the same connection as every other write, so SQLite still
-//! has one writer and nothing waits in its busy handler.
+//! - **Acknowledgements first.** A transaction that holds an acknowledgement commits in `synchronous=FULL`
+//!   (on disk before the webhook is answered); one without commits in `NORMAL` and is made durable by the
+//!   next acknowledgement's fsync (WAL: one fsync covers every earlier commit).
+//! - **Each piece alone.** Every worker's piece runs in a savepoint of its own: one that fails (a broken
+//!   row) rolls back alone, and its caller gets the error; the others commit.
+//! - **Bounded.** A transaction takes one group commit (at most 512 deliveries, [`super::committer`]), one
+//!   event-log batch and at most [`MAX_PIECES`] pieces, so a draining backlog adds at most that much to an
+//!   acknowledgement's wait.
+//! - **Rare writes on sqlx.** Retention, erasure, the audit log, digests and checkpoints keep their shared
+//!   sqlx code on a second connection: [`Writer::lend`] parks this thread (between transactions) until the
+//!   loan ends, so SQLite still has one writer at a time and nobody sleeps in its busy handler.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{mpsc as std_mpsc, Arc},
+    time::Duration,
+};
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
-use sqlx::{pool::PoolConnection, Sqlite};
+use tokio::sync::oneshot;
 
-use super::{events, row::json_text, Delivery, StoreError};
+use super::{
+    events::{self, EventStatus},
+    row::json_text,
+    Delivery, StoreError,
+};
+use crate::sources::Source;
 
-/// Runs `write` on the writer connection `conn`, on a blocking thread, with sqlx's thread held off the
-/// handle until it returns. `write` gets a rusqlite view of the handle that finalizes its statements when
-/// dropped (sqlx closes the handle with `sqlite3_close`, which refuses while any statement is open).
-pub async fn on_writer<T, F>(mut conn: PoolConnection<Sqlite>, write: F) -> Result<T, StoreError>
+/// The most workers' pieces one transaction takes; the rest wait for the next.
+pub const MAX_PIECES: usize = 256;
+
+/// A worker's piece: run on the writer's connection, inside the batch's transaction, in a savepoint of its
+/// own; what it returns is called once the transaction's fate is known (the commit's error, if any).
+trait Work: Send {
+    fn run(self: Box<Self>, db: &Connection) -> Deliver;
+    /// The piece did not run: its transaction could not start or failed before it.
+    fn fail(self: Box<Self>, error: &Arc<StoreError>);
+}
+type Piece = Box<dyn Work>;
+type Deliver = Box<dyn FnOnce(Option<&Arc<StoreError>>) + Send>;
+
+struct PieceOf<T, F> {
+    f: F,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Work for PieceOf<T, F>
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut locked = runtime.block_on(conn.lock_handle())?;
-        // SAFETY: the handle is open (the pool holds the connection) and locked away from sqlx's thread
-        // until `locked` drops, after `db`. `from_handle` does not close it; dropping `db` finalizes the
-        // statements it prepared.
-        let db = unsafe { Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
-        let result = write(&db);
-        drop(db);
-        drop(locked);
-        result
-    })
-    .await?
+    fn run(self: Box<Self>, db: &Connection) -> Deliver {
+        let PieceOf { f, reply } = *self;
+        let result = savepoint(db, f);
+        Box::new(move |failed: Option<&Arc<StoreError>>| {
+            let _ = reply.send(match failed {
+                Some(e) => Err(StoreError::Shared(e.clone())),
+                None => result,
+            });
+        })
+    }
+
+    fn fail(self: Box<Self>, error: &Arc<StoreError>) {
+        let _ = self.reply.send(Err(StoreError::Shared(error.clone())));
+    }
 }
 
-/// Records deliveries in one transaction: each new event, its jobs and the minute tallies; returns, per
-/// delivery, whether it was new (a duplicate was recorded before, or earlier in the same batch).
-pub fn record(
-    db: &Connection,
-    deliveries: &[Delivery],
-    now_ms: u64,
-) -> Result<Vec<bool>, StoreError> {
-    let now = now_ms as i64;
-    let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
-    let mut fresh = Vec::with_capacity(deliveries.len());
-    let mut tally = events::Tally::default();
-    {
-        let mut event = tx.prepare_cached(
-            "INSERT INTO events (source, event_id, name, received_ms, raw, user_id, headers, signature, status, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
-        )?;
-        let mut job = tx.prepare_cached(
-            "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context, created_ms, run_at_ms, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
-        )?;
-        for d in deliveries {
-            let status = events::status_of(d);
-            let row: Option<i64> = event
-                .query(params![
-                    d.source.as_str(),
-                    d.event_id,
-                    d.name,
-                    now,
-                    d.raw,
-                    d.user_id,
-                    &*d.meta.headers,
-                    &*d.meta.signature,
-                    status.as_str(),
-                    d.refusal.as_ref().map(|r| r.reason()),
-                ])?
-                .next()?
-                .map(|r| r.get(0))
-                .transpose()?;
-            if let Some(row) = row {
-                for j in &d.jobs {
-                    job.execute(params![
-                        row,
-                        j.trigger,
-                        j.action.as_str(),
-                        j.source.as_str(),
-                        j.event_id,
-                        j.user_id,
-                        json_text(&j.context),
-                        now,
-                    ])?;
-                }
-                tally.add(now_ms, d.source, status);
-            }
-            fresh.push(row.is_some());
-        }
-        let mut count = tx.prepare_cached(events::COUNT_MINUTE)?;
-        for (minute, source, status, n) in tally.rows() {
-            count.execute(params![minute, source, status, n])?;
+enum Command {
+    /// A group commit: the acknowledgement's write.
+    Record {
+        rows: Vec<EventRow>,
+        now_ms: u64,
+        reply: oneshot::Sender<Recorded>,
+    },
+    /// Events for the console's log (no acknowledgement waits on them).
+    Log {
+        rows: Vec<EventRow>,
+        now_ms: u64,
+        reply: oneshot::Sender<Logged>,
+    },
+    Piece(Piece),
+    /// Parks the thread until `back` is dropped, after answering `lent`.
+    Lend {
+        lent: oneshot::Sender<()>,
+        back: std_mpsc::Receiver<()>,
+    },
+}
+
+/// A delivery as the writer inserts it: text only, made on the caller's task (the job's context serialized
+/// there, and the parsed event freed there), so that the one writer thread does SQLite's work alone.
+pub struct EventRow {
+    source: Source,
+    event_id: String,
+    name: String,
+    raw: String,
+    user_id: Option<String>,
+    headers: Arc<str>,
+    signature: Arc<str>,
+    status: EventStatus,
+    reason: Option<String>,
+    jobs: Vec<JobText>,
+}
+
+struct JobText {
+    trigger: String,
+    action: &'static str,
+    source: Source,
+    event_id: String,
+    user_id: Option<String>,
+    context: String,
+}
+
+impl From<Delivery> for EventRow {
+    fn from(d: Delivery) -> Self {
+        let status = events::status_of(&d);
+        EventRow {
+            source: d.source,
+            event_id: d.event_id,
+            name: d.name,
+            raw: d.raw,
+            user_id: d.user_id,
+            headers: d.meta.headers,
+            signature: d.meta.signature,
+            status,
+            reason: d.refusal.map(|r| r.reason().to_string()),
+            jobs: d
+                .jobs
+                .into_iter()
+                .map(|j| JobText {
+                    trigger: j.trigger,
+                    action: j.action.as_str(),
+                    source: j.source,
+                    event_id: j.event_id,
+                    user_id: j.user_id,
+                    context: json_text(&j.context),
+                })
+                .collect(),
         }
     }
-    tx.commit()?;
+}
+
+/// The way to the writer thread. The thread ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct Writer {
+    tx: std_mpsc::Sender<Command>,
+}
+
+/// While held, the writer thread is parked and a sqlx connection may write. Dropping it lets the thread on.
+pub struct Loan {
+    _back: std_mpsc::Sender<()>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the store writer has stopped".into())
+}
+
+impl Writer {
+    /// Opens the write connection on `file` (created and migrated already) and starts its thread.
+    pub fn start(file: &Path, ack_full: bool) -> Result<Self, StoreError> {
+        let db = Connection::open(file)?;
+        db.busy_timeout(Duration::from_secs(10))?;
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;",
+        )?;
+        db.set_prepared_statement_cache_capacity(64);
+        let (tx, rx) = std_mpsc::channel();
+        let name = PathBuf::from(file);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                run(db, rx, ack_full);
+                tracing::debug!(file = %name.display(), "store writer stopped");
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        Ok(Self { tx })
+    }
+
+    fn send(&self, command: Command) -> Result<(), StoreError> {
+        self.tx.send(command).map_err(|_| stopped())
+    }
+
+    /// Records deliveries in the next transaction, in `synchronous=FULL` when acknowledgements are; per
+    /// delivery, whether it was new. Concurrent callers share a transaction (the group commit).
+    pub async fn record(
+        &self,
+        deliveries: Vec<Delivery>,
+        now_ms: u64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let rows = deliveries.into_iter().map(EventRow::from).collect();
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Record {
+            rows,
+            now_ms,
+            reply,
+        })?;
+        // The rows come back to be freed here, not on the writer thread.
+        let (result, _rows) = answer.await.map_err(|_| stopped())?;
+        result
+    }
+
+    /// Writes events to the console's log in the next transaction.
+    pub async fn log(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
+        let rows = deliveries.into_iter().map(EventRow::from).collect();
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Log {
+            rows,
+            now_ms,
+            reply,
+        })?;
+        let (result, _rows) = answer.await.map_err(|_| stopped())?;
+        result
+    }
+
+    /// Runs `piece` in the next transaction, in a savepoint of its own (rolled back if it fails), and
+    /// answers once that transaction has committed.
+    pub async fn run<T, F>(&self, piece: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Piece(Box::new(PieceOf { f: piece, reply })))?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Parks the thread between two transactions, for a write on another connection; it goes on when the
+    /// [`Loan`] is dropped.
+    pub async fn lend(&self) -> Result<Loan, StoreError> {
+        let (lent, parked) = oneshot::channel();
+        let (back_tx, back) = std_mpsc::channel();
+        self.send(Command::Lend { lent, back })?;
+        parked.await.map_err(|_| stopped())?;
+        Ok(Loan { _back: back_tx })
+    }
+}
+
+/// `f` inside `SAVEPOINT`: released when it succeeds, rolled back when it fails.
+pub fn savepoint<T>(
+    db: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    db.execute_batch("SAVEPOINT piece")?;
+    let result = f(db);
+    if result.is_err() {
+        db.execute_batch("ROLLBACK TO piece")?;
+    }
+    db.execute_batch("RELEASE piece")?;
+    result
+}
+
+type Recorded = (Result<Vec<bool>, StoreError>, Vec<EventRow>);
+type Logged = (Result<(), StoreError>, Vec<EventRow>);
+type Records = Vec<(Vec<EventRow>, u64, oneshot::Sender<Recorded>)>;
+type Logs = Vec<(Vec<EventRow>, u64, oneshot::Sender<Logged>)>;
+
+/// Deliveries one transaction takes from group commits, at most (a caller's whole batch always fits).
+pub const MAX_ROWS: usize = 1024;
+
+/// What one transaction takes.
+#[derive(Default)]
+struct Round {
+    records: Records,
+    logs: Logs,
+    pieces: Vec<Piece>,
+    lends: Vec<(oneshot::Sender<()>, std_mpsc::Receiver<()>)>,
+    rows: usize,
+}
+
+impl Round {
+    fn take(&mut self, command: Command) {
+        match command {
+            Command::Record {
+                rows,
+                now_ms,
+                reply,
+            } => {
+                self.rows += rows.len();
+                self.records.push((rows, now_ms, reply));
+            }
+            Command::Log {
+                rows,
+                now_ms,
+                reply,
+            } => {
+                self.rows += rows.len();
+                self.logs.push((rows, now_ms, reply));
+            }
+            Command::Piece(piece) => self.pieces.push(piece),
+            Command::Lend { lent, back } => self.lends.push((lent, back)),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.pieces.len() >= MAX_PIECES || self.rows >= MAX_ROWS
+    }
+
+    fn writes(&self) -> bool {
+        !(self.records.is_empty() && self.logs.is_empty() && self.pieces.is_empty())
+    }
+}
+
+fn run(db: Connection, rx: std_mpsc::Receiver<Command>, ack_full: bool) {
+    let mut full = false;
+    while let Ok(first) = rx.recv() {
+        let mut round = Round::default();
+        round.take(first);
+        // A loan waits for the transaction before it, not for what queues after it.
+        while !round.full() && round.lends.is_empty() {
+            match rx.try_recv() {
+                Ok(next) => round.take(next),
+                Err(_) => break,
+            }
+        }
+        if round.writes() {
+            let acknowledging = ack_full && !round.records.is_empty();
+            if acknowledging != full {
+                let mode = if acknowledging { "FULL" } else { "NORMAL" };
+                match db.execute_batch(&format!("PRAGMA synchronous = {mode}")) {
+                    Ok(()) => full = acknowledging,
+                    Err(e) => {
+                        answer_all(round.records, round.logs, round.pieces, e.into());
+                        continue;
+                    }
+                }
+            }
+            commit(&db, round.records, round.logs, round.pieces);
+        }
+        for (lent, back) in round.lends {
+            if lent.send(()).is_ok() {
+                // Returns when the loan is dropped.
+                let _ = back.recv();
+            }
+        }
+    }
+}
+
+/// One transaction: the group commits, the workers' pieces, the event log; then every answer.
+fn commit(db: &Connection, records: Records, logs: Logs, pieces: Vec<Piece>) {
+    let tx = match Transaction::new_unchecked(db, TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => return answer_all(records, logs, pieces, e.into()),
+    };
+    let mut fresh = Vec::with_capacity(records.len());
+    for (rows, now_ms, _) in &records {
+        match record(&tx, rows, *now_ms) {
+            Ok(f) => fresh.push(f),
+            Err(e) => {
+                drop(tx);
+                return answer_all(records, logs, pieces, e);
+            }
+        }
+    }
+    let delivered: Vec<Deliver> = pieces.into_iter().map(|piece| piece.run(&tx)).collect();
+    let mut logged = Vec::with_capacity(logs.len());
+    for (rows, now_ms, reply) in logs {
+        // A log that cannot be written costs its own rows, not the acknowledgements'.
+        let result = savepoint(&tx, |db| record(db, &rows, now_ms).map(drop));
+        logged.push((result, rows, reply));
+    }
+    let failed = tx.commit().err().map(|e| {
+        tracing::error!(error = %e, deliveries = records.iter().map(|r| r.0.len()).sum::<usize>(), "group commit failed");
+        Arc::new(StoreError::from(e))
+    });
+    let shared = |e: &Arc<StoreError>| StoreError::Shared(e.clone());
+    for ((rows, _, reply), fresh) in records.into_iter().zip(fresh) {
+        let _ = reply.send((failed.as_ref().map_or(Ok(fresh), |e| Err(shared(e))), rows));
+    }
+    for deliver in delivered {
+        deliver(failed.as_ref());
+    }
+    for (result, rows, reply) in logged {
+        let _ = reply.send((failed.as_ref().map_or(result, |e| Err(shared(e))), rows));
+    }
+}
+
+/// Answers everything in a round that could not commit with `error`.
+fn answer_all(records: Records, logs: Logs, pieces: Vec<Piece>, error: StoreError) {
+    let deliveries: usize = records.iter().map(|r| r.0.len()).sum();
+    tracing::error!(error = %error, deliveries, "group commit failed");
+    let error = Arc::new(error);
+    for (rows, _, reply) in records {
+        let _ = reply.send((Err(StoreError::Shared(error.clone())), rows));
+    }
+    for (rows, _, reply) in logs {
+        let _ = reply.send((Err(StoreError::Shared(error.clone())), rows));
+    }
+    for piece in pieces {
+        piece.fail(&error);
+    }
+}
+
+/// Records deliveries: each new event, its jobs and the minute tallies; returns, per delivery, whether it
+/// was new (a duplicate was recorded before, or earlier in the same batch).
+fn record(db: &Connection, rows: &[EventRow], now_ms: u64) -> Result<Vec<bool>, StoreError> {
+    let now = now_ms as i64;
+    let mut fresh = Vec::with_capacity(rows.len());
+    let mut tally = events::Tally::default();
+    let mut event = db.prepare_cached(
+        "INSERT INTO events (source, event_id, name, received_ms, raw, user_id, headers, signature, status, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (source, event_id) DO NOTHING RETURNING id",
+    )?;
+    let mut job = db.prepare_cached(
+        "INSERT INTO jobs (event_row, trigger_name, action, source, event_id, user_id, context, created_ms, run_at_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8)",
+    )?;
+    for e in rows {
+        let row: Option<i64> = event
+            .query(params![
+                e.source.as_str(),
+                e.event_id,
+                e.name,
+                now,
+                e.raw,
+                e.user_id,
+                &*e.headers,
+                &*e.signature,
+                e.status.as_str(),
+                e.reason,
+            ])?
+            .next()?
+            .map(|r| r.get(0))
+            .transpose()?;
+        if let Some(row) = row {
+            for j in &e.jobs {
+                job.execute(params![
+                    row,
+                    j.trigger,
+                    j.action,
+                    j.source.as_str(),
+                    j.event_id,
+                    j.user_id,
+                    j.context,
+                    now,
+                ])?;
+            }
+            tally.add(now_ms, e.source, e.status);
+        }
+        fresh.push(row.is_some());
+    }
+    let mut count = db.prepare_cached(events::COUNT_MINUTE)?;
+    for (minute, source, status, n) in tally.rows() {
+        count.execute(params![minute, source, status, n])?;
+    }
     Ok(fresh)
 }

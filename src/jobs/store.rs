@@ -40,6 +40,12 @@ pub trait Intake: Send + Sync + 'static {
     /// Logs events that matched no trigger, for the console: not on the acknowledgement's path, and not
     /// flushed to disk before the sender is answered (nothing is lost that would have run).
     async fn log_events(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError>;
+    /// Concurrent calls of [`Intake::record`] already share transactions (SQLite's writer thread takes
+    /// whatever is queued): the committer then calls it from each request's task instead of gathering
+    /// batches on a task of its own.
+    fn groups_commits(&self) -> bool {
+        false
+    }
 }
 
 /// Proof of life.
@@ -59,8 +65,11 @@ pub trait SqlBackend: Send + Sync {
     const DIALECT: Dialect;
     /// Where reads go.
     fn reader(&self) -> &sqlx::Pool<Self::Db>;
-    /// A connection for writes (SQLite: its one writer, after any acknowledgement that is waiting).
-    async fn writer(&self) -> Result<sqlx::pool::PoolConnection<Self::Db>, StoreError>;
+    /// A connection for writes, held while it is written on (SQLite: its sqlx connection, with the writer
+    /// thread parked meanwhile).
+    type Writer: std::ops::DerefMut<Target = <Self::Db as sqlx::Database>::Connection> + Send;
+    /// A connection for writes.
+    async fn writer(&self) -> Result<Self::Writer, StoreError>;
 }
 
 /// Which SQL the store speaks: the statements are shared, the tokens in them are not.
@@ -134,6 +143,18 @@ impl Dialect {
             Dialect::Sqlite => format!("json_remove({object}, '$.{key}')"),
         }
     }
+}
+
+/// `sql` with each `$n` placeholder written `?n` (JSON paths such as `'$[#]'` and `'$.key'` are left): SQLite
+/// binds `$n` in order of first appearance (rusqlite runs these on the writer thread), `?n` by its number.
+pub(crate) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        let digit_next = chars.peek().is_some_and(char::is_ascii_digit);
+        out.push(if c == '$' && digit_next { '?' } else { c });
+    }
+    out
 }
 
 /// The statements with tokens filled, per dialect: built on first use and kept.
