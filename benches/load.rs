@@ -42,7 +42,7 @@ use hdrhistogram::Histogram;
 use mavera_triggers::{
     config::{Mode, Secret, Settings},
     dedupe::DedupeMemory,
-    jobs::JobCounts,
+    jobs::{reads::Backlog, JobCounts},
     startup::App,
     state::AppState,
     triggers::TriggerTable,
@@ -170,11 +170,13 @@ enum Goal {
 }
 
 const GOAL_LEVEL: usize = 64;
-const ACK_ONLY_RATIO: f64 = 0.80;
+/// Issue #19's targets (issue #8 had 80 % and no latency bound for the ack-only path, 50 ms end to end).
+const ACK_ONLY_RATIO: f64 = 0.90;
+const ACK_ONLY_P99_MS: f64 = 5.0;
 const DURABLE_RATIO: f64 = 0.50;
 const DURABLE_P99_MS: f64 = 10.0;
 const E2E_P50_MS: f64 = 5.0;
-const E2E_P99_MS: f64 = 50.0;
+const E2E_P99_MS: f64 = 20.0;
 const MEMORY_BYTES_PER_ID: f64 = 64.0;
 
 struct Scenario {
@@ -800,6 +802,16 @@ fn start(knobs: &Knobs) -> Servers {
 }
 
 impl Servers {
+    /// Pending and running jobs (the state index, not a pass over every finished job).
+    async fn backlog(&self) -> Backlog {
+        let state = self.state.clone();
+        self.server_rt
+            .spawn(async move { state.jobs.store.backlog().await })
+            .await
+            .expect("backlog task")
+            .expect("job backlog")
+    }
+
     async fn counts(&self) -> JobCounts {
         let state = self.state.clone();
         self.server_rt
@@ -815,13 +827,13 @@ impl Servers {
         let before = self.counts().await;
         let started = Instant::now();
         loop {
-            let now = self.counts().await;
-            if now.settled() || started.elapsed() >= max {
-                return (
-                    finished(&now) - finished(&before),
-                    started.elapsed().as_secs_f64(),
-                    now.settled(),
-                );
+            // Polling the full counts (a pass over every job) every 20 ms cost most of a core while the
+            // backlog drained, and slowed the drain it measures.
+            let settled = self.backlog().await.settled();
+            if settled || started.elapsed() >= max {
+                let elapsed = started.elapsed().as_secs_f64();
+                let now = self.counts().await;
+                return (finished(&now) - finished(&before), elapsed, settled);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -1156,7 +1168,7 @@ fn full(knobs: Knobs) {
     let final_counts = rt.block_on(servers.counts());
     servers.stop();
 
-    let _ = writeln!(report, "\ntargets (issue #8):");
+    let _ = writeln!(report, "\ntargets (issues #8, #19):");
     for c in &checks {
         let _ = writeln!(
             report,
@@ -1170,8 +1182,8 @@ fn full(knobs: Knobs) {
     println!(
         "{}",
         report
-            .rsplit_once("\ntargets (issue #8):")
-            .map(|(_, t)| format!("\ntargets (issue #8):{t}"))
+            .rsplit_once("\ntargets (issues #8, #19):")
+            .map(|(_, t)| format!("\ntargets (issues #8, #19):{t}"))
             .unwrap_or_default()
     );
 
@@ -1293,7 +1305,7 @@ impl Bench<'_> {
             "name": scenario.name,
             "what": scenario.what,
             "goal": match scenario.goal {
-                Goal::AckOnly => "ack-only: >= 80% of ceiling req/s at 64",
+                Goal::AckOnly => "ack-only: >= 90% of ceiling req/s and p99 < 5 ms at 64",
                 Goal::Durable => "durable: >= 50% of ceiling req/s and p99 < 10 ms at 64",
                 Goal::Info => "none",
             },
@@ -1406,23 +1418,21 @@ impl Bench<'_> {
             pass: ratio >= goal,
         };
         match scenario.goal {
-            Goal::AckOnly => {
-                let check = ratio_check(ACK_ONLY_RATIO);
-                let cell = format!("≥{:.0}%: {}", ACK_ONLY_RATIO * 100.0, verdict(check.pass));
-                self.checks.push(check);
-                cell
-            }
-            Goal::Durable => {
-                let check = ratio_check(DURABLE_RATIO);
+            Goal::AckOnly | Goal::Durable => {
+                let (ratio_goal, p99_goal) = match scenario.goal {
+                    Goal::AckOnly => (ACK_ONLY_RATIO, ACK_ONLY_P99_MS),
+                    _ => (DURABLE_RATIO, DURABLE_P99_MS),
+                };
+                let check = ratio_check(ratio_goal);
                 let latency = Check {
                     what: format!("{name}: p99 ack latency @64"),
-                    target: format!("< {DURABLE_P99_MS} ms"),
+                    target: format!("< {p99_goal} ms"),
                     measured: format!("{p99:.2} ms"),
-                    pass: p99 < DURABLE_P99_MS,
+                    pass: p99 < p99_goal,
                 };
                 let cell = format!(
-                    "≥{:.0}%: {}, p99<{DURABLE_P99_MS}ms: {}",
-                    DURABLE_RATIO * 100.0,
+                    "≥{:.0}%: {}, p99<{p99_goal}ms: {}",
+                    ratio_goal * 100.0,
                     verdict(check.pass),
                     verdict(latency.pass)
                 );

@@ -364,7 +364,7 @@ async fn watch_backlog(state: AppState, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Ok(counts) = state.jobs.store.counts().await {
+        if let Ok(counts) = state.jobs.store.backlog().await {
             state.metrics.queue_depth.set(counts.pending as i64);
             let age = counts
                 .oldest_pending_ms

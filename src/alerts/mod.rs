@@ -277,7 +277,7 @@ impl Alerts {
     /// Reads the store and the metrics as of `now_ms`.
     pub async fn snapshot(&self, now_ms: u64) -> Snapshot {
         let store_error = self.store.ping(now_ms).await.err().map(|e| e.to_string());
-        let counts = self.store.counts().await.ok();
+        let counts = self.store.backlog().await.ok();
         let failing = |service, h: &UpstreamHealth| {
             let since = h.failing_since_ms.load(Ordering::Relaxed);
             (since != 0).then_some((service, since))

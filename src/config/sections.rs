@@ -103,7 +103,7 @@ pub struct StoreSettings {
     /// `EVENT_LOG` (`all` default: the console lists every event; `triggered`: only those that matched a
     /// trigger are stored, for the least disk and CPU per ignored event).
     pub log_ignored_events: bool,
-    /// `EVENT_LOG_MAX_PER_SEC` (default 1000): at most this many events that matched no trigger are logged
+    /// `EVENT_LOG_MAX_PER_SEC` (default 10000): at most this many events that matched no trigger are logged
     /// per second; the rest are counted on the console's overview ("not listed") instead.
     pub event_log_max_per_sec: u64,
     /// `RETENTION_EVENTS` (default `30d`, `off` keeps them): events, with their raw payloads and headers,
@@ -124,7 +124,7 @@ impl Default for StoreSettings {
             statement_timeout: Duration::from_millis(5000),
             sqlite_synchronous_full: true,
             log_ignored_events: true,
-            event_log_max_per_sec: 1000,
+            event_log_max_per_sec: 10_000,
             retention_events: Some(Duration::from_secs(30 * 86_400)),
             retention_jobs: Some(Duration::from_secs(90 * 86_400)),
             prune_interval: Duration::from_secs(600),

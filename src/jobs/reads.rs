@@ -2,6 +2,24 @@
 
 use super::{store::Dialect, Job, JobCounts, JobId, JobState, StoreError};
 
+/// Jobs not done, per state ([`JobReads::backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: u64,
+    pub running: u64,
+    pub dead: u64,
+    pub held: u64,
+    /// When the oldest pending job was created.
+    pub oldest_pending_ms: Option<u64>,
+}
+
+impl Backlog {
+    /// No job is waiting or running.
+    pub fn settled(&self) -> bool {
+        self.pending == 0 && self.running == 0
+    }
+}
+
 #[async_trait::async_trait]
 pub trait JobReads: Send + Sync {
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
@@ -15,6 +33,10 @@ pub trait JobReads: Send + Sync {
     /// Newest first.
     async fn list(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, StoreError>;
     async fn counts(&self) -> Result<JobCounts, StoreError>;
+    /// The jobs not done, counted along the state index, and the oldest pending one: what monitors poll
+    /// (every half second). [`JobReads::counts`] also counts the done jobs retention keeps, which costs a
+    /// pass over all of them.
+    async fn backlog(&self) -> Result<Backlog, StoreError>;
     /// When the next pending job is due, if any.
     async fn next_due_ms(&self) -> Result<Option<u64>, StoreError>;
 }
@@ -29,7 +51,10 @@ pub struct Sql {
 }
 
 pub const COUNTS: &str = "SELECT state, COUNT(*) FROM jobs GROUP BY state";
-pub const OLDEST_PENDING: &str = "SELECT MIN(created_ms) FROM jobs WHERE state = 'pending'";
+pub const NOT_DONE: &str = "SELECT state, COUNT(*) FROM jobs WHERE state IN ('pending', 'running', 'dead', 'held') GROUP BY state";
+/// The first pending job by id is the oldest created (one index step, not a pass over the backlog).
+pub const OLDEST_PENDING: &str =
+    "SELECT created_ms FROM jobs WHERE id = (SELECT MIN(id) FROM jobs WHERE state = 'pending')";
 pub const NEXT_DUE: &str = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'pending'";
 
 impl Sql {
@@ -96,11 +121,30 @@ macro_rules! impl_job_reads {
                 let rows: Vec<(String, i64)> =
                     sqlx::query_as(COUNTS).fetch_all(self.reader()).await?;
                 let mut c = $crate::jobs::JobCounts::from_rows(rows);
-                let (oldest,): (Option<i64>,) = sqlx::query_as(OLDEST_PENDING)
-                    .fetch_one(self.reader())
+                let oldest: Option<(i64,)> = sqlx::query_as(OLDEST_PENDING)
+                    .fetch_optional(self.reader())
                     .await?;
-                c.oldest_pending_ms = oldest.map(|m| m as u64);
+                c.oldest_pending_ms = oldest.map(|(m,)| m as u64);
                 Ok(c)
+            }
+
+            async fn backlog(
+                &self,
+            ) -> Result<$crate::jobs::reads::Backlog, $crate::jobs::StoreError> {
+                use $crate::jobs::reads::{NOT_DONE, OLDEST_PENDING};
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as(NOT_DONE).fetch_all(self.reader()).await?;
+                let c = $crate::jobs::JobCounts::from_rows(rows);
+                let oldest: Option<(i64,)> = sqlx::query_as(OLDEST_PENDING)
+                    .fetch_optional(self.reader())
+                    .await?;
+                Ok($crate::jobs::reads::Backlog {
+                    pending: c.pending,
+                    running: c.running,
+                    dead: c.dead,
+                    held: c.held,
+                    oldest_pending_ms: oldest.map(|(m,)| m as u64),
+                })
             }
 
             async fn next_due_ms(&self) -> Result<Option<u64>, $crate::jobs::StoreError> {

@@ -60,6 +60,7 @@ macro_rules! every_check {
             personas_are_remembered_per_trigger_and_user,
             events_are_listed_filtered_and_paged_by_key,
             unusable_parts_are_kept_with_their_status_and_reason,
+            the_backlog_counts_what_is_not_done_and_the_oldest_pending,
             the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age,
             digests_gather_once_per_job_close_at_max_or_window_and_record_one_job,
             one_person_is_forgotten_and_no_one_else,
@@ -172,6 +173,41 @@ pub async fn records_each_event_once(store: Arc<dyn JobStore>) {
     let counts = store.counts().await.unwrap();
     assert_eq!(counts.pending, 4, "2 + 1 + 1 jobs");
     assert!(counts.oldest_pending_ms.is_some());
+    drain(store).await;
+}
+
+pub async fn the_backlog_counts_what_is_not_done_and_the_oldest_pending(store: Arc<dyn JobStore>) {
+    let store: &dyn JobStore = &*store;
+    let empty = store.backlog().await.unwrap();
+    assert!(empty.settled() && empty.oldest_pending_ms.is_none());
+    let first = now_ms() - 60_000;
+    store.record(vec![delivery("old", 1)], first).await.unwrap();
+    let later: Vec<_> = (0..5).map(|i| delivery(&format!("new-{i}"), 1)).collect();
+    store.record(later, first + 30_000).await.unwrap();
+    // One done, one dead, one running; the oldest (claimed first) is done.
+    let done = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    store.finish(done.id, json!({}), vec![]).await.unwrap();
+    let dead = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    store.bury(dead.id, "broken".into()).await.unwrap();
+    let _running = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    let backlog = store.backlog().await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (backlog.pending, backlog.running, backlog.dead, backlog.held),
+        (3, 1, 1, 0)
+    );
+    assert_eq!(counts.done, 1);
+    assert_eq!(
+        (counts.pending, counts.running, counts.dead, counts.held),
+        (backlog.pending, backlog.running, backlog.dead, backlog.held)
+    );
+    assert!(!backlog.settled());
+    assert_eq!(
+        backlog.oldest_pending_ms,
+        Some(first + 30_000),
+        "the oldest job still pending, not the oldest done"
+    );
+    assert_eq!(counts.oldest_pending_ms, backlog.oldest_pending_ms);
     drain(store).await;
 }
 
