@@ -13,7 +13,7 @@ use crate::{
     jobs::{events::RequestMeta, Delivery, JobKind, Jobs, NewJob, StoreError},
     metrics::{Metrics, UnusableLabel},
     sources::{Event, Refusal, Source, Unusable},
-    triggers::{ActionKind, Decision, Stage, TriggerTable},
+    triggers::{ActionKind, Decision, Stage, Trigger, TriggerTable},
 };
 
 /// The answer to a sender: how many events came in, how many were re-deliveries, how many jobs started, and
@@ -49,6 +49,13 @@ pub struct Intake {
     pub metrics: Arc<Metrics>,
     /// Events that match no trigger are listed in the console too (`EVENT_LOG=all`).
     pub log_ignored: bool,
+}
+
+/// A recorded delivery, as its log line and metrics read it.
+struct Recorded {
+    event_id: String,
+    name: String,
+    jobs: Vec<(String, JobKind)>,
 }
 
 /// Why the intake could not take a request.
@@ -93,7 +100,7 @@ impl Intake {
         // Whom each delivery is about, for its log line.
         let mut whos = Vec::new();
         let mut ignored = Vec::new();
-        for event in events {
+        for mut event in events {
             let key = event.dedupe_key();
             match self.dedupe.sight(&key) {
                 Sighting::Seen => {
@@ -114,8 +121,19 @@ impl Intake {
                     .inc();
                 tracing::info!(source = %source, event_id = %event.id, event = %event.name, "our own write-back, forwarded back by Segment: acknowledged, never triggered (loop guard)");
             }
-            for trigger in table.matching(&event).filter(|_| !own) {
-                match table.decide(trigger, event.context().clone(), Stage::Intake) {
+            // Owned handles, so that the last job can take the event's context (below).
+            let triggers: Vec<Arc<Trigger>> =
+                table.matching(&event).filter(|_| !own).cloned().collect();
+            let count = triggers.len();
+            for (i, trigger) in triggers.iter().enumerate() {
+                // A trigger with no `vars` and no `when` acts on every event it matches: nothing to decide,
+                // and no copy of the event's context to make for it.
+                let decision = if trigger.is_unconditional() {
+                    Ok(Decision::Run(Default::default()))
+                } else {
+                    table.decide(trigger, event.context().clone(), Stage::Intake)
+                };
+                match decision {
                     Ok(Decision::Run(_) | Decision::Deferred) => {}
                     Ok(Decision::Skip(_)) => {
                         tracing::info!(source = %source, event_id = %event.id, who = %event.who, trigger = %trigger.name, "condition not met: no job");
@@ -132,7 +150,12 @@ impl Intake {
                     source,
                     event_id: event.id.clone(),
                     user_id: event.user_id.clone(),
-                    context: event.context().clone(),
+                    // The last job takes the context itself; only earlier ones copy it.
+                    context: if i + 1 == count {
+                        event.take_context()
+                    } else {
+                        event.context().clone()
+                    },
                 });
             }
             let matched = !jobs.is_empty();
@@ -189,7 +212,22 @@ impl Intake {
             });
         }
         // The store is the truth: an event the memory forgot (a restart, the size cap) is still a duplicate there.
-        let fresh = match self.jobs.submit(deliveries.clone()).await {
+        // What the answer's log lines need, kept before the deliveries go to the store (a copy of the
+        // whole deliveries, contexts and raw events, used to be made for it on every request).
+        let recorded: Vec<Recorded> = deliveries
+            .iter()
+            .take(whos.len())
+            .map(|d| Recorded {
+                event_id: d.event_id.clone(),
+                name: d.name.clone(),
+                jobs: d
+                    .jobs
+                    .iter()
+                    .map(|j| (j.trigger.clone(), j.action))
+                    .collect(),
+            })
+            .collect();
+        let fresh = match self.jobs.submit(deliveries).await {
             Ok(fresh) => fresh,
             Err(e) => {
                 for key in &remembered {
@@ -204,13 +242,13 @@ impl Intake {
         }
         self.jobs.log(ignored);
         // The unusable parts come last, and their answer is already counted.
-        for ((delivery, new), who) in deliveries.iter().zip(fresh).zip(whos) {
+        for ((delivery, new), who) in recorded.iter().zip(fresh).zip(whos) {
             if new {
                 summary.triggered += delivery.jobs.len();
-                for job in &delivery.jobs {
+                for (trigger, action) in &delivery.jobs {
                     self.metrics
                         .jobs_enqueued
-                        .get_or_create(&self.metrics.job(&job.trigger, job.action.as_str()))
+                        .get_or_create(&self.metrics.job(trigger, action.as_str()))
                         .inc();
                 }
                 tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, who = %who, jobs = delivery.jobs.len(), "triggered: jobs recorded");

@@ -143,6 +143,11 @@ impl Trigger {
     }
 
     /// With enrichment, `vars` and `when` need the looked-up attributes, so they are decided in the job.
+    /// No `vars` to add and no `when` to hold: it acts on every event it matches.
+    pub fn is_unconditional(&self) -> bool {
+        self.vars.is_empty() && self.when.is_none() && self.enrich.is_none()
+    }
+
     pub fn decides_in_job(&self) -> bool {
         self.enrich.is_some()
     }
