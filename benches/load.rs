@@ -382,8 +382,8 @@ impl Gen {
                     events: 100,
                     expect: match matching {
                         0 => r#""triggered":0,"#,
-                        10 => r#""triggered":10}"#,
-                        100 => r#""triggered":100}"#,
+                        10 => r#""triggered":10,"#,
+                        100 => r#""triggered":100,"#,
                         _ => r#""received":100"#,
                     },
                 }
@@ -624,7 +624,7 @@ async fn serve_ceiling(rt: &Runtime, stop: CancellationToken) -> u16 {
     async fn ok(_body: Bytes) -> (StatusCode, &'static str) {
         (
             StatusCode::OK,
-            r#"{"received":1,"duplicates":0,"triggered":1}"#,
+            r#"{"received":1,"duplicates":0,"triggered":1,"refused":0}"#,
         )
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
