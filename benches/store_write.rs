@@ -54,12 +54,6 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("w.db").display());
     let store: Arc<SqliteStore> = Arc::new(rt.block_on(SqliteStore::open(&url, true)).unwrap());
-    if let Ok(drop) = std::env::var("DBG_DROP") {
-        for ix in drop.split(',') {
-            rt.block_on(sqlx::query(&format!("DROP INDEX {ix}")).execute(store.pool()))
-                .unwrap();
-        }
-    }
     let total: usize = if bench { 40_000 } else { 200 };
     for batch in [1usize, 8, 32, 128] {
         let batches: Vec<Vec<Delivery>> = (0..total / batch)

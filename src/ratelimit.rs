@@ -362,12 +362,19 @@ mod tests {
         // A place is taken again 1 % after the window (60.6 s): requests that leave a little late or early
         // still never put 61 in one of the vendor's minutes.
         for pair in times.windows(61) {
-            assert!(pair[60] - pair[0] >= Duration::from_millis(60_600), "{pair:?}");
+            assert!(
+                pair[60] - pair[0] >= Duration::from_millis(60_600),
+                "{pair:?}"
+            );
         }
         // The first 60 go at once; the budget is spent at the limit's pace (with that 1 %) after that, not
         // slower.
         assert_eq!(times[59], Duration::ZERO);
-        assert!(times[199] <= Duration::from_millis(181_800 + 1_000), "{:?}", times[199]);
+        assert!(
+            times[199] <= Duration::from_millis(181_800 + 1_000),
+            "{:?}",
+            times[199]
+        );
     }
 
     #[tokio::test(start_paused = true)]

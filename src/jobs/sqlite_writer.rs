@@ -194,27 +194,37 @@ impl Writer {
         deliveries: Vec<Delivery>,
         now_ms: u64,
     ) -> Result<Vec<bool>, StoreError> {
-        let rows = deliveries.into_iter().map(EventRow::from).collect();
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Record {
+        self.with_rows(deliveries, |rows, reply| Command::Record {
             rows,
             now_ms,
             reply,
-        })?;
-        // The rows come back to be freed here, not on the writer thread.
-        let (result, _rows) = answer.await.map_err(|_| stopped())?;
-        result
+        })
+        .await
     }
 
     /// Writes events to the console's log in the next transaction.
     pub async fn log(&self, deliveries: Vec<Delivery>, now_ms: u64) -> Result<(), StoreError> {
-        let rows = deliveries.into_iter().map(EventRow::from).collect();
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Log {
+        self.with_rows(deliveries, |rows, reply| Command::Log {
             rows,
             now_ms,
             reply,
-        })?;
+        })
+        .await
+    }
+
+    /// Sends `deliveries` as rows (made on this task) in the command `command` makes, and waits for its
+    /// answer; the rows come back with it, to be freed here rather than on the writer thread.
+    async fn with_rows<T>(
+        &self,
+        deliveries: Vec<Delivery>,
+        command: impl FnOnce(
+            Vec<EventRow>,
+            oneshot::Sender<(Result<T, StoreError>, Vec<EventRow>)>,
+        ) -> Command,
+    ) -> Result<T, StoreError> {
+        let rows = deliveries.into_iter().map(EventRow::from).collect();
+        let (reply, answer) = oneshot::channel();
+        self.send(command(rows, reply))?;
         let (result, _rows) = answer.await.map_err(|_| stopped())?;
         result
     }
