@@ -341,7 +341,20 @@ fn run(db: Connection, rx: std_mpsc::Receiver<Command>, ack_full: bool) {
                     }
                 }
             }
-            commit(&db, round.records, round.logs, round.pieces);
+            // A bug that panics inside one round fails that round's callers (their answers are dropped:
+            // "the store writer has stopped"), rolls its transaction back, and leaves the thread running.
+            let (records, logs, pieces) = (round.records, round.logs, round.pieces);
+            let db_ref = &db;
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                commit(db_ref, records, logs, pieces)
+            }))
+            .is_err()
+            {
+                tracing::error!("store writer: a transaction panicked and was rolled back");
+                if !db.is_autocommit() {
+                    let _ = db.execute_batch("ROLLBACK");
+                }
+            }
         }
         for (lent, back) in round.lends {
             if lent.send(()).is_ok() {
@@ -461,4 +474,43 @@ fn record(db: &Connection, rows: &[EventRow], now_ms: u64) -> Result<Vec<bool>, 
         count.execute(params![minute, source, status, n])?;
     }
     Ok(fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_piece_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::start(&dir.path().join("w.db"), true).unwrap();
+        writer
+            .run(|db| Ok(db.execute_batch("CREATE TABLE t (n INTEGER)")?))
+            .await
+            .unwrap();
+        let panicked = writer
+            .run(|db| -> Result<(), StoreError> {
+                db.execute_batch("INSERT INTO t VALUES (1)")?;
+                panic!("a bug in a piece")
+            })
+            .await;
+        assert!(panicked.is_err(), "its caller gets an error, not a hang");
+        writer
+            .run(|db| Ok(db.execute_batch("INSERT INTO t VALUES (2)")?))
+            .await
+            .unwrap();
+        let rows: Vec<i64> = writer
+            .run(|db| {
+                let mut q = db.prepare("SELECT n FROM t ORDER BY n")?;
+                let rows = q.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![2],
+            "the panicking round was rolled back, the next one committed"
+        );
+    }
 }
