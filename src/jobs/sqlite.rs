@@ -7,12 +7,13 @@
 //! worst the last moments of bookkeeping, which re-runs those jobs under the in-flight guards.
 //! `SQLITE_SYNCHRONOUS=normal` drops the fsync from acknowledgements too. One process per database file.
 //!
-//! sqlx makes every statement a round trip to the connection's thread (about 0.2 ms on a busy 2-core
-//! machine), and SQLite has one writer: so a group commit and an event-log batch run whole on the writer
-//! connection's handle in one thread crossing ([`sqlite_writer`]), the workers' claims and outcomes queue
-//! and run in batches there too ([`sqlite_bookkeeping`]), acknowledgements go first (bookkeeping waits while
-//! one is queued), and the writer stays in `FULL` between acknowledgements instead of switching for each.
-//! Every write, bookkeeping included, is on that one connection.
+//! SQLite has one writer, and sqlx made every statement a round trip to its connection's thread (about
+//! 0.2 ms on a busy 2-core machine). So the writes that happen all the time — group commits, the workers'
+//! claims, steps, guards and persona map, the event log — are pieces of one transaction per round on the
+//! writer thread ([`sqlite_writer`], the pieces' SQL in [`sqlite_bookkeeping`]), which owns its connection.
+//! The occasional ones (retention, erasure, audit, digests, checkpoints) keep the shared sqlx code on a
+//! second connection, with the writer thread parked meanwhile ([`SqlBackend::writer`]). Reads use a pool
+//! of their own.
 
 use std::{
     path::{Path, PathBuf},
