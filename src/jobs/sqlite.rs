@@ -10,7 +10,7 @@
 //! SQLite has one writer, and sqlx made every statement a round trip to its connection's thread (about
 //! 0.2 ms on a busy 2-core machine). So the writes that happen all the time — group commits, the workers'
 //! claims, steps, guards and persona map, the event log — are pieces of one transaction per round on the
-//! writer thread ([`sqlite_writer`], the pieces' SQL in [`sqlite_bookkeeping`]), which owns its connection.
+//! writer thread (`sqlite_writer.rs`, the pieces' SQL in `sqlite_bookkeeping.rs`), which owns its connection.
 //! The occasional ones (retention, erasure, audit, digests, checkpoints) keep the shared sqlx code on a
 //! second connection, with the writer thread parked meanwhile ([`SqlBackend::writer`]). Reads use a pool
 //! of their own.
@@ -86,7 +86,7 @@ impl Drop for Scratch {
     }
 }
 
-/// The sqlx write connection while the writer thread is parked ([`Writer::lend`]). The connection goes back
+/// The sqlx write connection while the writer thread is parked (`Writer::lend`). The connection goes back
 /// to its pool before the thread goes on (fields drop in order).
 pub struct Lent {
     conn: PoolConnection<Sqlite>,
