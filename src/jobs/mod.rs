@@ -192,7 +192,7 @@ pub enum StoreError {
     Unavailable(String),
     #[error("the job store cannot write: {0}")]
     Database(#[from] sqlx::Error),
-    /// On the SQLite writer's own handle ([`sqlite_writer`]).
+    /// On the SQLite writer thread's own connection (`sqlite_writer.rs`).
     #[error("the job store cannot write: {0}")]
     Writer(#[from] rusqlite::Error),
     #[error("the job store cannot write: the store writer stopped: {0}")]
