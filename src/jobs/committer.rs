@@ -18,11 +18,18 @@ const MAX_BATCH: usize = 512;
 /// Events waiting for the event log, at most; past that, new ones are not logged (and counted).
 const LOG_QUEUE: usize = 16_384;
 
+/// Where a request's deliveries go to be recorded.
+#[derive(Clone)]
+enum Commits {
+    /// To the task that gathers concurrent requests into one store transaction.
+    Gathered(mpsc::Sender<(Vec<Delivery>, Reply)>),
+    /// Straight to a store that groups concurrent commits itself ([`Intake::groups_commits`]).
+    Direct(Arc<dyn Intake>),
+}
+
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<(Vec<Delivery>, Reply)>,
-    /// The store, when it groups concurrent commits itself ([`Intake::groups_commits`]).
-    direct: Option<Arc<dyn Intake>>,
+    commits: Commits,
     log: mpsc::Sender<Delivery>,
     /// Events the log had no room for.
     pub dropped: Arc<AtomicU64>,
@@ -34,16 +41,17 @@ pub struct Committer {
 
 impl Committer {
     pub fn spawn(store: Arc<dyn Intake>, log_max_per_sec: u64) -> Self {
-        let (tx, rx) = mpsc::channel(4096);
         let (log, log_rx) = mpsc::channel(LOG_QUEUE);
-        let direct = store.groups_commits().then(|| store.clone());
-        if direct.is_none() {
+        let commits = if store.groups_commits() {
+            Commits::Direct(store.clone())
+        } else {
+            let (tx, rx) = mpsc::channel(4096);
             tokio::spawn(run(store.clone(), rx));
-        }
+            Commits::Gathered(tx)
+        };
         tokio::spawn(run_log(store, log_rx));
         Self {
-            tx,
-            direct,
+            commits,
             log,
             dropped: Arc::default(),
             max_per_sec: log_max_per_sec,
@@ -97,12 +105,12 @@ impl Committer {
         if deliveries.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(store) = &self.direct {
-            return store.record(deliveries, now_ms()).await;
-        }
+        let tx = match &self.commits {
+            Commits::Direct(store) => return store.record(deliveries, now_ms()).await,
+            Commits::Gathered(tx) => tx,
+        };
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((deliveries, reply))
+        tx.send((deliveries, reply))
             .await
             .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
         answer
