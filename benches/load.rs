@@ -1074,6 +1074,8 @@ fn full(knobs: Knobs) {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(&knobs.log))
             .with_writer(std::io::sink)
+            // As the server writes when its output is not a terminal (`telemetry::colour`).
+            .with_ansi(false)
             .init();
     }
     let servers = start(&knobs);

@@ -105,7 +105,8 @@ impl Intake {
             match self.dedupe.sight(&key) {
                 Sighting::Seen => {
                     summary.duplicates += 1;
-                    tracing::info!(source = %source, event_id = %event.id, event = %event.name, who = %event.who, "duplicate: already received, ignored");
+                    // Routine (senders retry): the request's `webhook accepted` line counts it.
+                    tracing::debug!(source = %source, event_id = %event.id, event = %event.name, who = %event.who, "duplicate: already received, ignored");
                     continue;
                 }
                 // Its owner has not committed yet: the store's unique key decides, after our own commit.
@@ -254,7 +255,7 @@ impl Intake {
                 tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, who = %who, jobs = delivery.jobs.len(), "triggered: jobs recorded");
             } else {
                 summary.duplicates += 1;
-                tracing::info!(source = %source, event_id = %delivery.event_id, event = %delivery.name, who = %who, "duplicate: already recorded, ignored");
+                tracing::debug!(source = %source, event_id = %delivery.event_id, event = %delivery.name, who = %who, "duplicate: already recorded, ignored");
             }
         }
         let label = Metrics::source(source);
