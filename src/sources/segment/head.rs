@@ -29,7 +29,7 @@ struct Head<'a> {
     #[serde(borrow, default)]
     traits: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    context: Option<&'a RawValue>,
+    context: Option<ContextHead<'a>>,
     #[serde(borrow, default)]
     timestamp: Option<&'a RawValue>,
     #[serde(rename = "receivedAt", borrow, default)]
@@ -40,10 +40,51 @@ struct Head<'a> {
     original_timestamp: Option<&'a RawValue>,
 }
 
-#[derive(serde::Deserialize)]
+/// `context`, read in the same pass as the head for its `traits` alone (the rest skipped over). Only an
+/// object reads: anything else, a duplicate `traits` included, fails the head and goes the full way.
 struct ContextHead<'a> {
-    #[serde(borrow, default)]
     traits: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for ContextHead<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Traits,
+            #[serde(other)]
+            Other,
+        }
+        struct Object<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Object<'a> {
+            type Value = ContextHead<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            // No `visit_seq`: serde would read a struct from an array too.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut traits: Option<Option<&'a RawValue>> = None;
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Traits if traits.is_some() => {
+                            return Err(serde::de::Error::duplicate_field("traits"))
+                        }
+                        Field::Traits => traits = Some(map.next_value()?),
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(ContextHead {
+                    traits: traits.flatten(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData))
+    }
 }
 
 /// What a JSON value is, from its first byte (`RawValue` holds valid JSON, trimmed).
@@ -91,7 +132,7 @@ pub(super) fn from_head(raw: &str) -> Option<Event> {
         && is(head.anonymous_id, &id)
         && is(head.properties, &object)
         && is(head.traits, &object)
-        && is(head.context, &object)
+        && head.context.as_ref().is_none_or(|c| is(c.traits, &object))
         && [
             head.timestamp,
             head.received_at,
@@ -102,12 +143,6 @@ pub(super) fn from_head(raw: &str) -> Option<Event> {
         .all(|t| is(t, &string));
     if !typed {
         return None;
-    }
-    if let Some(context) = head.context.filter(|c| first(Some(c)) == b'{') {
-        let inner: ContextHead = serde_json::from_str(context.get()).ok()?;
-        if !is(inner.traits, &object) {
-            return None;
-        }
     }
     let event_name = text(head.event);
     let kind = match (text(head.kind), &event_name) {

@@ -247,3 +247,33 @@ fn a_batch_element_that_is_an_array_is_set_aside_not_read_as_an_event() {
         ]
     );
 }
+
+/// `context` is read in the head's own pass: an odd one (not an object, its `traits` not an object, `traits`
+/// twice) still leaves the event to the full read, which names what is wrong; a `null` one does not.
+#[test]
+fn an_odd_context_goes_the_full_way() {
+    let with = |context: &str| {
+        format!(
+            r#"{{"type":"track","event":"E","messageId":"m-1","userId":"u","context":{context}}}"#
+        )
+    };
+    for odd in [
+        r#"["traits"]"#,
+        r#""text""#,
+        "7",
+        r#"{"traits":"vip"}"#,
+        r#"{"traits":[1]}"#,
+        r#"{"traits":{},"traits":{}}"#,
+    ] {
+        assert!(from_head(&with(odd)).is_none(), "{odd}");
+    }
+    for fine in [
+        "null",
+        "{}",
+        r#"{"traits":null}"#,
+        r#"{"ip":"1.2.3.4","traits":{"a":1},"x":[{"traits":1}]}"#,
+    ] {
+        let event = from_head(&with(fine)).unwrap_or_else(|| panic!("{fine}"));
+        assert_eq!(event.name, "E");
+    }
+}
