@@ -726,6 +726,22 @@ fn settings(stand_in_port: u16, database_url: &str, knobs: &Knobs) -> Settings {
     s
 }
 
+/// The store writer's totals from the app's `/metrics` text: transactions, seconds spent in them, events
+/// written (`store_commit_*`; all zero on Postgres).
+fn commit_totals(state: &AppState) -> [f64; 3] {
+    let text = state.metrics.render();
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    [
+        value("mavera_triggers_store_commit_seconds_count"),
+        value("mavera_triggers_store_commit_seconds_sum"),
+        value("mavera_triggers_store_commit_rows_total"),
+    ]
+}
+
 struct Servers {
     server_rt: Runtime,
     stop: CancellationToken,
@@ -1323,6 +1339,8 @@ impl Bench<'_> {
         self.servers.drain(drain_max).await;
         let (mut ceiling, mut app) = (Run::empty(), Run::empty());
         let (mut drained, mut drain_secs, mut settled) = (0, 0.0, true);
+        // The store writer's transactions during the app's runs (SQLite; zeros on Postgres).
+        let mut writer = [0.0; 3];
         for n in 0..knobs.slices {
             // The same events go to both; each slice has its own ids.
             let tag = format!("k{}c{level}s{n}", scenario.kind as u8);
@@ -1331,6 +1349,7 @@ impl Bench<'_> {
                 (ceiling_bases, false, &mut ceiling),
                 (&self.servers.app_bases[..], true, &mut app),
             ] {
+                let before = commit_totals(&self.servers.state);
                 let run = load(
                     &self.clients,
                     bases,
@@ -1345,6 +1364,12 @@ impl Bench<'_> {
                 )
                 .await;
                 into.absorb(run);
+                if check {
+                    let after = commit_totals(&self.servers.state);
+                    for (total, (a, b)) in writer.iter_mut().zip(after.iter().zip(before)) {
+                        *total += a - b;
+                    }
+                }
             }
             let (jobs, secs, done) = self.servers.drain(drain_max).await;
             drained += jobs;
@@ -1390,6 +1415,17 @@ impl Bench<'_> {
                 ceiling.events_per_sec()
             ));
         }
+        let [commits, commit_secs, rows] = writer;
+        if commits > 0.0 {
+            let app_secs = slice.as_secs_f64() * knobs.slices as f64;
+            self.say(&format!(
+                "      store writer during the app's runs: {:.0} transactions/s, {:.1} events and {:.2} ms each, busy {:.0}% of the time",
+                commits / app_secs,
+                rows / commits,
+                1000.0 * commit_secs / commits,
+                100.0 * commit_secs / app_secs
+            ));
+        }
         if !settled {
             self.say(&format!(
                 "      backlog not drained within {:.0} s",
@@ -1401,6 +1437,7 @@ impl Bench<'_> {
             "ceiling": run_json(&ceiling),
             "app": run_json(&app),
             "ratio_to_ceiling": ratio,
+            "store_writer": {"transactions": commits, "seconds": commit_secs, "events": rows},
             "drain": {
                 "jobs": drained,
                 "seconds": drain_secs,

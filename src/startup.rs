@@ -136,6 +136,7 @@ impl App {
         let http = http_client();
         let sink_http = http.clone();
         let metrics = Arc::new(Metrics::default());
+        store.observe_commits(metrics.store_commits.clone());
         let limits = {
             let (requests, chats, cio) = settings.live_limits();
             Arc::new(LiveLimits::new(requests, chats, cio).on_clock(seams.clock))

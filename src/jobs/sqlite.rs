@@ -233,6 +233,10 @@ impl Intake for SqliteStore {
     fn groups_commits(&self) -> bool {
         true
     }
+
+    fn observe_commits(&self, metrics: crate::metrics::CommitMetrics) {
+        self.writer.observe(metrics);
+    }
 }
 
 /// Guards on the writer thread: a job takes them in the writer's next transaction.

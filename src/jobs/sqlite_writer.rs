@@ -19,8 +19,8 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{mpsc as std_mpsc, Arc},
-    time::Duration,
+    sync::{mpsc as std_mpsc, Arc, OnceLock},
+    time::{Duration, Instant},
 };
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
@@ -31,7 +31,7 @@ use super::{
     row::json_text,
     Delivery, StoreError,
 };
-use crate::sources::Source;
+use crate::{metrics::CommitMetrics, sources::Source};
 
 /// The most workers' pieces one transaction takes; the rest wait for the next.
 pub const MAX_PIECES: usize = 256;
@@ -150,6 +150,8 @@ impl From<Delivery> for EventRow {
 #[derive(Clone)]
 pub struct Writer {
     tx: std_mpsc::Sender<Command>,
+    /// Where the thread reports each transaction, once the app has given it somewhere (`observe`).
+    observed: Arc<OnceLock<CommitMetrics>>,
 }
 
 /// While held, the writer thread is parked and a sqlx connection may write. Dropping it lets the thread on.
@@ -173,14 +175,21 @@ impl Writer {
         db.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = std_mpsc::channel();
         let name = PathBuf::from(file);
+        let observed = Arc::new(OnceLock::new());
+        let report = observed.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                run(db, rx, ack_full);
+                run(db, rx, ack_full, &report);
                 tracing::debug!(file = %name.display(), "store writer stopped");
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
-        Ok(Self { tx })
+        Ok(Self { tx, observed })
+    }
+
+    /// Reports every transaction from now on to `metrics` (the first call wins).
+    pub fn observe(&self, metrics: CommitMetrics) {
+        let _ = self.observed.set(metrics);
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
@@ -317,7 +326,12 @@ impl Round {
     }
 }
 
-fn run(db: Connection, rx: std_mpsc::Receiver<Command>, ack_full: bool) {
+fn run(
+    db: Connection,
+    rx: std_mpsc::Receiver<Command>,
+    ack_full: bool,
+    report: &OnceLock<CommitMetrics>,
+) {
     let mut full = false;
     while let Ok(first) = rx.recv() {
         let mut round = Round::default();
@@ -330,6 +344,8 @@ fn run(db: Connection, rx: std_mpsc::Receiver<Command>, ack_full: bool) {
             }
         }
         if round.writes() {
+            let started = Instant::now();
+            let rows = round.rows as u64;
             let acknowledging = ack_full && !round.records.is_empty();
             if acknowledging != full {
                 let mode = if acknowledging { "FULL" } else { "NORMAL" };
@@ -354,6 +370,10 @@ fn run(db: Connection, rx: std_mpsc::Receiver<Command>, ack_full: bool) {
                 if !db.is_autocommit() {
                     let _ = db.execute_batch("ROLLBACK");
                 }
+            }
+            if let Some(metrics) = report.get() {
+                metrics.seconds.observe(started.elapsed().as_secs_f64());
+                metrics.rows.inc_by(rows);
             }
         }
         for (lent, back) in round.lends {

@@ -11,6 +11,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::metrics::CommitMetrics;
+
 use super::{
     audit::AuditLog, digest::DigestStore, event_log::EventLog, guards::Guards, personas::Personas,
     queue::Queue, reads::JobReads, upkeep::Upkeep, Delivery, SharedLimits, StoreError,
@@ -46,6 +48,9 @@ pub trait Intake: Send + Sync + 'static {
     fn groups_commits(&self) -> bool {
         false
     }
+    /// Reports each transaction of the write path to `metrics` (SQLite's writer thread). A store whose
+    /// writes are not one thread's (Postgres) reports none.
+    fn observe_commits(&self, _metrics: CommitMetrics) {}
 }
 
 /// Proof of life.

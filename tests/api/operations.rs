@@ -81,6 +81,20 @@ async fn metrics_count_a_known_sequence_of_events() {
         1.0
     );
     assert_eq!(m("mavera_credits_used_total"), 300.0);
+    // The store's writer reports its transactions: two events written (the matching one, and the ignored
+    // one in the event log, which is written beside the answer, not before it); the worker's claim and
+    // outcome are transactions of their own.
+    wait_until("the event log's row is counted", || async {
+        sample(
+            &app.metrics().await,
+            "mavera_triggers_store_commit_rows_total",
+        ) == 2.0
+    })
+    .await;
+    let text = app.metrics().await;
+    let m = |series: &str| sample(&text, &format!("mavera_triggers_{series}"));
+    assert!(m("store_commit_seconds_count") >= 3.0, "{text}");
+    assert!(m("store_commit_seconds_sum") > 0.0);
     assert!(
         !text.contains(SEGMENT_SECRET) && !text.contains(MAVERA_KEY) && !text.contains("u-metrics")
     );
