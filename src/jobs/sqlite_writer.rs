@@ -170,7 +170,7 @@ impl Writer {
         db.busy_timeout(Duration::from_secs(10))?;
         db.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-             PRAGMA secure_delete = ON;",
+             PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;",
         )?;
         db.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = std_mpsc::channel();
