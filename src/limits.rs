@@ -37,20 +37,22 @@ pub fn check_json_shape(
 ) -> Result<(), RejectReason> {
     // Per open container: Some(items so far) for an array, None for an object.
     let mut stack: Vec<Option<usize>> = Vec::new();
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        i += 1;
         match b {
-            b'"' => in_string = true,
+            // A string is skipped to its closing quote, past its escapes, a word at a time (most of an
+            // event is string content). One left open ends the check: the parser says what is wrong.
+            b'"' => loop {
+                match memchr::memchr2(b'"', b'\\', body.get(i..).unwrap_or_default()) {
+                    Some(at) if body[i + at] == b'\\' => i += at + 2,
+                    Some(at) => {
+                        i += at + 1;
+                        break;
+                    }
+                    None => return Ok(()),
+                }
+            },
             b'[' | b'{' => {
                 if stack.len() >= max_depth {
                     return Err(RejectReason::BadRequest(format!(
@@ -256,6 +258,14 @@ mod tests {
     fn brackets_and_commas_inside_strings_do_not_count() {
         let s = format!(r#"{{"a":"{}","b":"\"[,,,"}}"#, "[".repeat(100));
         assert!(check_json_shape(s.as_bytes(), 4, 2).is_ok());
+        // An escaped backslash ends in the string's own closing quote: what follows counts again.
+        let after = r#"{"a":"x\\","b":[[[[[1]]]]]}"#;
+        assert!(check_json_shape(after.as_bytes(), 4, 2).is_err());
+        assert!(check_json_shape(after.as_bytes(), 6, 2).is_ok());
+        // A string left open (or an escape at the very end) is the parser's to name, not a panic here.
+        for open in [r#"{"a":"[[[[[["#, r#"{"a":"\"#, "\""] {
+            assert!(check_json_shape(open.as_bytes(), 4, 2).is_ok(), "{open}");
+        }
     }
 
     #[test]

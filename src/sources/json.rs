@@ -87,31 +87,36 @@ pub(crate) fn reads_as_value(json: &str) -> bool {
                 i += 1;
                 // A high surrogate waiting for its low half.
                 let mut pending_high = false;
-                while bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        if bytes[i + 1] == b'u' {
-                            let hex = std::str::from_utf8(&bytes[i + 2..i + 6]).unwrap_or("");
-                            let unit = u16::from_str_radix(hex, 16).unwrap_or(0);
-                            match unit {
-                                0xD800..=0xDBFF if !pending_high => pending_high = true,
-                                0xDC00..=0xDFFF if pending_high => pending_high = false,
-                                0xD800..=0xDFFF => return false,
-                                _ if pending_high => return false,
-                                _ => {}
-                            }
-                            i += 6;
-                            continue;
+                loop {
+                    // Plain text up to the next quote or escape, found a word at a time (most of an
+                    // event is string content). Valid JSON text always closes its strings.
+                    let Some(at) = memchr::memchr2(b'"', b'\\', &bytes[i..]) else {
+                        return false;
+                    };
+                    if at > 0 && pending_high {
+                        return false;
+                    }
+                    i += at;
+                    if bytes[i] == b'"' {
+                        break;
+                    }
+                    if bytes[i + 1] == b'u' {
+                        let hex = std::str::from_utf8(&bytes[i + 2..i + 6]).unwrap_or("");
+                        let unit = u16::from_str_radix(hex, 16).unwrap_or(0);
+                        match unit {
+                            0xD800..=0xDBFF if !pending_high => pending_high = true,
+                            0xDC00..=0xDFFF if pending_high => pending_high = false,
+                            0xD800..=0xDFFF => return false,
+                            _ if pending_high => return false,
+                            _ => {}
                         }
-                        if pending_high {
-                            return false;
-                        }
-                        i += 2;
+                        i += 6;
                         continue;
                     }
                     if pending_high {
                         return false;
                     }
-                    i += 1;
+                    i += 2;
                 }
                 if pending_high {
                     return false;
