@@ -1,7 +1,10 @@
 //! The Customer.io App API: `GET /customers/{id}/attributes`, cached, rate-limited, safely addressed.
 
 use std::{
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -34,17 +37,67 @@ pub enum Lookup {
 
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Lookup)>>>;
 
+/// The cache's first sweep runs past this many people.
+const SWEEP_FROM: usize = 10_000;
+
+/// Look-ups, one slot per person: concurrent look-ups of one person wait for the first (one request, not
+/// ten). Expired slots are swept out once the map has doubled since the last sweep (at least [`SWEEP_FROM`]
+/// people), so each sweep's pass is paid for by as many new people as it kept: a look-up costs O(1) on
+/// average however many people are cached, and memory stays within twice the people seen in one TTL. (It
+/// used to sweep on every look-up once 10,000 people had been seen within one TTL, a pass over all of them
+/// for each job: three quarters of the CPU while a backlog of `cio_churn_alert` jobs drained.)
+struct AttributeCache {
+    slots: DashMap<String, Slot>,
+    ttl: Duration,
+    /// Entries past which the next sweep runs; `usize::MAX` while one runs.
+    sweep_at: AtomicUsize,
+}
+
+impl AttributeCache {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            slots: DashMap::new(),
+            ttl,
+            sweep_at: AtomicUsize::new(SWEEP_FROM),
+        }
+    }
+
+    /// The slot of the person at `path`, made if new.
+    fn slot(&self, path: &str) -> Slot {
+        self.sweep();
+        self.slots.entry(path.to_string()).or_default().clone()
+    }
+
+    fn sweep(&self) {
+        let at = self.sweep_at.load(Ordering::Relaxed);
+        if self.slots.len() <= at
+            || self
+                .sweep_at
+                .compare_exchange(at, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let ttl = self.ttl;
+        self.slots.retain(|_, slot| match slot.try_lock() {
+            Ok(guard) => guard.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl),
+            // A look-up holds it: keep.
+            Err(_) => true,
+        });
+        let next = (2 * self.slots.len()).max(SWEEP_FROM);
+        self.sweep_at.store(next, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone)]
 pub struct CustomerIoClient {
     http: reqwest::Client,
     base_url: String,
     key: Option<Secret>,
     timeout: Duration,
-    ttl: Duration,
     requests: Arc<RequestWindow>,
     live: Arc<LiveLimits>,
-    /// One slot per person: concurrent look-ups of one person wait for the first (one request, not ten).
-    cache: Arc<DashMap<String, Slot>>,
+    cache: Arc<AttributeCache>,
     metrics: Arc<Metrics>,
 }
 
@@ -73,7 +126,6 @@ impl CustomerIoClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             key,
             timeout: settings.jobs.http_timeout,
-            ttl: settings.customerio.cache_ttl,
             requests: Arc::new(RequestWindow::new(
                 shared,
                 CIO_BUCKET,
@@ -82,7 +134,7 @@ impl CustomerIoClient {
                 live.clock.clone(),
             )),
             live,
-            cache: Arc::new(DashMap::new()),
+            cache: Arc::new(AttributeCache::new(settings.customerio.cache_ttl)),
         }
     }
 
@@ -115,28 +167,16 @@ impl CustomerIoClient {
             );
             return Ok(Lookup::Found(dry_run_attributes()));
         }
-        self.evict_expired();
-        let slot = self.cache.entry(path.clone()).or_default().clone();
+        let slot = self.cache.slot(&path);
         let mut cached = slot.lock().await;
         if let Some((at, lookup)) = cached.as_ref() {
-            if at.elapsed() < self.ttl {
+            if at.elapsed() < self.cache.ttl {
                 return Ok(lookup.clone());
             }
         }
         let lookup = self.fetch(&path).await?;
         *cached = Some((Instant::now(), lookup.clone()));
         Ok(lookup)
-    }
-
-    fn evict_expired(&self) {
-        // Keeps memory bounded by the people seen within one TTL.
-        if self.cache.len() > 10_000 {
-            let ttl = self.ttl;
-            self.cache.retain(|_, slot| match slot.try_lock() {
-                Ok(guard) => guard.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl),
-                Err(_) => true,
-            });
-        }
     }
 
     async fn fetch(&self, path: &str) -> Result<Lookup, UpstreamError> {
@@ -199,5 +239,30 @@ mod tests {
             "/customers/jane%2Bx%40acme.co/attributes?id_type=email"
         );
         assert_eq!(CustomerIoClient::path_for("..", "id"), None);
+    }
+
+    #[test]
+    fn expired_people_are_swept_once_the_cache_has_doubled_not_at_every_look_up() {
+        let ttl = Duration::from_millis(500);
+        let cache = AttributeCache::new(ttl);
+        let look_up = |from: usize, n: usize| {
+            for i in from..from + n {
+                let slot = cache.slot(&format!("/customers/{i}/attributes"));
+                *slot.try_lock().unwrap() = Some((Instant::now(), Lookup::NotFound));
+            }
+        };
+        // Past 10,000 people a sweep runs; all are fresh, so it keeps them and waits for twice as many.
+        look_up(0, 12_000);
+        assert_eq!(cache.slots.len(), 12_000);
+        assert_eq!(cache.sweep_at.load(Ordering::Relaxed), 20_002);
+        std::thread::sleep(ttl + Duration::from_millis(100));
+        // All 12,000 have expired, but the next look-up does not pass over them.
+        look_up(12_000, 1);
+        assert_eq!(cache.slots.len(), 12_001);
+        // Once the cache has doubled, one sweep takes the expired out and keeps the fresh.
+        look_up(12_001, 9_000);
+        assert_eq!(cache.slots.len(), 21_001 - 12_000);
+        assert!(cache.slots.contains_key("/customers/21000/attributes"));
+        assert!(!cache.slots.contains_key("/customers/0/attributes"));
     }
 }
