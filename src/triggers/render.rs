@@ -91,6 +91,15 @@ impl TriggerTable {
         ctx: &Map<String, Value>,
         outcome: &Value,
     ) -> Vec<Result<Value, RenderError>> {
+        // Nothing to render (no sinks, or none with templates): no copy of the context, no template view
+        // of it. Building that view was the largest JSON cost of a persona job with no sinks.
+        if trigger.sink_templates.iter().all(Vec::is_empty) {
+            return trigger
+                .sink_templates
+                .iter()
+                .map(|_| Ok(Value::Object(Map::new())))
+                .collect();
+        }
         let mut ctx = ctx.clone();
         let mut view = outcome.as_object().cloned().unwrap_or_default();
         if view.get("persona_type").is_none_or(Value::is_null) {
