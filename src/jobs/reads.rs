@@ -43,6 +43,9 @@ pub trait JobReads: Send + Sync {
 
 /// The reads' statements in one dialect.
 pub struct Sql {
+    /// Jobs per state. SQLite keeps the count of done jobs as they change (migration `0011_done_count`):
+    /// counting them was a pass over nearly every job kept, on every health probe.
+    pub counts: String,
     pub get: String,
     pub finished: String,
     pub in_state: String,
@@ -60,6 +63,12 @@ pub const NEXT_DUE: &str = "SELECT MIN(run_at_ms) FROM jobs WHERE state = 'pendi
 impl Sql {
     pub(crate) fn new(d: Dialect) -> Self {
         Sql {
+            counts: match d {
+                Dialect::Sqlite => format!(
+                    "{NOT_DONE} UNION ALL SELECT 'done', n FROM job_done_count WHERE id = 1"
+                ),
+                Dialect::Postgres => COUNTS.to_string(),
+            },
             get: d.fill("SELECT {JOB} FROM jobs WHERE id = $1"),
             finished: d.fill(
                 "SELECT {JOB} FROM jobs WHERE action = $1 AND state = 'done' AND id < $2 ORDER BY id DESC LIMIT $3",
@@ -117,9 +126,10 @@ macro_rules! impl_job_reads {
             }
 
             async fn counts(&self) -> Result<$crate::jobs::JobCounts, $crate::jobs::StoreError> {
-                use $crate::jobs::reads::{COUNTS, OLDEST_PENDING};
-                let rows: Vec<(String, i64)> =
-                    sqlx::query_as(COUNTS).fetch_all(self.reader()).await?;
+                use $crate::jobs::reads::OLDEST_PENDING;
+                let rows: Vec<(String, i64)> = sqlx::query_as(&Self::reads().counts)
+                    .fetch_all(self.reader())
+                    .await?;
                 let mut c = $crate::jobs::JobCounts::from_rows(rows);
                 let oldest: Option<(i64,)> = sqlx::query_as(OLDEST_PENDING)
                     .fetch_optional(self.reader())

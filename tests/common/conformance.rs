@@ -61,6 +61,7 @@ macro_rules! every_check {
             events_are_listed_filtered_and_paged_by_key,
             unusable_parts_are_kept_with_their_status_and_reason,
             the_backlog_counts_what_is_not_done_and_the_oldest_pending,
+            the_done_count_follows_outcomes_erasure_and_retention,
             the_audit_trail_lists_newest_first_pages_by_key_and_prunes_by_age,
             digests_gather_once_per_job_close_at_max_or_window_and_record_one_job,
             one_person_is_forgotten_and_no_one_else,
@@ -209,6 +210,36 @@ pub async fn the_backlog_counts_what_is_not_done_and_the_oldest_pending(store: A
     );
     assert_eq!(counts.oldest_pending_ms, backlog.oldest_pending_ms);
     drain(store).await;
+}
+
+/// The count of done jobs (`/healthz`, the console, `jobs`) stays right as jobs finish and as erasure and
+/// retention delete them (SQLite keeps it as they change instead of counting every finished job).
+pub async fn the_done_count_follows_outcomes_erasure_and_retention(store: Arc<dyn JobStore>) {
+    let store: &dyn JobStore = &*store;
+    assert_eq!(store.counts().await.unwrap().done, 0);
+    let deliveries: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|id| delivery(id, 1))
+        .collect();
+    store.record(deliveries, now_ms()).await.unwrap();
+    let dead = store.claim(now_ms(), 60_000).await.unwrap().unwrap();
+    store.bury(dead.id, "broken".into()).await.unwrap();
+    drain(store).await;
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.dead, counts.pending), (3, 1, 0));
+    // Erasure deletes one person's finished job.
+    let forgotten = store.upkeep().forget("user-b").await.unwrap();
+    assert_eq!(forgotten.jobs, 1);
+    assert_eq!(store.counts().await.unwrap().done, 2);
+    // Retention deletes every finished job changed before the cut, the dead one too.
+    let pruned = store
+        .upkeep()
+        .prune_jobs(now_ms() + 60_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 3);
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.done, counts.dead), (0, 0));
 }
 
 pub async fn claims_are_exclusive_under_concurrency(store: Arc<dyn JobStore>) {
