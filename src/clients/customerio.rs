@@ -62,6 +62,11 @@ impl AttributeCache {
         }
     }
 
+    /// Whether a look-up made at `at` may still be answered from the cache.
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.ttl
+    }
+
     /// The slot of the person at `path`, made if new.
     fn slot(&self, path: &str) -> Slot {
         self.sweep();
@@ -78,9 +83,8 @@ impl AttributeCache {
         {
             return;
         }
-        let ttl = self.ttl;
         self.slots.retain(|_, slot| match slot.try_lock() {
-            Ok(guard) => guard.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl),
+            Ok(guard) => guard.as_ref().is_some_and(|(at, _)| self.fresh(*at)),
             // A look-up holds it: keep.
             Err(_) => true,
         });
@@ -170,7 +174,7 @@ impl CustomerIoClient {
         let slot = self.cache.slot(&path);
         let mut cached = slot.lock().await;
         if let Some((at, lookup)) = cached.as_ref() {
-            if at.elapsed() < self.cache.ttl {
+            if self.cache.fresh(*at) {
                 return Ok(lookup.clone());
             }
         }
