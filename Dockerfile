@@ -21,7 +21,7 @@ WORKDIR /src
 
 # The manifest names test and bench targets, so their folders are part of the build context. Registry and
 # target dir are BuildKit cache mounts: rebuilds reuse compiled dependencies without stub tricks.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY config ./config
 COPY migrations ./migrations
