@@ -16,16 +16,21 @@
 //! - **Checkpoints beside it.** Copying the WAL back into the database (two fsyncs each time) was a sixth
 //!   of this thread's time when SQLite ran it after a commit. A checkpointer thread with its own connection
 //!   now does it (`PRAGMA wal_checkpoint(PASSIVE)`, which never blocks the writer) each time the writer has
-//!   written [`CHECKPOINT_PAGES`] pages. SQLite's own checkpoint stays on this thread as the backstop, at
-//!   [`BACKSTOP_PAGES`]: the WAL only starts over once fully copied, which a checkpoint running beside a
-//!   steady writer never quite is, so the writer then copies what is left and the WAL stays bounded.
+//!   written [`CHECKPOINT_PAGES`] pages. The WAL only starts over once it has been copied whole, which a
+//!   checkpoint running beside a steady writer never quite manages; so when the checkpointer sees it at
+//!   [`RESTART_PAGES`], it asks this thread to copy the rest itself between two transactions (a few pages,
+//!   nothing can be added meanwhile), and the next transaction starts the WAL over. SQLite's own
+//!   checkpoint stays on as the last resort, at [`LAST_RESORT_PAGES`].
 //! - **Rare writes on sqlx.** Retention, erasure, the audit log, digests and checkpoints keep their shared
 //!   sqlx code on a second connection: [`Writer::lend`] parks this thread (between transactions) until the
 //!   loan ends, so SQLite still has one writer at a time and nobody sleeps in its busy handler.
 
 use std::{
     path::{Path, PathBuf},
-    sync::{mpsc as std_mpsc, Arc, OnceLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc, Arc, OnceLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -45,8 +50,11 @@ pub const MAX_PIECES: usize = 256;
 /// Pages the writer writes to the WAL between two background checkpoints (SQLite's default autocheckpoint).
 pub const CHECKPOINT_PAGES: i64 = 1000;
 
-/// The WAL size (pages) at which the writer checkpoints itself, after its commit: the backstop.
-pub const BACKSTOP_PAGES: i64 = 4 * CHECKPOINT_PAGES;
+/// The WAL's length (pages) at which the writer copies the rest itself, so that the WAL starts over.
+pub const RESTART_PAGES: i64 = 4 * CHECKPOINT_PAGES;
+
+/// SQLite's own checkpoint on the writer, should the checkpointer not run.
+pub const LAST_RESORT_PAGES: i64 = 4 * RESTART_PAGES;
 
 /// A worker's piece: run on the writer's connection, inside the batch's transaction, in a savepoint of its
 /// own; what it returns is called once the transaction's fate is known (the commit's error, if any).
@@ -172,10 +180,20 @@ pub struct Loan {
 }
 
 /// The way to the checkpointer thread, held by the writer thread: it counts the pages the writer has
-/// written to the WAL and wakes the checkpointer every [`CHECKPOINT_PAGES`]. The thread ends with it.
+/// written to the WAL and wakes the checkpointer every [`CHECKPOINT_PAGES`]; when the checkpointer asks
+/// (`restart`), it copies the WAL's rest itself. The thread ends with it.
 struct Checkpointer {
     wake: std_mpsc::SyncSender<()>,
+    restart: Arc<AtomicBool>,
     pages: i64,
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: the WAL's length and how much of it is copied, both in pages, or
+/// `None` when another checkpoint held the lock.
+fn checkpoint(db: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(0)? == 0).then_some((r.get(1)?, r.get(2)?)))
+    })
 }
 
 impl Checkpointer {
@@ -183,16 +201,21 @@ impl Checkpointer {
         let db = Connection::open(file)?;
         db.busy_timeout(Duration::from_secs(10))?;
         let (wake, woken) = std_mpsc::sync_channel::<()>(1);
+        let restart = Arc::new(AtomicBool::new(false));
+        let ask = restart.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while woken.recv().is_ok() {
                     // PASSIVE copies what no reader still needs and never waits for the writer.
-                    let done = db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                    });
-                    match done {
-                        Ok((wal, copied)) => tracing::trace!(wal, copied, "checkpoint"),
+                    match checkpoint(&db) {
+                        Ok(Some((wal, copied))) => {
+                            tracing::trace!(wal, copied, "checkpoint");
+                            if wal >= RESTART_PAGES {
+                                ask.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, "store checkpoint failed; the writer's own checkpoint will do it"),
                     }
                 }
@@ -200,12 +223,28 @@ impl Checkpointer {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the store checkpointer: {e}"))
             })?;
-        Ok(Self { wake, pages: 0 })
+        Ok(Self {
+            wake,
+            restart,
+            pages: 0,
+        })
     }
 
-    /// Counts the pages `db` has written since the last call, and wakes the checkpointer when enough have.
+    /// Counts the pages `db` has written since the last call and wakes the checkpointer when enough have;
+    /// copies the WAL's rest when it was asked to (until a pass copies it whole).
     fn after_commit(&mut self, db: &Connection) {
         self.pages += pages_written(db);
+        if self.restart.load(Ordering::Relaxed) {
+            match checkpoint(db) {
+                Ok(Some((wal, copied))) if wal == copied => {
+                    self.restart.store(false, Ordering::Relaxed)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "store checkpoint failed"),
+            }
+            // Its own copying is not the WAL's growth.
+            pages_written(db);
+        }
         if self.pages >= CHECKPOINT_PAGES {
             self.pages = 0;
             // Full: it is awake already, and will copy these pages too.
@@ -248,7 +287,7 @@ impl Writer {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
              PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;",
         )?;
-        db.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
+        db.pragma_update(None, "wal_autocheckpoint", LAST_RESORT_PAGES)?;
         db.set_prepared_statement_cache_capacity(64);
         let checkpoints = Checkpointer::start(file)?;
         let (tx, rx) = std_mpsc::channel();
@@ -589,9 +628,9 @@ mod tests {
             .run(|db| Ok(db.execute_batch("CREATE TABLE t (n INTEGER, pad TEXT)")?))
             .await
             .unwrap();
-        // About 3 × BACKSTOP_PAGES pages, written back to back in transactions of ~24 pages, the way a
+        // About 3 × RESTART_PAGES pages, written back to back in transactions of ~24 pages, the way a
         // busy intake writes: the WAL never has a quiet moment to start over in.
-        let rounds = 3 * BACKSTOP_PAGES / 24;
+        let rounds = 3 * RESTART_PAGES / 24;
         for round in 0..rounds {
             writer
                 .run(move |db| {
@@ -609,7 +648,7 @@ mod tests {
             .len();
         let frame = 4096 + 24;
         assert!(
-            wal <= (BACKSTOP_PAGES as u64 + 200) * frame,
+            wal <= (RESTART_PAGES + 2 * CHECKPOINT_PAGES) as u64 * frame,
             "the WAL grew to {wal} bytes ({} frames) for {} rows of 3 KB",
             wal / frame,
             rounds * 24
