@@ -67,8 +67,10 @@ impl TriggerTable {
             triggers.push(Arc::new(trigger));
         }
         let alerts = compile_alerts(file.alerts, path)?;
+        let reads = super::render::reads_of(&env);
         let table = Self {
             env,
+            reads,
             triggers,
             limits: file.limits,
             alerts,

@@ -37,6 +37,9 @@ use crate::sources::{Event, Source};
 /// The compiled table.
 pub struct TriggerTable {
     env: Environment<'static>,
+    /// Per template, the context's top-level names it reads ([`render::reads_of`]); a template missing
+    /// here is given the whole context.
+    reads: std::collections::HashMap<String, Box<[String]>>,
     triggers: Vec<Arc<Trigger>>,
     pub limits: config::LimitsSpec,
     pub alerts: AlertSettings,

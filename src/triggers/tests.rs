@@ -243,3 +243,66 @@ fn a_missing_tenure_or_amount_renders_n_a_without_its_unit() {
     );
     assert_eq!(present, "LTV: $0 | Tenure: 97d");
 }
+
+#[test]
+fn a_template_sees_every_name_it_reads_however_it_reads_it() {
+    // Each template is given only the context's names it reads (render::reads_of): loops, filters, `set`,
+    // a `vars` entry, a condition, bracket access, a slice (which minijinja's own analysis misses) and a
+    // nested path must all still find their values.
+    let table = table(concat!(
+        "[[triggers]]\nname = \"p\"\nsource = \"segment\"\nevents = [\"x\"]\n",
+        "when = \"properties['plan'] == 'pro' and seats > 1\"\n",
+        "vars = { seats = \"{{ properties.seats | default(0) }}\" }\n",
+        "[triggers.create_persona]\n",
+        "name = \"{% set who = user_id %}P {{ who }} {{ traits.company | upper }} {{ anonymous_id[:4] }}\"\n",
+        "description = \"{% for k in properties %}{{ k }}={{ properties[k] }};{% endfor %} {{ context.page.path }}\"\n",
+        "fields = { seats = \"{{ seats }}\", missing = \"{{ nowhere.at_all }}\" }\n",
+    ));
+    let t = table.get("p").unwrap();
+    let event = ctx(json!({
+        "user_id": "u9",
+        "anonymous_id": "anon-7f3c",
+        "properties": {"plan": "pro", "seats": 5},
+        "traits": {"company": "acme"},
+        "context": {"page": {"path": "/trial"}},
+        "payload": {"big": "x".repeat(2000)},
+    }));
+    let prepared = table.prepare(t, event).unwrap();
+    assert!(table.condition_holds(t, &prepared).unwrap());
+    let Rendered::CreatePersona { body } = table.render(t, &prepared).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        body,
+        json!({
+            "seats": "5",
+            "missing": "unknown",
+            "name": "P u9 ACME anon",
+            "description": "plan=pro;seats=5; /trial",
+        })
+    );
+    assert!(
+        !table
+            .reads
+            .values()
+            .any(|names| names.iter().any(|n| n == "payload")),
+        "no template reads the payload, so none is given it"
+    );
+}
+
+#[test]
+fn a_template_that_may_read_anything_is_given_the_whole_context() {
+    let table = table(concat!(
+        "[[triggers]]\nname = \"p\"\nsource = \"segment\"\nevents = [\"x\"]\n",
+        "[triggers.create_persona]\nname = \"P {{ user_id }}\"\ndescription = \"{{ debug() }}\"\n",
+    ));
+    let t = table.get("p").unwrap();
+    let Rendered::CreatePersona { body } = table
+        .render(t, &ctx(json!({"user_id": "u9", "plan": "gold"})))
+        .unwrap()
+    else {
+        panic!()
+    };
+    let description = body["description"].as_str().unwrap();
+    assert!(description.contains("gold"), "{description}");
+}
