@@ -80,6 +80,9 @@ struct Knobs {
     /// `BENCH_E2E_RATE` (default 20 req/s) and `BENCH_E2E_SECS` (default 5).
     e2e_rate: u32,
     e2e_secs: f64,
+    /// `BENCH_E2E_BACKLOG` (default 20,000; 0 skips it): the `trial_started` events sent in a burst before
+    /// the end-to-end probe runs again, while their jobs drain.
+    e2e_backlog: usize,
     /// `BENCH_SERVER_THREADS` / `BENCH_CLIENT_THREADS` (default 2 each): tokio workers of each side.
     server_threads: usize,
     client_threads: usize,
@@ -129,6 +132,7 @@ impl Knobs {
             event_log_all: env_or("BENCH_EVENT_LOG", "all".to_string()) != "triggered",
             e2e_rate: env_or("BENCH_E2E_RATE", 20),
             e2e_secs: env_or("BENCH_E2E_SECS", 5.0),
+            e2e_backlog: env_or("BENCH_E2E_BACKLOG", 20_000),
             server_threads: env_or("BENCH_SERVER_THREADS", 2),
             client_threads: env_or("BENCH_CLIENT_THREADS", 2),
             memory_ids: env_or("BENCH_MEMORY_IDS", 1_000_000),
@@ -929,7 +933,10 @@ fn memory(ids: usize) -> Value {
     })
 }
 
-async fn end_to_end(servers: &Servers, rate: u32, secs: f64) -> Value {
+/// Sends `trial_started` probes at `rate` for `secs` and measures each one's 2xx → persona request at the
+/// stand-in. `lane` (one character) keeps each run's users apart: the stand-in knows a probe by the
+/// `e2e-` user in its persona's name, which the shipped trigger cuts to 12 characters.
+async fn end_to_end(servers: &Servers, rate: u32, secs: f64, lane: char) -> Value {
     let total = (rate as f64 * secs).round() as usize;
     let acks: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let client = client();
@@ -940,9 +947,9 @@ async fn end_to_end(servers: &Servers, rate: u32, secs: f64) -> Value {
         let base = servers.app_bases[n % servers.app_bases.len()].clone();
         let (client, acks) = (client.clone(), acks.clone());
         tasks.push(tokio::spawn(async move {
-            let user = format!("e2e-{n:06}");
+            let user = format!("e2e-{lane}{n:05}");
             let req = segment_req(
-                segment_track("trial_started", &format!("e2e-msg-{n}"), &user),
+                segment_track("trial_started", &format!("e2e-{lane}-msg-{n}"), &user),
                 None,
                 1,
                 r#""triggered":1"#,
@@ -959,10 +966,13 @@ async fn end_to_end(servers: &Servers, rate: u32, secs: f64) -> Value {
     for task in tasks {
         tally.merge(task.await.expect("e2e task"));
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while servers.stand_in.arrivals.lock().unwrap().len() < acks.lock().unwrap().len()
-        && Instant::now() < deadline
-    {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let prefix = format!("e2e-{lane}");
+    let arrived = || {
+        let arrivals = servers.stand_in.arrivals.lock().unwrap();
+        arrivals.keys().filter(|u| u.starts_with(&prefix)).count()
+    };
+    while arrived() < acks.lock().unwrap().len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let acks = acks.lock().unwrap().clone();
@@ -1004,6 +1014,78 @@ async fn end_to_end(servers: &Servers, rate: u32, secs: f64) -> Value {
         "ack_latency_ms": { "p50": ms(ack.value_at_quantile(0.5)), "p99": ms(ack.value_at_quantile(0.99)) },
         "targets_ms": { "p50": E2E_P50_MS, "p99": E2E_P99_MS },
     })
+}
+
+/// The same probe while a backlog drains: `knobs.e2e_backlog` `trial_started` events are sent first, as
+/// fast as 64 connections go, and the probe starts as soon as they are acknowledged.
+async fn end_to_end_while_draining(
+    servers: &Servers,
+    knobs: &Knobs,
+    report: &mut String,
+    checks: &mut Vec<Check>,
+) {
+    let connections = 64;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|worker| {
+            let base = servers.app_bases[worker % servers.app_bases.len()].clone();
+            let share = knobs.e2e_backlog / connections
+                + usize::from(worker < knobs.e2e_backlog % connections);
+            tokio::spawn(async move {
+                let client = client();
+                let mut tally = Tally::default();
+                for seq in 0..share {
+                    send(
+                        &client,
+                        &base,
+                        &durable_req("backlog", worker, seq as u64),
+                        true,
+                        &mut tally,
+                    )
+                    .await;
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut burst = Tally::default();
+    for task in tasks {
+        burst.merge(task.await.expect("burst task"));
+    }
+    let sent_in = started.elapsed().as_secs_f64();
+    let waiting = servers.backlog().await;
+    println!(
+        "\n== end to end while a backlog drains: {} events acknowledged in {sent_in:.1} s, {} jobs pending; then {} req/s for {} s",
+        burst.ok, waiting.pending, knobs.e2e_rate, knobs.e2e_secs
+    );
+    let e2e = end_to_end(servers, knobs.e2e_rate, knobs.e2e_secs, 'b').await;
+    let p50 = e2e["latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
+    let p99 = e2e["latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN);
+    let complete = e2e["missing"] == json!(0) && e2e["acknowledged"] == e2e["events"];
+    let line = format!(
+        "{} of {} arrived; p50 {p50:.3} ms, p90 {:.3} ms, p99 {p99:.3} ms, max {:.3} ms",
+        e2e["arrived"],
+        e2e["events"],
+        e2e["latency_ms"]["p90"].as_f64().unwrap_or(0.0),
+        e2e["latency_ms"]["max"].as_f64().unwrap_or(0.0),
+    );
+    println!("{line}");
+    let _ = writeln!(
+        report,
+        "end to end while {} jobs drained: {line}",
+        waiting.pending
+    );
+    for (what, target, measured) in [("p50", E2E_P50_MS, p50), ("p99", E2E_P99_MS, p99)] {
+        checks.push(Check {
+            what: format!("end to end {what} while a backlog drains"),
+            target: format!("< {target} ms"),
+            measured: format!("{measured:.2} ms"),
+            pass: complete && measured < target,
+        });
+    }
+    servers
+        .drain(Duration::from_secs_f64(knobs.drain_secs))
+        .await;
 }
 
 // ── main ─────────────────────────────────────────────────────────────────────────────────────────────────
@@ -1113,7 +1195,7 @@ fn full(knobs: Knobs) {
         "\n== end to end: webhook 2xx → Mavera request at the stand-in ({} req/s for {} s, idle server)",
         knobs.e2e_rate, knobs.e2e_secs
     );
-    let e2e = rt.block_on(end_to_end(&servers, knobs.e2e_rate, knobs.e2e_secs));
+    let e2e = rt.block_on(end_to_end(&servers, knobs.e2e_rate, knobs.e2e_secs, '0'));
     let e2e_p50 = e2e["latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
     let e2e_p99 = e2e["latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN);
     let complete = e2e["missing"] == json!(0) && e2e["acknowledged"] == e2e["events"];
@@ -1140,6 +1222,15 @@ fn full(knobs: Knobs) {
         measured: format!("{e2e_p99:.2} ms"),
         pass: complete && e2e_p99 < E2E_P99_MS,
     });
+
+    if knobs.e2e_backlog > 0 {
+        rt.block_on(end_to_end_while_draining(
+            &servers,
+            &knobs,
+            &mut report,
+            &mut checks,
+        ));
+    }
 
     let mut bench = Bench {
         servers: &servers,
