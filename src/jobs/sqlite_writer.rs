@@ -17,10 +17,10 @@
 //!   of this thread's time when SQLite ran it after a commit. A checkpointer thread with its own connection
 //!   now does it (`PRAGMA wal_checkpoint(PASSIVE)`, which never blocks the writer) each time the writer has
 //!   written [`CHECKPOINT_PAGES`] pages. The WAL only starts over once it has been copied whole, which a
-//!   checkpoint running beside a steady writer never quite manages; so when the checkpointer sees it at
-//!   [`RESTART_PAGES`], it asks this thread to copy the rest itself between two transactions (a few pages,
-//!   nothing can be added meanwhile), and the next transaction starts the WAL over. SQLite's own
-//!   checkpoint stays on as the last resort, at [`LAST_RESORT_PAGES`].
+//!   checkpoint running beside a steady writer never quite manages; so once the WAL holds
+//!   [`RESTART_PAGES`], this thread copies the rest itself between two transactions (what the
+//!   checkpointer has not: nothing can be added meanwhile), and the next transaction starts the WAL over.
+//!   SQLite's own checkpoint stays on as the last resort, at [`LAST_RESORT_PAGES`].
 //! - **Rare writes on sqlx.** Retention, erasure, the audit log, digests and checkpoints keep their shared
 //!   sqlx code on a second connection: [`Writer::lend`] parks this thread (between transactions) until the
 //!   loan ends, so SQLite still has one writer at a time and nobody sleeps in its busy handler.
@@ -29,7 +29,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc as std_mpsc, Arc, OnceLock,
+        mpsc as std_mpsc, Arc, Mutex, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -180,12 +180,19 @@ pub struct Loan {
 }
 
 /// The way to the checkpointer thread, held by the writer thread: it counts the pages the writer has
-/// written to the WAL and wakes the checkpointer every [`CHECKPOINT_PAGES`]; when the checkpointer asks
-/// (`restart`), it copies the WAL's rest itself. The thread ends with it.
+/// written to the WAL, wakes the checkpointer every [`CHECKPOINT_PAGES`], and copies the WAL's rest itself
+/// once it holds [`RESTART_PAGES`]. The thread ends with it.
 struct Checkpointer {
     wake: std_mpsc::SyncSender<()>,
-    restart: Arc<AtomicBool>,
+    /// Pages written since the checkpointer was last woken.
     pages: i64,
+    /// Pages written since the WAL was last copied whole (so since it started over): about its length.
+    wal: i64,
+    /// Set while this thread waits to copy the WAL's rest: the checkpointer starts no pass meanwhile (a
+    /// checkpoint holds a lock that another one does not wait for).
+    writers_turn: Arc<AtomicBool>,
+    /// Held by the checkpointer during each pass.
+    pass: Arc<Mutex<()>>,
 }
 
 /// `PRAGMA wal_checkpoint(PASSIVE)`: the WAL's length and how much of it is copied, both in pages, or
@@ -201,20 +208,21 @@ impl Checkpointer {
         let db = Connection::open(file)?;
         db.busy_timeout(Duration::from_secs(10))?;
         let (wake, woken) = std_mpsc::sync_channel::<()>(1);
-        let restart = Arc::new(AtomicBool::new(false));
-        let ask = restart.clone();
+        let writers_turn = Arc::new(AtomicBool::new(false));
+        let wait = writers_turn.clone();
+        let pass = Arc::new(Mutex::new(()));
+        let passing = pass.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while woken.recv().is_ok() {
+                    let Ok(_pass) = passing.lock() else { return };
+                    if wait.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     // PASSIVE copies what no reader still needs and never waits for the writer.
                     match checkpoint(&db) {
-                        Ok(Some((wal, copied))) => {
-                            tracing::trace!(wal, copied, "checkpoint");
-                            if wal >= RESTART_PAGES {
-                                ask.store(true, Ordering::Relaxed);
-                            }
-                        }
+                        Ok(Some((wal, copied))) => tracing::trace!(wal, copied, "checkpoint"),
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, "store checkpoint failed; the writer's own checkpoint will do it"),
                     }
@@ -225,22 +233,37 @@ impl Checkpointer {
             })?;
         Ok(Self {
             wake,
-            restart,
             pages: 0,
+            wal: 0,
+            writers_turn,
+            pass,
         })
     }
 
     /// Counts the pages `db` has written since the last call and wakes the checkpointer when enough have;
-    /// copies the WAL's rest when it was asked to (until a pass copies it whole).
+    /// once the WAL holds [`RESTART_PAGES`], copies what the checkpointer has not (a pass that copies it
+    /// whole lets the next transaction start it over).
     fn after_commit(&mut self, db: &Connection) {
-        self.pages += pages_written(db);
-        if self.restart.load(Ordering::Relaxed) {
-            match checkpoint(db) {
-                Ok(Some((wal, copied))) if wal == copied => {
-                    self.restart.store(false, Ordering::Relaxed)
+        let written = pages_written(db);
+        self.pages += written;
+        self.wal += written;
+        if self.wal >= RESTART_PAGES {
+            // The checkpointer's pass holds SQLite's checkpoint lock, which another checkpoint does not
+            // wait for: wait for the pass to end only once the WAL is twice its mark.
+            let pass = match self.pass.try_lock() {
+                Ok(pass) => Some(pass),
+                Err(_) if self.wal >= 2 * RESTART_PAGES => self.pass.lock().ok(),
+                Err(_) => None,
+            };
+            match pass.map(|_pass| checkpoint(db)) {
+                Some(Ok(Some((wal, copied)))) if wal == copied => {
+                    self.wal = 0;
+                    self.writers_turn.store(false, Ordering::Relaxed);
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "store checkpoint failed"),
+                // A pass is under way, or a reader holds the WAL's end: again after the next commit, and
+                // the checkpointer starts no new pass meanwhile.
+                None | Some(Ok(_)) => self.writers_turn.store(true, Ordering::Relaxed),
+                Some(Err(e)) => tracing::warn!(error = %e, "store checkpoint failed"),
             }
             // Its own copying is not the WAL's growth.
             pages_written(db);
@@ -648,7 +671,7 @@ mod tests {
             .len();
         let frame = 4096 + 24;
         assert!(
-            wal <= (RESTART_PAGES + 2 * CHECKPOINT_PAGES) as u64 * frame,
+            wal <= (2 * RESTART_PAGES + 100) as u64 * frame,
             "the WAL grew to {wal} bytes ({} frames) for {} rows of 3 KB",
             wal / frame,
             rounds * 24
