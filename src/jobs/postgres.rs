@@ -18,7 +18,7 @@ use super::{
     events,
     guards::impl_guards,
     personas::impl_personas,
-    queue::{impl_queue, Bookkeeping},
+    queue::{impl_queue, Bookkeeping, Lane, OLDER_PENDING_PERSONA},
     reads::impl_job_reads,
     row::{json_text, JobRow},
     store::{impl_heartbeat, Dialect, Intake, SqlBackend},
@@ -152,9 +152,11 @@ impl PgStore {
         let sql = Self::sql();
         let mut conn = self.writer().await?;
         let query = match op {
-            Bookkeeping::Claim { now_ms, lease_ms } => {
-                return Self::claim_due(&mut conn, now_ms, lease_ms).await
-            }
+            Bookkeeping::Claim {
+                now_ms,
+                lease_ms,
+                lane,
+            } => return Self::claim_due(&mut conn, now_ms, lease_ms, lane).await,
             Bookkeeping::Renew { id, lease_ms } => sqlx::query(&sql.renew_lease)
                 .bind(id as i64)
                 .bind(lease_ms as i64),
@@ -224,6 +226,7 @@ impl PgStore {
         conn: &mut PgConnection,
         now_ms: u64,
         lease_ms: u64,
+        lane: Lane,
     ) -> Result<Option<JobRow>, StoreError> {
         // Pending and expired jobs are looked for apart, each along `jobs_due` in run order: one search
         // over both states (an OR) can make the planner collect and sort the whole due backlog per claim.
@@ -232,11 +235,15 @@ impl PgStore {
                  WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id <> c.id
                    AND r.state = 'running' AND r.action = 'create_persona'
                    AND r.lease_until_ms >= {NOW})";
+        let (order, older) = match lane {
+            Lane::Oldest => ("c.run_at_ms, c.id", "FALSE"),
+            Lane::Newest => ("c.run_at_ms DESC, c.id DESC", OLDER_PENDING_PERSONA),
+        };
         let claim = Self::DIALECT.fill(&format!(
             "WITH pending AS (
                  SELECT c.id, c.run_at_ms FROM jobs c
-                 WHERE c.state = 'pending' AND c.run_at_ms <= $1 AND NOT ({busy})
-                 ORDER BY c.run_at_ms, c.id LIMIT 1 FOR UPDATE OF c SKIP LOCKED),
+                 WHERE c.state = 'pending' AND c.run_at_ms <= $1 AND NOT ({busy}) AND NOT ({older})
+                 ORDER BY {order} LIMIT 1 FOR UPDATE OF c SKIP LOCKED),
              expired AS (
                  SELECT c.id, c.run_at_ms FROM jobs c
                  WHERE c.state = 'running' AND c.lease_until_ms < {{NOW}} AND NOT ({busy})

@@ -9,11 +9,38 @@ use super::{
     Job, JobId, JobState, NewJob, StoreError,
 };
 
+/// Which due job a claim takes. A job whose lease expired (its worker died) comes first in either lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The oldest due job: a backlog drains in the order it came.
+    Oldest,
+    /// The newest due job, so that a fresh event is acted on while an older backlog drains (workers
+    /// alternate the two lanes). A persona job still waits for an older pending one of its trigger and
+    /// user: a person's personas are created and updated in the order their events came.
+    Newest,
+}
+
+/// A persona job with an older pending persona job of the same trigger and user (the newest lane leaves it
+/// for later). Found along `jobs_user`: a person's jobs, not the backlog.
+pub const OLDER_PENDING_PERSONA: &str = "c.action = 'create_persona' AND EXISTS (
+         SELECT 1 FROM jobs o
+         WHERE o.user_id = c.user_id AND o.id < c.id AND o.trigger_name = c.trigger_name
+           AND o.action = 'create_persona' AND o.state = 'pending')";
+
 #[async_trait::async_trait]
 pub trait Queue: Send + Sync {
     /// Takes the oldest due job (pending, or running with an expired lease), marks it running until
     /// `now + lease`, and counts the attempt.
-    async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError>;
+    async fn claim(&self, now_ms: u64, lease_ms: u64) -> Result<Option<Job>, StoreError> {
+        self.claim_in(now_ms, lease_ms, Lane::Oldest).await
+    }
+    /// As [`Queue::claim`], taking the due job `lane` says.
+    async fn claim_in(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        lane: Lane,
+    ) -> Result<Option<Job>, StoreError>;
     /// Puts every running job back to pending (start-up of a single-process store: nobody else holds them).
     async fn release_running(&self) -> Result<u64, StoreError>;
     /// Extends the lease of a job its worker is still running.
@@ -44,6 +71,7 @@ pub enum Bookkeeping {
     Claim {
         now_ms: u64,
         lease_ms: u64,
+        lane: Lane,
     },
     Renew {
         id: JobId,
@@ -166,13 +194,18 @@ macro_rules! impl_queue {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::jobs::queue::Queue for $store {
-            async fn claim(
+            async fn claim_in(
                 &self,
                 now_ms: u64,
                 lease_ms: u64,
+                lane: $crate::jobs::queue::Lane,
             ) -> Result<Option<$crate::jobs::Job>, $crate::jobs::StoreError> {
                 let row = self
-                    .bookkeep($crate::jobs::queue::Bookkeeping::Claim { now_ms, lease_ms })
+                    .bookkeep($crate::jobs::queue::Bookkeeping::Claim {
+                        now_ms,
+                        lease_ms,
+                        lane,
+                    })
                     .await?;
                 row.map($crate::jobs::Job::try_from).transpose()
             }

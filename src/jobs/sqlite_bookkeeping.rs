@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     guards, personas,
-    queue::Bookkeeping,
+    queue::{Bookkeeping, Lane, OLDER_PENDING_PERSONA},
     row::{json_text, JobRow},
     store::{numbered, Dialect, Statements},
     Guard, Hold, JobId, KnownPersona, StoreError,
@@ -29,7 +29,8 @@ pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attem
          SELECT id FROM (
              SELECT * FROM (SELECT c.id, c.run_at_ms FROM jobs c
                             WHERE c.state = 'pending' AND c.run_at_ms <= ?1 AND NOT (CLAIM_BUSY)
-                            ORDER BY c.run_at_ms, c.id LIMIT 1)
+                              AND NOT (CLAIM_OLDER)
+                            ORDER BY CLAIM_ORDER LIMIT 1)
              UNION ALL
              SELECT * FROM (SELECT c.id, c.run_at_ms FROM jobs c
                             WHERE c.state = 'running' AND c.lease_until_ms < ?1 AND NOT (CLAIM_BUSY)
@@ -43,17 +44,37 @@ pub const CLAIM_BUSY_SQL: &str = "c.action = 'create_persona' AND EXISTS (
          WHERE r.trigger_name = c.trigger_name AND r.user_id = c.user_id AND r.id != c.id
            AND r.state = 'running' AND r.action = 'create_persona' AND r.lease_until_ms >= ?1)";
 
-fn claim_sql() -> &'static str {
-    static CLAIM: OnceLock<String> = OnceLock::new();
-    CLAIM.get_or_init(|| CLAIM_SQL.replace("CLAIM_BUSY", CLAIM_BUSY_SQL))
+/// The claim of `lane`: its order among pending jobs, and (newest first) a persona job's wait for an older
+/// pending one of its trigger and user.
+fn claim_sql(lane: Lane) -> &'static str {
+    static OLDEST: OnceLock<String> = OnceLock::new();
+    static NEWEST: OnceLock<String> = OnceLock::new();
+    let (cell, order, older) = match lane {
+        Lane::Oldest => (&OLDEST, "c.run_at_ms, c.id", "0"),
+        Lane::Newest => (
+            &NEWEST,
+            "c.run_at_ms DESC, c.id DESC",
+            OLDER_PENDING_PERSONA,
+        ),
+    };
+    cell.get_or_init(|| {
+        CLAIM_SQL
+            .replace("CLAIM_BUSY", CLAIM_BUSY_SQL)
+            .replace("CLAIM_OLDER", older)
+            .replace("CLAIM_ORDER", order)
+    })
 }
 
 /// Runs one claim or step of a worker's job; a claim answers the job's row if it found one.
 pub fn run_one(db: &Connection, op: Bookkeeping) -> Answer {
     let sql = &Statements::of(Dialect::Sqlite).queue;
     match op {
-        Bookkeeping::Claim { now_ms, lease_ms } => {
-            let mut claim = db.prepare_cached(claim_sql())?;
+        Bookkeeping::Claim {
+            now_ms,
+            lease_ms,
+            lane,
+        } => {
+            let mut claim = db.prepare_cached(claim_sql(lane))?;
             let row = claim
                 .query_row(params![now_ms as i64, lease_ms as i64], JobRow::from_sqlite)
                 .optional()?;

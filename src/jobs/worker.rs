@@ -7,7 +7,9 @@ use tracing::instrument::WithSubscriber;
 
 use crate::metrics::{HoldLabel, Metrics};
 
-use super::{now_ms, retry::RetryPolicy, Hold, Job, JobStore, Jobs, NewJob, StoreError};
+use super::{
+    now_ms, queue::Lane, retry::RetryPolicy, Hold, Job, JobStore, Jobs, NewJob, StoreError,
+};
 
 /// What runs a claimed job. The actions implement it (`actions::Runner`) and `startup` hands it to the pool,
 /// so the queue knows nothing of triggers, clients or sinks.
@@ -103,6 +105,9 @@ async fn work(
     stop: Stop,
 ) {
     let shutdown = &stop.shutdown;
+    // Every other claim takes the newest due job: a fresh event is acted on in milliseconds while an older
+    // backlog drains (at half the workers' pace, from its oldest end: no job waits forever).
+    let mut lane = Lane::Oldest;
     loop {
         // Boxed, not pinned on the stack, so that it can be dropped before a claimed job runs.
         let mut bell = Box::pin(jobs.bell.notified());
@@ -110,7 +115,15 @@ async fn work(
         if shutdown.is_cancelled() {
             return;
         }
-        match jobs.store.claim(now_ms(), lease.as_millis() as u64).await {
+        lane = match lane {
+            Lane::Oldest => Lane::Newest,
+            Lane::Newest => Lane::Oldest,
+        };
+        match jobs
+            .store
+            .claim_in(now_ms(), lease.as_millis() as u64, lane)
+            .await
+        {
             Ok(Some(job)) => {
                 // A wake-up this worker took while claiming goes on to an idle one (tokio passes on a
                 // `notify_one` whose future is dropped unpolled).

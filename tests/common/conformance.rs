@@ -9,6 +9,7 @@ use mavera_triggers::{
     jobs::{
         events::{EventFilter, RequestMeta, StatusFilter},
         now_ms,
+        queue::Lane,
         upkeep::{self, Forgotten, Retention},
         Delivery, Guard, Hold, JobKind, JobState, JobStore, KnownPersona, NewJob,
     },
@@ -53,6 +54,7 @@ macro_rules! every_check {
         $then! {
             records_each_event_once,
             claims_are_exclusive_under_concurrency,
+            the_newest_lane_takes_fresh_work_and_keeps_a_persons_persona_order,
             expired_leases_are_taken_over_and_renewed_ones_are_not,
             progress_merges_and_follow_ups_land_with_the_outcome,
             retries_wait_and_finals_are_kept_and_replayable,
@@ -140,6 +142,54 @@ pub async fn unusable_parts_are_kept_with_their_status_and_reason(store: Arc<dyn
             "{status} is tallied: {minutes:?}"
         );
     }
+}
+
+pub async fn the_newest_lane_takes_fresh_work_and_keeps_a_persons_persona_order(
+    store: Arc<dyn JobStore>,
+) {
+    let store: &dyn JobStore = &*store;
+    let persona = |event_id: &str| NewJob {
+        action: JobKind::Action(ActionKind::CreatePersona),
+        user_id: Some("same-person".into()),
+        ..job("persona", event_id)
+    };
+    let arrived = |event_id: &str, job: NewJob| Delivery {
+        jobs: vec![job],
+        ..delivery(event_id, 0)
+    };
+    // In the order they came: a research job, two persona jobs for one person, a fresh research job.
+    store
+        .record(
+            vec![
+                arrived("old", job("t", "old")),
+                arrived("p1", persona("p1")),
+                arrived("p2", persona("p2")),
+                arrived("fresh", job("t", "fresh")),
+            ],
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let newest = || async {
+        store
+            .claim_in(now_ms(), 60_000, Lane::Newest)
+            .await
+            .unwrap()
+            .map(|j| (j.id, j.new.event_id))
+    };
+    let name = |claimed: Option<(u64, String)>| claimed.map(|(_, e)| e);
+    assert_eq!(name(newest().await).as_deref(), Some("fresh"));
+    // p2 is newer, but p1 (same trigger, same person) is still pending: p1 first.
+    let p1 = newest().await.expect("p1 is due");
+    assert_eq!(p1.1, "p1");
+    // p2 now waits for the running p1, so the newest lane goes on to the rest.
+    assert_eq!(name(newest().await).as_deref(), Some("old"));
+    assert_eq!(newest().await, None, "p2 waits while p1 runs");
+    store
+        .finish(p1.0, json!({"ok": true}), vec![])
+        .await
+        .unwrap();
+    assert_eq!(name(newest().await).as_deref(), Some("p2"));
 }
 
 async fn drain(store: &dyn JobStore) {
