@@ -13,6 +13,7 @@ mod verify;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
+use serde_json::{Map, Value};
 
 pub use parse::{parse, unprocessable, Parsed};
 pub use sample::sample;
@@ -97,6 +98,10 @@ impl Provider for CustomerIo {
             .unwrap_or("")
             .trim();
         format!("verified: X-CIO-Signature, HMAC-SHA256 of v0:{stamp}:<body>")
+    }
+
+    fn full_context(&self, raw: &str) -> Map<String, Value> {
+        parse::full_context(raw)
     }
 
     /// A body too deep or too long to read is acknowledged and kept as unprocessable, like one that is not

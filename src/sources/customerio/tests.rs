@@ -284,3 +284,39 @@ fn an_event_says_whom_it_is_about_with_the_email_masked() {
     );
     assert_eq!(event("push", "{}").who, "object_type=push");
 }
+
+#[test]
+fn the_context_is_built_when_asked_for_and_holds_every_field() {
+    let body = br#"{"data":{"action_id":36,"customer_id":"c1","delivery_id":"RAEC==","identifiers":{"cio_id":"a3000001","email":"c1@acme.example","id":"c1"},"recipient":"c1@acme.example","subject":"Bye"},"event_id":"ev1","metric":"unsubscribed","object_type":"email","timestamp":1732541458}"#;
+    let v = unsigned(body);
+    let Parsed::Event(e) = parse(&v) else {
+        panic!()
+    };
+    assert!(
+        e.context.get().is_none(),
+        "an event no trigger asks about is never given a context"
+    );
+    let payload: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(
+        Value::Object(e.context().clone()),
+        serde_json::json!({
+            "provider": "customerio",
+            "event": "unsubscribed",
+            "metric": "unsubscribed",
+            "object_type": "email",
+            "event_id": "ev1",
+            "timestamp": 1732541458,
+            "user_id": "c1",
+            "customer_id": "c1",
+            "email": "c1@acme.example",
+            "recipient": "c1@acme.example",
+            "cio_id": "a3000001",
+            "delivery_id": "RAEC==",
+            "lookup": {"id": "c1", "id_type": "id"},
+            "identifiers": payload["data"]["identifiers"],
+            "data": payload["data"],
+            "payload": payload,
+        })
+    );
+    assert_eq!((e.user_id.as_deref(), e.id.as_str()), (Some("c1"), "ev1"));
+}
