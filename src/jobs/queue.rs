@@ -9,7 +9,8 @@ use super::{
     Job, JobId, JobState, NewJob, StoreError,
 };
 
-/// Which due job a claim takes. A job whose lease expired (its worker died) comes first in either lane.
+/// Which due job a claim takes. A job whose lease expired (its worker died) goes before any newer one in
+/// either lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// The oldest due job: a backlog drains in the order it came.
