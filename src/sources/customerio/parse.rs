@@ -185,14 +185,13 @@ fn context_of(obj: Map<String, Value>) -> Map<String, Value> {
         .unwrap_or_default();
     let event_id = id_string(obj.get("event_id"));
     let user_id = p.lookup.as_ref().map(|(id, _)| id.clone());
-    let text_or_null = |v: Option<String>| v.map(Value::from).unwrap_or(Value::Null);
     let mut ctx = Map::new();
     let fields: [(&str, Value); 15] = [
         ("provider", Value::from("customerio")),
         ("event", Value::from(p.metric.clone())),
         ("metric", Value::from(p.metric)),
         ("object_type", Value::from(p.object_type)),
-        ("event_id", text_or_null(event_id)),
+        ("event_id", Value::from(event_id)),
         (
             "timestamp",
             obj.get("timestamp").cloned().unwrap_or(Value::Null),
@@ -201,11 +200,11 @@ fn context_of(obj: Map<String, Value>) -> Map<String, Value> {
             "user_id",
             Value::from(user_id.unwrap_or_else(|| "unknown".into())),
         ),
-        ("customer_id", text_or_null(p.customer_id)),
-        ("email", text_or_null(p.email)),
-        ("recipient", text_or_null(p.recipient)),
-        ("cio_id", text_or_null(p.cio_id)),
-        ("delivery_id", text_or_null(text(data.get("delivery_id")))),
+        ("customer_id", Value::from(p.customer_id)),
+        ("email", Value::from(p.email)),
+        ("recipient", Value::from(p.recipient)),
+        ("cio_id", Value::from(p.cio_id)),
+        ("delivery_id", Value::from(text(data.get("delivery_id")))),
         (
             "lookup",
             p.lookup
