@@ -13,7 +13,7 @@ use crate::{
     jobs::{events::RequestMeta, Delivery, JobKind, Jobs, NewJob, StoreError},
     metrics::{Metrics, UnusableLabel},
     sources::{Event, Refusal, Source, Unusable},
-    triggers::{ActionKind, Decision, Stage, Trigger, TriggerTable},
+    triggers::{ActionKind, Decision, Stage, TriggerTable},
 };
 
 /// The answer to a sender: how many events came in, how many were re-deliveries, how many jobs started, and
@@ -100,7 +100,7 @@ impl Intake {
         // Whom each delivery is about, for its log line.
         let mut whos = Vec::new();
         let mut ignored = Vec::new();
-        for mut event in events {
+        for event in events {
             let key = event.dedupe_key();
             match self.dedupe.sight(&key) {
                 Sighting::Seen => {
@@ -122,11 +122,7 @@ impl Intake {
                     .inc();
                 tracing::info!(source = %source, event_id = %event.id, event = %event.name, "our own write-back, forwarded back by Segment: acknowledged, never triggered (loop guard)");
             }
-            // Owned handles, so that the last job can take the event's context (below).
-            let triggers: Vec<Arc<Trigger>> =
-                table.matching(&event).filter(|_| !own).cloned().collect();
-            let count = triggers.len();
-            for (i, trigger) in triggers.iter().enumerate() {
+            for trigger in table.matching(&event).filter(|_| !own) {
                 // A trigger with no `vars` and no `when` acts on every event it matches: nothing to decide,
                 // and no copy of the event's context to make for it.
                 let decision = if trigger.is_unconditional() {
@@ -151,12 +147,8 @@ impl Intake {
                     source,
                     event_id: event.id.clone(),
                     user_id: event.user_id.clone(),
-                    // The last job takes the context itself; only earlier ones copy it.
-                    context: if i + 1 == count {
-                        event.take_context()
-                    } else {
-                        event.context().clone()
-                    },
+                    // The event's: the store rebuilds it from the event's raw JSON when the job is read.
+                    context: Default::default(),
                 });
             }
             let matched = !jobs.is_empty();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::{Database, QueryBuilder};
 
-use super::{events, row::json_text, Delivery};
+use super::{events, row::context_text, Delivery};
 
 /// Rows per statement: far below SQLite's 32,766 and Postgres' 65,535 bound values.
 pub const CHUNK: usize = 1000;
@@ -88,7 +88,7 @@ where
             .push_bind(job.source.as_str())
             .push_bind(job.event_id.as_str())
             .push_bind(job.user_id.as_deref())
-            .push_bind(json_text(&job.context))
+            .push_bind(context_text(job))
             .push_unseparated(context_cast)
             .push_bind(now_ms)
             .push_bind(now_ms)

@@ -95,7 +95,9 @@ pub struct NewJob {
     pub source: Source,
     pub event_id: String,
     pub user_id: Option<String>,
-    /// The event's template context, as received.
+    /// What the job's templates and conditions read. Empty when the intake makes it: a job's context is then
+    /// its event's, which the store does not copy but rebuilds from the event's raw JSON when the job is
+    /// read ([`row::EVENTS_CONTEXT`]). A job read from the store always has it.
     pub context: Map<String, Value>,
 }
 

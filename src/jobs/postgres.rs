@@ -20,7 +20,7 @@ use super::{
     personas::impl_personas,
     queue::{impl_queue, Bookkeeping, Lane, OLDER_PENDING_PERSONA},
     reads::impl_job_reads,
-    row::{json_text, JobRow},
+    row::{context_text, json_text, JobRow},
     store::{impl_heartbeat, Dialect, Intake, SqlBackend},
     upkeep::{impl_upkeep, Upkeep},
     Delivery, JobStore, SharedLimits, SharedLimitsDown, StoreError,
@@ -189,7 +189,7 @@ impl PgStore {
                         .bind(job.source.as_str())
                         .bind(&job.event_id)
                         .bind(&job.user_id)
-                        .bind(json_text(&job.context))
+                        .bind(context_text(job))
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;

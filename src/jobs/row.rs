@@ -3,7 +3,10 @@
 use serde_json::{Map, Value};
 
 use super::{Job, JobId, JobKind, JobState, NewJob, StoreError};
-use crate::triggers::{config::SinkKind, ActionKind};
+use crate::{
+    sources::Source,
+    triggers::{config::SinkKind, ActionKind},
+};
 
 /// The columns of a job row. Postgres selects its `jsonb` columns `::text` into the same names.
 #[derive(Debug, sqlx::FromRow)]
@@ -15,6 +18,8 @@ pub struct JobRow {
     event_id: String,
     user_id: Option<String>,
     context: String,
+    /// The event's raw JSON when the job keeps no context of its own ([`EVENTS_CONTEXT`]).
+    event_raw: Option<String>,
     state: String,
     attempts: i64,
     created_ms: i64,
@@ -26,7 +31,7 @@ pub struct JobRow {
 }
 
 impl JobRow {
-    /// A job row as rusqlite reads it on SQLite's writer (a claim's `RETURNING *`), by column name.
+    /// A job row as rusqlite reads it on SQLite's writer (a claim's `RETURNING`), by column name.
     pub fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(JobRow {
             id: row.get("id")?,
@@ -36,6 +41,7 @@ impl JobRow {
             event_id: row.get("event_id")?,
             user_id: row.get("user_id")?,
             context: row.get("context")?,
+            event_raw: row.get("event_raw")?,
             state: row.get("state")?,
             attempts: row.get("attempts")?,
             created_ms: row.get("created_ms")?,
@@ -52,6 +58,31 @@ pub fn json_text(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// A job's stored `context` when it is its event's: JSON `null` (text on SQLite, `jsonb` on Postgres). Its
+/// event's raw JSON is already stored, and the context is a function of it (`Provider::full_context`), so
+/// the job does not keep a second copy (~2.5 KB, rewritten with the row at each claim and outcome); a read
+/// rebuilds it. Retention writes the context into the job before its event goes
+/// ([`super::upkeep`]).
+pub const EVENTS_CONTEXT: &str = "null";
+
+/// The text a job's context is stored as: [`EVENTS_CONTEXT`] for an empty one (see [`NewJob::context`]).
+pub fn context_text(job: &NewJob) -> String {
+    if job.context.is_empty() {
+        EVENTS_CONTEXT.into()
+    } else {
+        json_text(&job.context)
+    }
+}
+
+/// A job's context as read: its own, or, for [`EVENTS_CONTEXT`], its event's rebuilt from the event's raw
+/// JSON (empty if the event is gone, as after an erasure).
+pub fn context_of(source: Source, stored: &str, event_raw: Option<&str>) -> Map<String, Value> {
+    match event_raw {
+        Some(raw) if stored == EVENTS_CONTEXT => source.provider().full_context(raw),
+        _ => object(stored),
+    }
+}
+
 fn object(text: &str) -> Map<String, Value> {
     serde_json::from_str(text).unwrap_or_default()
 }
@@ -59,15 +90,16 @@ fn object(text: &str) -> Map<String, Value> {
 impl TryFrom<JobRow> for Job {
     type Error = StoreError;
     fn try_from(row: JobRow) -> Result<Self, StoreError> {
+        let source: Source = row.source.parse().map_err(StoreError::Unavailable)?;
         Ok(Job {
             id: row.id as JobId,
             new: NewJob {
                 trigger: row.trigger_name,
                 action: row.action.parse().map_err(StoreError::Unavailable)?,
-                source: row.source.parse().map_err(StoreError::Unavailable)?,
+                source,
                 event_id: row.event_id,
                 user_id: row.user_id,
-                context: object(&row.context),
+                context: context_of(source, &row.context, row.event_raw.as_deref()),
             },
             state: row.state.parse().unwrap_or(JobState::Pending),
             attempts: row.attempts as u32,

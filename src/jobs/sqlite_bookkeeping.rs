@@ -13,7 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{
     guards, personas,
     queue::{Bookkeeping, Lane, OLDER_PENDING_PERSONA},
-    row::{json_text, JobRow},
+    row::{context_text, json_text, JobRow},
     store::{numbered, Dialect, Statements},
     Guard, Hold, JobId, KnownPersona, StoreError,
 };
@@ -36,7 +36,7 @@ pub const CLAIM_SQL: &str = "UPDATE jobs SET state = 'running', attempts = attem
                             WHERE c.state = 'running' AND c.lease_until_ms < ?1 AND NOT (CLAIM_BUSY)
                             ORDER BY c.run_at_ms, c.id LIMIT 1))
          ORDER BY run_at_ms, id LIMIT 1)
-     RETURNING *";
+     RETURNING {JOB}";
 
 /// A persona job whose (trigger, user) has another persona job running: it waits its turn.
 pub const CLAIM_BUSY_SQL: &str = "c.action = 'create_persona' AND EXISTS (
@@ -58,7 +58,8 @@ fn claim_sql(lane: Lane) -> &'static str {
         ),
     };
     cell.get_or_init(|| {
-        CLAIM_SQL
+        Dialect::Sqlite
+            .fill(CLAIM_SQL)
             .replace("CLAIM_BUSY", CLAIM_BUSY_SQL)
             .replace("CLAIM_OLDER", older)
             .replace("CLAIM_ORDER", order)
@@ -104,7 +105,7 @@ pub fn run_one(db: &Connection, op: Bookkeeping) -> Answer {
                     job.source.as_str(),
                     job.event_id,
                     job.user_id,
-                    json_text(&job.context),
+                    context_text(job),
                     now,
                 ])?;
             }

@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 
 use super::{
     events::{self, EventStatus},
-    row::json_text,
+    row::context_text,
     Delivery, StoreError,
 };
 use crate::{metrics::CommitMetrics, sources::Source};
@@ -154,12 +154,12 @@ impl From<Delivery> for EventRow {
                 .jobs
                 .into_iter()
                 .map(|j| JobText {
+                    context: context_text(&j),
                     trigger: j.trigger,
                     action: j.action.as_str(),
                     source: j.source,
                     event_id: j.event_id,
                     user_id: j.user_id,
-                    context: json_text(&j.context),
                 })
                 .collect(),
         }

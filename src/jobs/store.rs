@@ -84,9 +84,13 @@ pub enum Dialect {
     Postgres,
 }
 
-/// The columns of a job, in the names [`super::row::JobRow`] reads (`jsonb` as text on Postgres).
-const JOB: &str = "id, trigger_name, action, source, event_id, user_id, context{T} AS context, state, attempts,
-     created_ms, run_at_ms, progress{T} AS progress, last_error, outcome{T} AS outcome, history{T} AS history";
+/// The columns of a job, in the names [`super::row::JobRow`] reads (`jsonb` as text on Postgres), from a
+/// statement on `jobs` unaliased. A job that keeps no context of its own (`row::EVENTS_CONTEXT`) comes with its
+/// event's raw JSON, which its context is rebuilt from.
+const JOB: &str = "id, trigger_name, action, source, event_id, user_id, context{T} AS context,
+     CASE WHEN context{T} = 'null' THEN (SELECT e.raw FROM events e WHERE e.id = jobs.event_row) END AS event_raw,
+     state, attempts, created_ms, run_at_ms, progress{T} AS progress, last_error, outcome{T} AS outcome,
+     history{T} AS history";
 
 /// The database's clock in milliseconds (the same clock as the process's on SQLite, which is on this machine;
 /// Postgres's, so that replicas' clocks need not agree).

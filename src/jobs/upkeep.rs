@@ -216,6 +216,18 @@ pub mod sql {
          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_row = e.id AND j.state IN ('pending', 'running'))
          ORDER BY e.received_ms LIMIT $2";
 
+    /// The jobs that keep no context of their own (`row::EVENTS_CONTEXT`) and whose event is about to go, with
+    /// that event's raw JSON: each is given its context before the event is deleted.
+    pub fn contexts_to_keep() -> String {
+        format!(
+            "SELECT j.id, j.source, e.raw FROM jobs j JOIN events e ON e.id = j.event_row
+             WHERE j.context{{T}} = 'null' AND j.event_row IN ({PRUNABLE_EVENTS})"
+        )
+    }
+
+    /// Gives job `$1` the context `$2` (JSON text).
+    pub const KEEP_CONTEXT: &str = "UPDATE jobs SET context = $2{J} WHERE id = $1";
+
     pub fn unlink_old_events() -> String {
         format!("UPDATE jobs SET event_row = NULL WHERE event_row IN ({PRUNABLE_EVENTS})")
     }
@@ -261,8 +273,32 @@ macro_rules! impl_upkeep {
             ) -> Result<u64, $crate::jobs::StoreError> {
                 use sqlx::Acquire;
                 use $crate::jobs::upkeep::sql;
+                let dialect = <Self as $crate::jobs::store::SqlBackend>::DIALECT;
                 let mut conn = self.writer().await?;
                 let mut tx = conn.begin().await?;
+                // A job outlives its event (`RETENTION_JOBS` is longer): the ones that read their context
+                // from it keep a copy.
+                let keep: Vec<(i64, String, String)> =
+                    sqlx::query_as(&dialect.fill(&sql::contexts_to_keep()))
+                        .bind(before_ms as i64)
+                        .bind(limit as i64)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let keep_context = dialect.fill(sql::KEEP_CONTEXT);
+                for (id, source, raw) in keep {
+                    let context = $crate::jobs::row::context_of(
+                        source
+                            .parse()
+                            .map_err($crate::jobs::StoreError::Unavailable)?,
+                        $crate::jobs::row::EVENTS_CONTEXT,
+                        Some(&raw),
+                    );
+                    sqlx::query(&keep_context)
+                        .bind(id)
+                        .bind($crate::jobs::row::json_text(&context))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 sqlx::query(&sql::unlink_old_events())
                     .bind(before_ms as i64)
                     .bind(limit as i64)

@@ -115,13 +115,6 @@ impl Event {
             .get_or_init(|| self.source.provider().full_context(&self.raw))
     }
 
-    /// The context ([`Event::context`]) moved out of the event; it is read again if asked for later.
-    pub fn take_context(&mut self) -> Map<String, Value> {
-        self.context
-            .take()
-            .unwrap_or_else(|| self.source.provider().full_context(&self.raw))
-    }
-
     /// True for a Segment event this server sent itself (a write-back that Segment forwarded here again):
     /// its `context.library.name` is ours. Such an event is acknowledged and counted, never triggered on.
     pub fn is_own_write_back(&self) -> bool {

@@ -68,6 +68,7 @@ macro_rules! every_check {
             digests_gather_once_per_job_close_at_max_or_window_and_record_one_job,
             one_person_is_forgotten_and_no_one_else,
             retention_prunes_old_rows_and_keeps_work_still_to_do,
+            a_job_reads_its_events_context_and_keeps_it_when_the_event_goes,
             the_heartbeat_is_written,
         }
     };
@@ -796,6 +797,74 @@ pub async fn retention_prunes_old_rows_and_keeps_work_still_to_do(store: Arc<dyn
     assert!(metrics
         .render()
         .contains("store_rows_pruned_total{table=\"jobs\"}"));
+}
+
+pub async fn a_job_reads_its_events_context_and_keeps_it_when_the_event_goes(
+    store: Arc<dyn JobStore>,
+) {
+    let store: &dyn JobStore = &*store;
+    let now = now_ms();
+    let raw = json!({
+        "type": "track", "event": "trial_started", "messageId": "ctx-ref", "userId": "user-ctx",
+        "properties": {"plan": "pro", "seats": 12},
+        "context": {"traits": {"email": "ctx@example.com"}},
+        "timestamp": "2026-12-01T08:00:00.000Z"
+    })
+    .to_string();
+    // As the intake makes it: the job's context is left empty, the event's raw JSON holds it.
+    let mut of_event = job("ctx-trigger", "ctx-ref");
+    of_event.context = Default::default();
+    let event = Delivery {
+        raw: raw.clone(),
+        user_id: Some("user-ctx".into()),
+        jobs: vec![of_event, job("own-trigger", "ctx-ref")],
+        ..delivery("ctx-ref", 0)
+    };
+    store.record(vec![event], now - 40 * DAY_MS).await.unwrap();
+    let expected = Source::Segment.provider().full_context(&raw);
+    assert_eq!(expected["plan"], "pro", "the event's context: {expected:?}");
+
+    let first = store.claim(now, 60_000).await.unwrap().unwrap();
+    let second = store.claim(now, 60_000).await.unwrap().unwrap();
+    let (of_event, own) = if first.new.trigger == "ctx-trigger" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(
+        of_event.new.context, expected,
+        "claimed: the event's context"
+    );
+    assert_eq!(
+        own.new.context,
+        job("own-trigger", "ctx-ref").context,
+        "a context of its own is kept as given"
+    );
+    store
+        .finish(of_event.id, json!({"brief": "b"}), vec![])
+        .await
+        .unwrap();
+    store
+        .finish(own.id, json!({"brief": "b"}), vec![])
+        .await
+        .unwrap();
+    let read = store.get(of_event.id).await.unwrap().unwrap();
+    assert_eq!(read.new.context, expected, "read back: the event's context");
+
+    // The event is older than its retention, its jobs are not: they keep what they read.
+    let retention = Retention {
+        events: Some(Duration::from_secs(30 * 86_400)),
+        jobs: Some(Duration::from_secs(90 * 86_400)),
+    };
+    let pruned = upkeep::prune(&*store.upkeep(), retention, now, &Metrics::default())
+        .await
+        .unwrap();
+    assert_eq!(pruned.events, 1);
+    assert!(!event_listed(store, "ctx-ref").await);
+    let kept = store.get(of_event.id).await.unwrap().unwrap();
+    assert_eq!(kept.new.context, expected, "after its event went");
+    let own_kept = store.get(own.id).await.unwrap().unwrap();
+    assert_eq!(own_kept.new.context, own.new.context);
 }
 
 pub async fn one_person_is_forgotten_and_no_one_else(store: Arc<dyn JobStore>) {
