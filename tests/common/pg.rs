@@ -261,12 +261,15 @@ impl TestPostgres {
     }
 
     fn try_start(&self) -> Result<(), String> {
+        // `MT_PG_OPTS`: more server options, e.g. `-c shared_preload_libraries=pg_stat_statements` to see
+        // where a benchmark's database spends its time.
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' \
-             -c fsync={} -c max_connections=200",
+             -c fsync={} -c max_connections=200 {}",
             self.port,
             self.root.display(),
             if self.fsync { "on" } else { "off" },
+            std::env::var("MT_PG_OPTS").unwrap_or_default(),
         );
         let out = run(pg_command(&self.pg_ctl, self.run_as, &self.root)
             .arg("-D")
