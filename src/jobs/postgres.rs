@@ -292,31 +292,24 @@ impl SharedLimits for PgStore {
         window_ms: u64,
     ) -> Result<Result<(), Duration>, SharedLimitsDown> {
         let mut tx = self.pool.begin().await?;
-        // One replica at a time decides for this bucket, so the lock is held from here to the commit. That
-        // commit does not wait for the disk (`synchronous_commit` off, for this transaction only): waiting
-        // for a WAL flush with the lock held made every Mavera call of every replica queue behind the one
-        // before's flush (the advisory lock was 2,064 of 2,722 active samples in pg_stat_activity under
-        // `cargo bench --bench load` with BENCH_POSTGRES=1). What a Postgres crash can cost: the calls of its
-        // last fraction of a second are forgotten, and as many more may be let through after it.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtext($1)), set_config('synchronous_commit', 'off', true)",
-        )
-        .bind(bucket)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "DELETE FROM rate_log WHERE bucket = $1 AND at_ms <= {DB_NOW} - $2"
-        ))
-        .bind(bucket)
-        .bind(window_ms as i64)
-        .execute(&mut *tx)
-        .await?;
-        let (count, oldest, now): (i64, Option<i64>, i64) = sqlx::query_as(&format!(
-            "SELECT COUNT(*), MIN(at_ms), {DB_NOW} FROM rate_log WHERE bucket = $1"
-        ))
-        .bind(bucket)
-        .fetch_one(&mut *tx)
-        .await?;
+        // One replica at a time decides for this bucket.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(bucket)
+            .execute(&mut *tx)
+            .await?;
+        let (now,): (i64,) = sqlx::query_as(&format!("SELECT {DB_NOW}"))
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM rate_log WHERE bucket = $1 AND at_ms <= $2")
+            .bind(bucket)
+            .bind(now - window_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+        let (count, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(at_ms) FROM rate_log WHERE bucket = $1")
+                .bind(bucket)
+                .fetch_one(&mut *tx)
+                .await?;
         let answer = if count < limit as i64 {
             sqlx::query("INSERT INTO rate_log (bucket, at_ms) VALUES ($1, $2)")
                 .bind(bucket)
