@@ -286,13 +286,10 @@ macro_rules! impl_upkeep {
                         .await?;
                 let keep_context = dialect.fill(sql::KEEP_CONTEXT);
                 for (id, source, raw) in keep {
-                    let context = $crate::jobs::row::context_of(
-                        source
-                            .parse()
-                            .map_err($crate::jobs::StoreError::Unavailable)?,
-                        $crate::jobs::row::EVENTS_CONTEXT,
-                        Some(&raw),
-                    );
+                    let source: $crate::sources::Source = source
+                        .parse()
+                        .map_err($crate::jobs::StoreError::Unavailable)?;
+                    let context = source.provider().full_context(&raw);
                     sqlx::query(&keep_context)
                         .bind(id)
                         .bind($crate::jobs::row::json_text(&context))
